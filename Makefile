@@ -1,0 +1,44 @@
+# The front door: `make help` lists the commands. Settings come from the environment (see README).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.DEFAULT_GOAL := help
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+venv: $(VENV)/.installed ## create the virtualenv with the pinned requirements
+
+run: venv ## the whole system on this machine: Redis (if none answers), workers, web app
+	$(PY) scripts/run.py
+
+demo: venv ## `make run` with synthetic prices (no network needed)
+	PRICE_SOURCE=synthetic $(PY) scripts/run.py
+
+web: venv ## only the web app (gunicorn) on HOST:PORT
+	$(VENV)/bin/gunicorn 'webapp:create_app()'
+
+worker: venv ## WORKERS worker processes (default: one per core) against REDIS_URL
+	$(PY) worker.py
+
+redis: venv ## only the Redis server for REDIS_URL's port, persistent in REDIS_DATA_DIR
+	$(PY) scripts/redis_server.py
+
+test: $(VENV)/.installed-test ## the whole test suite (starts its own Redis and workers)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean: ## remove the virtualenv, caches and local Redis data
+	rm -rf $(VENV) .cache .data .pytest_cache
+
+.PHONY: help venv run demo web worker redis test clean

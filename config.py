@@ -1,0 +1,41 @@
+"""Every setting of the project, read once from environment variables.
+
+Each name below is documented in the README's settings table; change a default there too.
+"""
+import os
+
+
+def _int(name: str, default: int) -> int:
+    """Read an integer setting, failing at start-up with the setting's name if it is not one."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"setting {name} must be an integer, got {raw!r}") from None
+
+
+class Config:
+    REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    PRICE_SOURCE = os.environ.get("PRICE_SOURCE") or "yahoo"
+    HOST = os.environ.get("HOST") or "127.0.0.1"
+    PORT = _int("PORT", 5000)
+    WORKERS = _int("WORKERS", os.cpu_count() or 1)
+    LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
+    QUEUE_NAME = os.environ.get("QUEUE_NAME") or "trends"
+    MAX_SYMBOLS = _int("MAX_SYMBOLS", 100)
+    TRENDS_TIMEOUT = _int("TRENDS_TIMEOUT", 30)
+    JOB_TIMEOUT = _int("JOB_TIMEOUT", 20)
+    RESULT_TTL = _int("RESULT_TTL", 600)
+    YAHOO_TIMEOUT = _int("YAHOO_TIMEOUT", 10)
+    YFINANCE_CACHE_DIR = os.environ.get("YFINANCE_CACHE_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), ".cache", "yfinance"
+    )
+    REDIS_DATA_DIR = os.environ.get("REDIS_DATA_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), ".data", "redis"
+    )
+    WEB_PROCESSES = _int("WEB_PROCESSES", 2)
+    WEB_THREADS = _int("WEB_THREADS", 16)
+    SYNTHETIC_LATENCY_MS = _int("SYNTHETIC_LATENCY_MS", 0)
+    MAX_CONTENT_LENGTH = _int("MAX_BODY_BYTES", 1_000_000)  # Flask answers 413 above this

@@ -1,0 +1,1 @@
+"""Everything a worker runs: price sources, the analysis math and the RQ job functions."""

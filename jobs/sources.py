@@ -1,0 +1,171 @@
+"""Price sources: where a year of daily closes comes from (Yahoo, a CSV folder, or synthetic).
+
+Every source has a `name` (reported as `source` in each result) and `history(symbol)`, which
+returns a PriceHistory or raises a PriceDataError whose message a person can read.
+"""
+import datetime as dt
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+TRADING_DAYS_PER_YEAR = 252
+
+
+@dataclass(frozen=True)
+class PriceHistory:
+    """A year of daily closes, oldest first, and the source that gave them."""
+
+    symbol: str
+    dates: list[dt.date]
+    closes: np.ndarray
+    source: str
+
+
+class PriceDataError(Exception):
+    """One symbol's prices could not be had; the message is shown to the user as is."""
+
+
+class UnknownSymbol(PriceDataError):
+    pass
+
+
+class NoPriceData(PriceDataError):
+    pass
+
+
+class RateLimited(PriceDataError):
+    pass
+
+
+class SourceUnavailable(PriceDataError):
+    pass
+
+
+def _history(symbol: str, source: str, dates, closes) -> PriceHistory:
+    """Build a PriceHistory from parallel dates/closes, dropping missing closes."""
+    frame = pd.DataFrame({"close": np.asarray(closes, dtype=float)}, index=pd.DatetimeIndex(dates))
+    frame = frame.dropna().sort_index()
+    if frame.empty:
+        raise NoPriceData(f"{symbol}: the {source} source has no daily closes for the last year")
+    return PriceHistory(symbol, [d.date() for d in frame.index], frame["close"].to_numpy(), source)
+
+
+class YahooSource:
+    """Yahoo Finance through yfinance: one year of daily bars per symbol."""
+
+    name = "yahoo"
+
+    def __init__(self, cache_dir: str, timeout: float = 10, session=None):
+        import yfinance as yf
+
+        os.makedirs(cache_dir, exist_ok=True)
+        # yfinance keeps time-zone and cookie caches in SQLite files; one project folder
+        # (WAL mode) instead of the user's home directory that every process would share blindly.
+        yf.set_tz_cache_location(cache_dir)
+        # Raise instead of logging and returning an empty frame, so failures can be told apart.
+        yf.config.debug.hide_exceptions = False
+        self._yf = yf
+        self._timeout = timeout
+        self._session = session
+
+    def history(self, symbol: str) -> PriceHistory:
+        try:
+            ticker = self._yf.Ticker(symbol, session=self._session)
+            frame = ticker.history(period="1y", interval="1d", timeout=self._timeout)
+        except Exception as exc:  # yfinance raises many kinds: HTTP, network, parsing, its own
+            log.warning("yahoo fetch of %s failed: %r", symbol, exc)
+            raise _plain_yahoo_error(symbol, exc) from None
+        if frame.empty or "Close" not in frame:
+            raise NoPriceData(f"{symbol}: Yahoo Finance returned no daily prices for the last year")
+        return _history(symbol, self.name, frame.index.tz_localize(None), frame["Close"])
+
+
+def _plain_yahoo_error(symbol: str, exc: Exception) -> PriceDataError:
+    """Tell apart unknown symbol, rate limit, HTTP failure, network failure and garbage."""
+    from yfinance.exceptions import YFDataException, YFPricesMissingError, YFRateLimitError, YFTickerMissingError
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, YFRateLimitError) or status == 429:
+        return RateLimited(f"{symbol}: Yahoo Finance is rate limiting requests; try again in a minute")
+    if isinstance(exc, YFPricesMissingError) and exc.yahoo_reason is None:
+        return NoPriceData(f"{symbol}: Yahoo Finance returned no daily prices for the last year")
+    if isinstance(exc, YFTickerMissingError) or status == 404:
+        return UnknownSymbol(f"{symbol}: Yahoo Finance has no such symbol (unknown or delisted)")
+    if status:
+        return SourceUnavailable(f"{symbol}: Yahoo Finance answered with HTTP error {status}")
+    if isinstance(exc, YFDataException):
+        return SourceUnavailable(f"{symbol}: Yahoo Finance says it is down; try again later")
+    if isinstance(exc, ValueError):  # checked first: requests' JSONDecodeError is an OSError too
+        return SourceUnavailable(f"{symbol}: Yahoo Finance gave an answer that could not be read")
+    if isinstance(exc, OSError):  # requests' and curl_cffi's network errors are OSErrors
+        return SourceUnavailable(f"{symbol}: Yahoo Finance could not be reached ({type(exc).__name__})")
+    return SourceUnavailable(f"{symbol}: Yahoo Finance gave an answer that could not be read")
+
+
+class CsvSource:
+    """A folder of SYMBOL.csv files in Yahoo's export format; the last year of each file is used."""
+
+    name = "csv"
+
+    def __init__(self, folder: str):
+        if not os.path.isdir(folder):
+            raise ValueError(f"PRICE_SOURCE csv folder {folder!r} does not exist")
+        self.folder = folder
+
+    def history(self, symbol: str) -> PriceHistory:
+        path = os.path.join(self.folder, f"{symbol}.csv")
+        if os.sep in symbol or not os.path.isfile(path):
+            raise UnknownSymbol(f"{symbol}: no price file for this symbol in the CSV folder")
+        try:
+            frame = pd.read_csv(path, usecols=["Date", "Close"], parse_dates=["Date"])
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise NoPriceData(f"{symbol}: the price file is not a Yahoo-format CSV with Date and Close ({exc})") from None
+        if frame.empty:
+            raise NoPriceData(f"{symbol}: the price file has no rows")
+        year_start = frame["Date"].max() - pd.DateOffset(years=1)
+        last_year = frame[frame["Date"] > year_start]
+        return _history(symbol, self.name, last_year["Date"], pd.to_numeric(last_year["Close"], errors="coerce"))
+
+
+class SyntheticSource:
+    """Deterministic random-walk prices seeded by the symbol, for offline demos and benchmarks.
+
+    Symbols starting with NOPE are unknown, so the error path can be shown offline too.
+    """
+
+    name = "synthetic"
+
+    def __init__(self, latency_ms: int = 0):
+        self.latency = latency_ms / 1000
+
+    def history(self, symbol: str) -> PriceHistory:
+        if self.latency:
+            time.sleep(self.latency)  # stands in for a slow network fetch
+        if symbol.startswith("NOPE"):
+            raise UnknownSymbol(f"{symbol}: the synthetic source treats symbols starting with NOPE as unknown")
+        rng = np.random.default_rng(zlib.crc32(symbol.encode()))
+        start_price = rng.uniform(20, 500)
+        daily_returns = rng.normal(0.0004, 0.015, TRADING_DAYS_PER_YEAR)
+        closes = start_price * np.exp(np.cumsum(daily_returns))
+        last_weekday = np.busday_offset(np.datetime64(dt.date.today(), "D"), -1, roll="forward")
+        dates = np.busday_offset(last_weekday, np.arange(-TRADING_DAYS_PER_YEAR + 1, 1), roll="forward")
+        return PriceHistory(symbol, [d.item() for d in dates], closes, self.name)
+
+
+def price_source_from_config(config) -> "YahooSource | CsvSource | SyntheticSource":
+    """Build the source config.PRICE_SOURCE names: `yahoo`, `synthetic` or `csv:DIR`."""
+    setting = config.PRICE_SOURCE
+    if setting == "yahoo":
+        return YahooSource(config.YFINANCE_CACHE_DIR, config.YAHOO_TIMEOUT)
+    if setting == "synthetic":
+        return SyntheticSource(config.SYNTHETIC_LATENCY_MS)
+    if setting.startswith("csv:"):
+        return CsvSource(setting[len("csv:"):])
+    raise ValueError(f"PRICE_SOURCE must be yahoo, synthetic or csv:DIR, not {setting!r}")

@@ -1,0 +1,86 @@
+"""The RQ entry points: one job analyses one symbol; callbacks hand each outcome to the waiting request.
+
+Arguments and results are plain JSON values because jobs are stored with RQ's JSONSerializer.
+"""
+import json
+import logging
+
+import numpy as np
+
+from config import Config
+from jobs.analysis import linear_forecast, moving_average, next_trading_days
+from jobs.sources import PriceDataError, PriceHistory, price_source_from_config
+
+log = logging.getLogger(__name__)
+
+_price_source = None
+
+
+def price_source():
+    """The source PRICE_SOURCE names, built once per process (the worker builds it before its first job)."""
+    global _price_source
+    if _price_source is None:
+        _price_source = price_source_from_config(Config)
+    return _price_source
+
+
+def analyze_symbol(symbol: str, window: int, horizon: int) -> dict:
+    """Fetch a year of closes for `symbol` and return its trend and forecast, or its error in words."""
+    source = price_source()
+    try:
+        return analyze_history(source.history(symbol), window, horizon)
+    except PriceDataError as exc:
+        return {"symbol": symbol, "source": source.name, "error": str(exc)}
+
+
+def analyze_history(history: PriceHistory, window: int, horizon: int) -> dict:
+    """The result object of the API for one symbol's price history."""
+    closes = history.closes
+    if len(closes) < max(window, 2):
+        raise PriceDataError(
+            f"{history.symbol}: only {len(closes)} daily closes, fewer than the {window}-day window needs"
+        )
+    return {
+        "symbol": history.symbol,
+        "source": history.source,
+        "window": window,
+        "horizon": horizon,
+        "dates": [d.isoformat() for d in history.dates],
+        "closes": _rounded(closes),
+        "trend": _rounded(moving_average(closes, window)),
+        "predictions": _rounded(linear_forecast(closes, horizon)),
+        "prediction_dates": [d.isoformat() for d in next_trading_days(history.dates[-1], horizon)],
+        "last_close": round(float(closes[-1]), 6),
+    }
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    """Six decimals: exact enough for any price, and a third of the JSON size of full floats."""
+    return np.round(values, 6).tolist()
+
+
+def report_success(job, connection, result, *args, **kwargs) -> None:
+    """on_success callback: push the result to the list the requesting web process blocks on."""
+    _reply(job, connection, result)
+
+
+def report_failure(job, connection, exc_type, exc_value, traceback) -> None:
+    """on_failure callback: an unexpected failure still answers, in words, without a traceback."""
+    from rq.timeouts import JobTimeoutException
+
+    symbol = job.args[0]
+    if exc_type is not None and issubclass(exc_type, JobTimeoutException):
+        message = f"{symbol}: the analysis took longer than the job timeout ({job.timeout} s)"
+    else:
+        message = f"{symbol}: the analysis failed unexpectedly ({exc_type.__name__}); the worker log has details"
+    _reply(job, connection, {"symbol": symbol, "error": message})
+
+
+def _reply(job, connection, result: dict) -> None:
+    reply_to = job.meta.get("reply_to")
+    if not reply_to:
+        return
+    pipe = connection.pipeline(transaction=False)
+    pipe.rpush(reply_to, json.dumps(result))
+    pipe.expire(reply_to, Config.RESULT_TTL)
+    pipe.execute()

@@ -1,0 +1,111 @@
+"""Fixtures: a real Redis-compatible server on a free loopback port, real RQ worker processes."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from redis import Redis
+
+from scripts.redis_server import server_command
+from webapp import create_app
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout: float = 10, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class RedisServer:
+    """A redis-server/valkey-server process the tests own; can be stopped and started again."""
+
+    def __init__(self, data_dir: str):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.data_dir = data_dir
+        self.process = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            server_command(self.port, self.data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        client = Redis.from_url(self.url, socket_connect_timeout=0.2)
+        wait_until(lambda: self._answers(client), what="redis-server to answer")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    @staticmethod
+    def _answers(client: Redis) -> bool:
+        try:
+            return client.ping()
+        except Exception:
+            return False
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real Redis-compatible server on a free loopback port for the whole session."""
+    server = RedisServer(str(tmp_path_factory.mktemp("redis")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A client of the session's server, flushed before and after each test."""
+    client = Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.flushall()
+
+
+@pytest.fixture
+def app(redis_server, redis_client):
+    """The web app wired to the test Redis, with a short deadline for waiting on jobs."""
+    return create_app({"REDIS_URL": redis_server.url, "TRENDS_TIMEOUT": 15, "TESTING": True})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def price_dir(tmp_path):
+    """A folder for CSV price files that the workers read (PRICE_SOURCE=csv:DIR)."""
+    return tmp_path
+
+
+@pytest.fixture
+def workers(redis_server, redis_client, price_dir, tmp_path):
+    """Real `worker.py` processes (two) against the test Redis, reading CSV prices from price_dir."""
+    env = dict(
+        os.environ,
+        REDIS_URL=redis_server.url,
+        PRICE_SOURCE=f"csv:{price_dir}",
+        WORKERS="2",
+        YFINANCE_CACHE_DIR=str(tmp_path / "yfinance"),
+    )
+    log = open(tmp_path / "workers.log", "w")
+    process = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_until(lambda: redis_client.scard("rq:workers") >= 2, timeout=30, what="two workers to register")
+    yield process
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=20)
+    log.close()

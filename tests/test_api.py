@@ -1,0 +1,121 @@
+"""POST /get_trends end to end: real Redis, real worker processes, CSV prices the tests write."""
+import base64
+import datetime as dt
+import json
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import RedisServer
+from tests.test_sources import weekdays, write_prices
+from webapp import create_app
+from webapp.trends import run_trends
+from webapp.validation import TrendsRequest
+
+
+def random_walk(seed: int, count: int = 252) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return list(np.round(50 * np.exp(np.cumsum(rng.normal(0, 0.02, count))), 4))
+
+
+@pytest.fixture
+def prices(price_dir):
+    """Price files for AAPL, MSFT and BRK-B; returns symbol → closes."""
+    days = weekdays("2025-01-02", 252)
+    series = {symbol: random_walk(seed) for seed, symbol in enumerate(["AAPL", "MSFT", "BRK-B"])}
+    for symbol, closes in series.items():
+        write_prices(price_dir, symbol, days, closes)
+    return series
+
+
+def test_several_symbols_get_correct_trends_and_predictions(client, workers, prices):
+    response = client.post("/get_trends", json={"symbols": ["aapl", "MSFT", "brk-b", "AAPL"], "window": 10, "horizon": 3})
+    assert response.status_code == 200
+    body = response.json
+    assert body["status"] == "success"
+    assert body["message"] == "Trends and predictions calculated successfully"
+    assert [r["symbol"] for r in body["results"]] == ["AAPL", "MSFT", "BRK-B"]
+    for result in body["results"]:
+        closes = pd.Series(prices[result["symbol"]])
+        expected_trend = closes.rolling(10).mean().dropna().to_numpy()
+        slope, intercept = np.polyfit(np.arange(len(closes)), closes, 1)
+        expected_predictions = intercept + slope * np.arange(len(closes), len(closes) + 3)
+        assert np.allclose(result["trend"], expected_trend, atol=1e-5)
+        assert np.allclose(result["predictions"], expected_predictions, atol=1e-5)
+        assert result["source"] == "csv"
+        assert result["last_close"] == pytest.approx(closes.iloc[-1])
+        assert len(result["dates"]) == len(result["closes"]) == 252
+        last_day = dt.date.fromisoformat(result["dates"][-1])
+        assert [dt.date.fromisoformat(d) > last_day for d in result["prediction_dates"]] == [True] * 3
+
+
+def test_unknown_symbol_is_reported_and_others_succeed(client, workers, prices):
+    body = client.post("/get_trends", json={"symbols": ["AAPL", "NOPE", "MSFT"]}).json
+    assert body["status"] == "partial"
+    assert "NOPE" in body["message"]
+    by_symbol = {r["symbol"]: r for r in body["results"]}
+    assert "no price file" in by_symbol["NOPE"]["error"]
+    assert "error" not in by_symbol["AAPL"] and "error" not in by_symbol["MSFT"]
+    assert len(by_symbol["AAPL"]["predictions"]) == 5
+
+
+def test_status_is_error_when_no_symbol_succeeds(client, workers, prices):
+    body = client.post("/get_trends", json={"symbols": ["NOPE", "NADA"]}).json
+    assert body["status"] == "error"
+    assert all("error" in r for r in body["results"])
+
+
+def test_a_symbol_with_fewer_closes_than_the_window_gets_its_own_error(client, workers, prices, price_dir):
+    write_prices(price_dir, "NEW", weekdays("2025-12-01", 5), [1.0, 2.0, 3.0, 4.0, 5.0])
+    body = client.post("/get_trends", json={"symbols": ["NEW", "AAPL"], "window": 20}).json
+    assert body["status"] == "partial"
+    assert "only 5 daily closes" in body["results"][0]["error"]
+
+
+def test_a_job_that_crashes_is_reported_in_words_without_a_traceback(app, workers, prices):
+    """A bug in a job (here: a bad argument that validation would have stopped) still answers."""
+    body = run_trends(app.redis, app.queue, TrendsRequest(["AAPL"], window="x", horizon=5), app.config)
+    error = body["results"][0]["error"]
+    assert "failed unexpectedly (TypeError)" in error and "Traceback" not in error
+
+
+def test_symbols_no_worker_answers_in_time_get_a_timeout_error(redis_server, redis_client):
+    app = create_app({"REDIS_URL": redis_server.url, "TRENDS_TIMEOUT": 1})
+    body = app.test_client().post("/get_trends", json={"symbols": ["AAPL", "MSFT"]}).json
+    assert body["status"] == "error"
+    assert all("no worker finished this symbol within 1 s" in r["error"] for r in body["results"])
+
+
+def test_jobs_and_results_in_redis_are_json_not_pickle(client, workers, prices, redis_client):
+    client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]})
+    job_keys = redis_client.keys("rq:job:*")
+    assert job_keys
+    for key in job_keys:
+        job = redis_client.hgetall(key)
+        func, _, args, kwargs = json.loads(zlib.decompress(job[b"data"]))  # RQ zlib-compresses job data
+        assert func == "jobs.tasks.analyze_symbol" and args in (["AAPL", 20, 5], ["NOPE", 20, 5])
+        assert "reply_to" in json.loads(job[b"meta"])
+    result_keys = redis_client.keys("rq:results:*")
+    assert result_keys
+    for key in result_keys:
+        for _, entry in redis_client.xrange(key):
+            assert json.loads(base64.b64decode(entry[b"return_value"]))["symbol"] in {"AAPL", "NOPE"}
+
+
+def test_workers_are_named_after_their_host(workers, redis_client):
+    import socket
+
+    names = {key.decode().split(":", 2)[2] for key in redis_client.smembers("rq:workers")}
+    assert names and all(name.startswith(socket.gethostname() + ".") for name in names)
+
+
+def test_redis_down_gives_503_with_a_clear_message(tmp_path):
+    server = RedisServer(str(tmp_path))
+    server.start()
+    app = create_app({"REDIS_URL": server.url})
+    server.stop()
+    response = app.test_client().post("/get_trends", json={"symbols": ["AAPL"]})
+    assert response.status_code == 503
+    assert response.json == {"status": "error", "message": "The job queue (Redis) is unreachable; try again shortly"}

@@ -1,0 +1,31 @@
+"""The web app: the page, the JSON API and their shared Redis connection and queue."""
+import logging
+
+from flask import Flask
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from config import Config
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    """Build the app; tests pass overrides such as their own REDIS_URL."""
+    app = Flask(__name__)
+    app.config.from_object(Config)
+    app.config.update(overrides or {})
+    app.json.sort_keys = False  # keep fields in the order the API contract lists them
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    # One pool for the process; short timeouts so a dead Redis becomes a quick 503, not a hang.
+    app.redis = Redis.from_url(
+        app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+    )
+    app.queue = Queue(app.config["QUEUE_NAME"], connection=app.redis, serializer=JSONSerializer)
+
+    from webapp import api, errors, page
+
+    errors.register_error_handlers(app)
+    app.register_blueprint(page.bp)
+    app.register_blueprint(api.bp)
+    return app
