@@ -1,10 +1,12 @@
 """Starts this machine's share of the fleet: WORKERS RQ worker processes on the project's queue.
 
-Why SimpleWorker: measured here on 2 cores with 500 jobs, the default forking Worker spends
-~20 ms per job on fork and bookkeeping even with every import preloaded (~800 ms without),
-SimpleWorker ~4 ms, while a job's own work is ~1 ms. Running the job in the worker process
-loses the fork's isolation, so this supervisor gives it back where it matters: one process
-per core, each restarted if it dies, and RQ's job timeout still applies (SIGALRM in-process).
+Why SimpleWorker: measured here (2 cores, 500 synthetic-price jobs, 2 processes, imports
+preloaded), the default forking Worker took 14.8 ms per job, SimpleWorker 3.2 ms; the job's
+own work is about 1 ms, so forking per job would cost most of the time. Without preloaded
+imports a forked child re-imports pandas and scikit-learn for every job (~800 ms). Running
+the job in the worker process loses the fork's isolation, so this supervisor gives back what
+matters: one process per core, each restarted if it dies, and RQ's job timeout still applies
+(SIGALRM in-process).
 
 The heavy imports (pandas, scikit-learn, yfinance) and the price source are loaded once in
 the supervisor before forking, so every worker starts warm and shares those pages.
