@@ -35,10 +35,14 @@ worker: venv ## WORKERS worker processes (default: one per core) against REDIS_U
 redis: venv ## only the Redis server for REDIS_URL's port, persistent in REDIS_DATA_DIR
 	$(PY) scripts/redis_server.py
 
-test: $(VENV)/.installed-test ## the whole test suite (starts its own Redis and workers)
+chromium: ## Debian's headless Chromium for the browser tests (apt; root or sudo)
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
+
+test: $(VENV)/.installed-test chromium ## the whole test suite (starts its own Redis, workers, web app, browser)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean: ## remove the virtualenv, caches and local Redis data
 	rm -rf $(VENV) .cache .data .pytest_cache
 
-.PHONY: help venv run demo web worker redis test clean
+.PHONY: help venv run demo web worker redis chromium test clean

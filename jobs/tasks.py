@@ -60,7 +60,7 @@ def _rounded(values: np.ndarray) -> list[float]:
 
 
 def report_success(job, connection, result, *args, **kwargs) -> None:
-    """on_success callback: push the result to the list the requesting web process blocks on."""
+    """on_success callback: hand the result to the analysis record."""
     _reply(job, connection, result)
 
 
@@ -77,10 +77,12 @@ def report_failure(job, connection, exc_type, exc_value, traceback) -> None:
 
 
 def _reply(job, connection, result: dict) -> None:
-    reply_to = job.meta.get("reply_to")
-    if not reply_to:
-        return
+    """Store the result in the analysis record and wake whoever waits on it (see webapp/analyses.py)."""
+    key = f"analysis:{job.meta['analysis']}"
+    ttl = job.meta["ttl"]
     pipe = connection.pipeline(transaction=False)
-    pipe.rpush(reply_to, json.dumps(result))
-    pipe.expire(reply_to, Config.RESULT_TTL)
+    pipe.hset(f"{key}:results", result["symbol"], json.dumps(result))
+    pipe.rpush(f"{key}:done", result["symbol"])
+    pipe.expire(f"{key}:results", ttl)
+    pipe.expire(f"{key}:done", ttl)
     pipe.execute()

@@ -1,4 +1,5 @@
 """Fixtures: a real Redis-compatible server on a free loopback port, real RQ worker processes."""
+import datetime as dt
 import os
 import signal
 import socket
@@ -6,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import pandas as pd
 import pytest
 from redis import Redis
 
@@ -92,6 +95,34 @@ def price_dir(tmp_path):
     return tmp_path
 
 
+def write_prices(folder, symbol, days, closes, adj_close=True):
+    """A Yahoo export CSV; with adj_close=False, the Date,Open,High,Low,Close,Volume form."""
+    frame = pd.DataFrame({"Date": [d.isoformat() for d in days], "Open": closes, "High": closes, "Low": closes, "Close": closes})
+    if adj_close:
+        frame["Adj Close"] = closes
+    frame["Volume"] = 1000
+    frame.to_csv(folder / f"{symbol}.csv", index=False)
+
+
+def weekdays(start: str, count: int) -> list[dt.date]:
+    return [d.date() for d in pd.bdate_range(start, periods=count)]
+
+
+def random_walk(seed: int, count: int = 252) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return list(np.round(50 * np.exp(np.cumsum(rng.normal(0, 0.02, count))), 4))
+
+
+@pytest.fixture
+def prices(price_dir):
+    """Price files for AAPL, MSFT and BRK-B; returns symbol → closes."""
+    days = weekdays("2025-01-02", 252)
+    series = {symbol: random_walk(seed) for seed, symbol in enumerate(["AAPL", "MSFT", "BRK-B"])}
+    for symbol, closes in series.items():
+        write_prices(price_dir, symbol, days, closes)
+    return series
+
+
 @pytest.fixture
 def workers(redis_server, redis_client, price_dir, tmp_path):
     """Real `worker.py` processes (two) against the test Redis, reading CSV prices from price_dir."""
@@ -109,3 +140,28 @@ def workers(redis_server, redis_client, price_dir, tmp_path):
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=20)
     log.close()
+
+
+@pytest.fixture
+def web_server(redis_server, redis_client, tmp_path):
+    """The real web app under gunicorn on a free port; yields its base URL."""
+    port = free_port()
+    env = dict(os.environ, REDIS_URL=redis_server.url, HOST="127.0.0.1", PORT=str(port), WEB_PROCESSES="1")
+    log = open(tmp_path / "web.log", "w")
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    process = subprocess.Popen([gunicorn, "webapp:create_app()"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _http_answers(url), timeout=20, what="gunicorn to answer")
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
+
+
+def _http_answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(url, timeout=1).status == 200
+    except OSError:
+        return False

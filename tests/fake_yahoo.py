@@ -11,6 +11,7 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.models import Response
 
+QUOTE_NOT_FOUND = {"quoteSummary": {"result": None, "error": {"code": "Not Found", "description": "Quote not found"}}}
 NOT_FOUND = {"chart": {"result": None, "error": {"code": "Not Found", "description": "No data found, symbol may be delisted"}}}
 
 
@@ -48,7 +49,7 @@ class FakeYahoo(BaseAdapter):
         if url.path.endswith("/getcrumb"):
             return self._response(request, 200, "fake-crumb")
         if "/quoteSummary/" in url.path:
-            return self._response(request, 404, {"quoteSummary": {"result": None, "error": {"code": "Not Found", "description": "Quote not found"}}})
+            return self._response(request, 404, QUOTE_NOT_FOUND)
         return self._response(request, 200, "")  # fc.yahoo.com and guce consent: cookie doors
 
     def close(self):

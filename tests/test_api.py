@@ -8,26 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import RedisServer
-from tests.test_sources import weekdays, write_prices
+from tests.conftest import RedisServer, weekdays, write_prices
 from webapp import create_app
-from webapp.trends import run_trends
+from webapp.analyses import start_analysis, wait_for_analysis
 from webapp.validation import TrendsRequest
-
-
-def random_walk(seed: int, count: int = 252) -> list[float]:
-    rng = np.random.default_rng(seed)
-    return list(np.round(50 * np.exp(np.cumsum(rng.normal(0, 0.02, count))), 4))
-
-
-@pytest.fixture
-def prices(price_dir):
-    """Price files for AAPL, MSFT and BRK-B; returns symbol → closes."""
-    days = weekdays("2025-01-02", 252)
-    series = {symbol: random_walk(seed) for seed, symbol in enumerate(["AAPL", "MSFT", "BRK-B"])}
-    for symbol, closes in series.items():
-        write_prices(price_dir, symbol, days, closes)
-    return series
 
 
 def test_several_symbols_get_correct_trends_and_predictions(client, workers, prices):
@@ -76,7 +60,8 @@ def test_a_symbol_with_fewer_closes_than_the_window_gets_its_own_error(client, w
 
 def test_a_job_that_crashes_is_reported_in_words_without_a_traceback(app, workers, prices):
     """A bug in a job (here: a bad argument that validation would have stopped) still answers."""
-    body = run_trends(app.redis, app.queue, TrendsRequest(["AAPL"], window="x", horizon=5), app.config)
+    analysis_id = start_analysis(app.redis, app.queue, TrendsRequest(["AAPL"], window="x", horizon=5), app.config)
+    body = wait_for_analysis(app.redis, analysis_id, ["AAPL"], timeout=15)
     error = body["results"][0]["error"]
     assert "failed unexpectedly (TypeError)" in error and "Traceback" not in error
 
@@ -96,7 +81,7 @@ def test_jobs_and_results_in_redis_are_json_not_pickle(client, workers, prices, 
         job = redis_client.hgetall(key)
         func, _, args, kwargs = json.loads(zlib.decompress(job[b"data"]))  # RQ zlib-compresses job data
         assert func == "jobs.tasks.analyze_symbol" and args in (["AAPL", 20, 5], ["NOPE", 20, 5])
-        assert "reply_to" in json.loads(job[b"meta"])
+        assert "analysis" in json.loads(job[b"meta"])
     result_keys = redis_client.keys("rq:results:*")
     assert result_keys
     for key in result_keys:

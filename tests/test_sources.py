@@ -2,7 +2,6 @@
 import datetime as dt
 
 import numpy as np
-import pandas as pd
 import pytest
 import requests
 
@@ -15,21 +14,8 @@ from jobs.sources import (
     UnknownSymbol,
     YahooSource,
 )
+from tests.conftest import weekdays, write_prices
 from tests.fake_yahoo import chart_body, session_for
-
-
-def write_prices(folder, symbol, days, closes, adj_close=True):
-    """A Yahoo export CSV; with adj_close=False, the Date,Open,High,Low,Close,Volume form."""
-    frame = pd.DataFrame({"Date": [d.isoformat() for d in days], "Open": closes, "High": closes, "Low": closes, "Close": closes})
-    if adj_close:
-        frame["Adj Close"] = closes
-    frame["Volume"] = 1000
-    frame.to_csv(folder / f"{symbol}.csv", index=False)
-
-
-def weekdays(start: str, count: int) -> list[dt.date]:
-    return [d.date() for d in pd.bdate_range(start, periods=count)]
-
 
 # --- CSV ---------------------------------------------------------------------------------
 

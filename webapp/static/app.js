@@ -1,61 +1,239 @@
-// Sends the form to POST /get_trends and shows one row per symbol. Text goes in with
-// textContent only, so a crafted symbol or error message cannot inject markup.
+// The page: starts an analysis through the async API, follows it by polling, and draws each
+// symbol as its job finishes. Text from the server goes in with textContent only, so a
+// crafted symbol or error message cannot inject markup.
 "use strict";
 
-const form = document.getElementById("trends-form");
-const statusLine = document.getElementById("status");
-const table = document.getElementById("results");
+const POLL_MS = 500;
+const MAX_RETRY_MS = 8000;
+const ENDED = new Set(["finished", "partial", "failed"]);
+const SOURCE_LABELS = {
+  yahoo: "data: Yahoo Finance",
+  csv: "data: CSV files",
+  synthetic: "synthetic data — not real prices",
+};
 
-function cell(row, text, className) {
-  const td = row.insertCell();
-  td.textContent = text;
-  if (className) td.className = className;
-  return td;
+const $ = (id) => document.getElementById(id);
+let current = null; // the analysis the page shows; anything older is ignored
+
+function parseSymbols(text) {
+  return text.split(/[\s,;]+/).map((s) => s.trim()).filter(Boolean);
 }
 
-function sourceBadge(row, source) {
-  const span = document.createElement("span");
-  span.className = "badge " + (source || "");
-  span.textContent = source === "synthetic" ? "synthetic (not real prices)" : (source || "");
-  row.insertCell().appendChild(span);
+function stop(analysis) {
+  if (!analysis) return;
+  analysis.stopped = true;
+  clearTimeout(analysis.timer);
 }
 
-function showResults(results) {
-  const body = table.tBodies[0];
-  body.replaceChildren();
-  for (const result of results) {
-    const row = body.insertRow();
-    cell(row, result.symbol);
-    sourceBadge(row, result.source);
-    if (result.error) {
-      cell(row, result.error, "error").colSpan = 2;
-      continue;
-    }
-    cell(row, result.last_close.toFixed(2));
-    cell(row, result.predictions.map((p, i) => `${result.prediction_dates[i]}: ${p.toFixed(2)}`).join("\n"));
-  }
-  table.hidden = results.length === 0;
-}
-
-form.addEventListener("submit", async (event) => {
+async function submit(event) {
   event.preventDefault();
-  const symbols = document.getElementById("symbols").value.split(/[\s,]+/).filter(Boolean);
-  const body = {
-    symbols,
-    window: Number(document.getElementById("window").value),
-    horizon: Number(document.getElementById("horizon").value),
-  };
-  statusLine.textContent = `Analysing ${symbols.length} symbol(s)…`;
+  if (current) {
+    stop(current);
+    current.charts.forEach((chart) => chart.destroy());
+    current = null;
+  }
+  $("form-error").textContent = "";
+  const symbols = parseSymbols($("symbols").value);
+  if (symbols.length === 0) {
+    $("form-error").textContent = "Enter at least one symbol, for example AAPL, MSFT.";
+    $("symbols").focus();
+    return;
+  }
+  const body = { symbols, window: Number($("window").value), horizon: Number($("horizon").value) };
+  $("submit").disabled = true;
   try {
-    const response = await fetch("/get_trends", {
+    const response = await fetch("/api/analyses", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
-    const answer = await response.json();
-    statusLine.textContent = answer.message;
-    showResults(answer.results || []);
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      $("form-error").textContent = answer.message || `The server refused the request (HTTP ${response.status}).`;
+      return;
+    }
+    current = begin(answer.status_url);
+    poll(current);
   } catch (error) {
-    statusLine.textContent = "The server could not be reached; try again.";
+    $("form-error").textContent = "The server could not be reached; check your connection and try again.";
+  } finally {
+    $("submit").disabled = false;
   }
-});
+}
+
+function begin(url) {
+  $("symbol-list").replaceChildren();
+  $("notice").textContent = "";
+  $("analysis").hidden = false;
+  setDownloads(false);
+  return { url, rows: new Map(), results: new Map(), order: [], charts: [], retryMs: POLL_MS, stopped: false, timer: null };
+}
+
+async function poll(analysis) {
+  if (analysis.stopped) return;
+  let body;
+  try {
+    const response = await fetch(analysis.url, { cache: "no-store" });
+    if (response.status === 404) {
+      $("notice").textContent = "This analysis has expired or is unknown to the server; submit again.";
+      stop(analysis);
+      return;
+    }
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    body = await response.json();
+  } catch (error) {
+    if (analysis.stopped) return;
+    const wait = analysis.retryMs;
+    analysis.retryMs = Math.min(wait * 2, MAX_RETRY_MS);
+    $("notice").textContent = `Connection to the server lost; retrying in ${Math.round(wait / 1000) || 1} s…`;
+    analysis.timer = setTimeout(() => poll(analysis), wait);
+    return;
+  }
+  if (analysis.stopped) return; // a newer submit replaced it while the answer was on its way
+  analysis.retryMs = POLL_MS;
+  $("notice").textContent = "";
+  show(analysis, body);
+  if (ENDED.has(body.state)) {
+    stop(analysis);
+    $("notice").textContent = endMessage(body);
+    setDownloads(true);
+  } else {
+    analysis.timer = setTimeout(() => poll(analysis), POLL_MS);
+  }
+}
+
+function endMessage(body) {
+  const failed = body.symbols.filter((s) => s.state === "error").length;
+  if (failed === 0) return body.total === 1 ? "The symbol was analysed." : `All ${body.total} symbols analysed.`;
+  if (failed === body.total) return "No symbol could be analysed; each row says why.";
+  return `${body.total - failed} of ${body.total} symbols analysed; ${failed} failed (see their rows).`;
+}
+
+function show(analysis, body) {
+  $("progress").max = body.total;
+  $("progress").value = body.done;
+  $("progress-text").textContent = `${body.done} / ${body.total}`;
+  for (const entry of body.symbols) {
+    const row = rowFor(analysis, entry.symbol);
+    const state = row.querySelector(".state");
+    state.dataset.state = entry.state;
+    state.textContent = entry.state;
+    if (entry.result && !analysis.results.has(entry.symbol)) {
+      analysis.results.set(entry.symbol, entry.result);
+      render(analysis, row, entry.result);
+    }
+  }
+}
+
+function rowFor(analysis, symbol) {
+  if (!analysis.rows.has(symbol)) {
+    const row = $("symbol-template").content.firstElementChild.cloneNode(true);
+    row.dataset.symbol = symbol;
+    row.querySelector(".name").textContent = symbol;
+    $("symbol-list").appendChild(row);
+    analysis.rows.set(symbol, row);
+    analysis.order.push(symbol);
+  }
+  return analysis.rows.get(symbol);
+}
+
+function render(analysis, row, result) {
+  const badge = row.querySelector(".source");
+  badge.textContent = SOURCE_LABELS[result.source] || (result.source ? `data: ${result.source}` : "");
+  badge.classList.toggle("synthetic", result.source === "synthetic");
+  if (result.error) {
+    const message = row.querySelector(".message");
+    message.textContent = result.error;
+    message.classList.add("error");
+    return;
+  }
+  drawChart(analysis, row, result);
+  fillTable(row, result);
+}
+
+function drawChart(analysis, row, result) {
+  const box = row.querySelector(".chart-box");
+  const canvas = box.querySelector("canvas");
+  const n = result.closes.length;
+  const gap = (count) => new Array(count).fill(null);
+  canvas.setAttribute("aria-label",
+    `${result.symbol}: daily closes, ${result.window}-day moving average and ${result.horizon}-day forecast`);
+  box.hidden = false;
+  const chart = new Chart(canvas, {
+    type: "line",
+    data: {
+      labels: result.dates.concat(result.prediction_dates),
+      datasets: [
+        { label: "Close", data: result.closes.concat(gap(result.horizon)), borderColor: "#0b5cad", pointRadius: 0, borderWidth: 1.5 },
+        { label: `${result.window}-day moving average`, data: gap(result.window - 1).concat(result.trend, gap(result.horizon)),
+          borderColor: "#b35c00", pointRadius: 0, borderWidth: 1.5 },
+        { label: "Forecast", data: gap(n).concat(result.predictions), borderColor: "#6a1b9a", backgroundColor: "#6a1b9a",
+          borderDash: [4, 3], pointRadius: 3 },
+      ],
+    },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      interaction: { mode: "index", intersect: false },
+      scales: { x: { ticks: { maxTicksLimit: 8 } } },
+    },
+  });
+  analysis.charts.push(chart);
+}
+
+function fillTable(row, result) {
+  const table = row.querySelector(".numbers");
+  table.querySelector("caption").textContent = `${result.symbol}: last close and forecast`;
+  const tbody = table.tBodies[0];
+  const add = (label, value) => {
+    const tr = tbody.insertRow();
+    tr.insertCell().textContent = label;
+    tr.insertCell().textContent = value.toFixed(2);
+  };
+  add(`${result.dates[result.dates.length - 1]} (last close)`, result.last_close);
+  result.predictions.forEach((price, i) => add(`${result.prediction_dates[i]} (forecast)`, price));
+  table.hidden = false;
+}
+
+function setDownloads(enabled) {
+  $("download-csv").disabled = !enabled;
+  $("download-json").disabled = !enabled;
+}
+
+function orderedResults() {
+  return current ? current.order.map((symbol) => current.results.get(symbol)).filter(Boolean) : [];
+}
+
+function csvField(value) {
+  const text = value === null || value === undefined ? "" : String(value);
+  return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+function toCsv(results) {
+  const lines = [["symbol", "date", "close", "moving_average", "forecast", "source", "error"]];
+  for (const r of results) {
+    if (r.error) { lines.push([r.symbol, "", "", "", "", r.source, r.error]); continue; }
+    r.dates.forEach((date, i) => {
+      const trend = i >= r.window - 1 ? r.trend[i - r.window + 1] : "";
+      lines.push([r.symbol, date, r.closes[i], trend, "", r.source, ""]);
+    });
+    r.prediction_dates.forEach((date, i) => lines.push([r.symbol, date, "", "", r.predictions[i], r.source, ""]));
+  }
+  return lines.map((line) => line.map(csvField).join(",")).join("\n") + "\n";
+}
+
+function download(name, type, text) {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([text], { type }));
+  link.download = name;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+}
+
+$("analysis-form").addEventListener("submit", submit);
+$("download-csv").addEventListener("click", () => download("trends.csv", "text/csv", toCsv(orderedResults())));
+$("download-json").addEventListener("click", () =>
+  download("trends.json", "application/json", JSON.stringify({ results: orderedResults() }, null, 2)));
+window.addEventListener("pagehide", () => stop(current));
