@@ -23,11 +23,22 @@ class Config:
     PORT = _int("PORT", 5000)
     WORKERS = _int("WORKERS", os.cpu_count() or 1)
     LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
-    QUEUE_NAME = os.environ.get("QUEUE_NAME") or "trends"
+    # Workers take interactive jobs first; requests with more than BULK_THRESHOLD symbols go to bulk.
+    INTERACTIVE_QUEUE = os.environ.get("INTERACTIVE_QUEUE") or "trends"
+    BULK_QUEUE = os.environ.get("BULK_QUEUE") or "trends-bulk"
+    BULK_THRESHOLD = _int("BULK_THRESHOLD", 20)
     MAX_SYMBOLS = _int("MAX_SYMBOLS", 100)
     TRENDS_TIMEOUT = _int("TRENDS_TIMEOUT", 30)
     JOB_TIMEOUT = _int("JOB_TIMEOUT", 20)
     RESULT_TTL = _int("RESULT_TTL", 600)
+    JOB_RETRIES = _int("JOB_RETRIES", 2)
+    # A worker that stops heart-beating is dead after WORKER_TTL s; its job is abandoned
+    # JOB_TIMEOUT + ABANDONED_JOB_GRACE s after it started, and re-run at the next maintenance.
+    WORKER_TTL = _int("WORKER_TTL", 30)
+    ABANDONED_JOB_GRACE = _int("ABANDONED_JOB_GRACE", 5)
+    MAINTENANCE_INTERVAL = _int("MAINTENANCE_INTERVAL", 10)
+    DASHBOARD_USER = os.environ.get("DASHBOARD_USER") or "admin"
+    DASHBOARD_PASSWORD = os.environ.get("DASHBOARD_PASSWORD") or ""
     YAHOO_TIMEOUT = _int("YAHOO_TIMEOUT", 10)
     YFINANCE_CACHE_DIR = os.environ.get("YFINANCE_CACHE_DIR") or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), ".cache", "yfinance"

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -35,18 +36,39 @@ def preload() -> None:
     tasks.price_source()
 
 
+def make_worker_class():
+    """SimpleWorker whose abandoned jobs are noticed within seconds of their timeout, not a minute later."""
+    from rq import SimpleWorker
+
+    class TrendsWorker(SimpleWorker):
+        def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+            # The job runs in this process under SIGALRM, so it cannot outlive its timeout;
+            # RQ's default adds 60 s on top, which would delay re-running a dead worker's job.
+            return int(job.timeout or Config.JOB_TIMEOUT) + Config.ABANDONED_JOB_GRACE
+
+    return TrendsWorker
+
+
 def run_worker() -> None:
     """One RQ worker process, named after this host so the dashboard shows where it runs."""
     from redis import Redis
-    from rq import Queue, SimpleWorker
+    from rq import Queue
     from rq.serializers import JSONSerializer
 
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it stops workers one signal at a time
     connection = Redis.from_url(Config.REDIS_URL)
-    queue = Queue(Config.QUEUE_NAME, connection=connection, serializer=JSONSerializer)
-    worker = SimpleWorker(
-        [queue], connection=connection, serializer=JSONSerializer, name=f"{socket.gethostname()}.{os.getpid()}"
+    queues = [  # in priority order: RQ takes from the first non-empty queue
+        Queue(name, connection=connection, serializer=JSONSerializer) for name in (Config.INTERACTIVE_QUEUE, Config.BULK_QUEUE)
+    ]
+    worker = make_worker_class()(
+        queues,
+        connection=connection,
+        serializer=JSONSerializer,
+        name=f"{socket.gethostname()}.{os.getpid()}",
+        worker_ttl=Config.WORKER_TTL,
+        maintenance_interval=Config.MAINTENANCE_INTERVAL,
     )
+    worker.log_result_lifespan = False  # one INFO line per job is enough
     worker.work(logging_level=Config.LOG_LEVEL)
 
 
@@ -82,7 +104,10 @@ def supervise(count: int) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=Config.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # To stdout, for journald, Procfile runners and `make worker` alike; RQ uses this handler too.
+    logging.basicConfig(
+        level=Config.LOG_LEVEL, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     preload()
     redis_host = urlsplit(Config.REDIS_URL).hostname  # not the whole URL: it may hold a password
     log.info("starting %d workers against Redis at %s (price source %s)", Config.WORKERS, redis_host, Config.PRICE_SOURCE)

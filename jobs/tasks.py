@@ -61,22 +61,27 @@ def _rounded(values: np.ndarray) -> list[float]:
 
 def report_success(job, connection, result, *args, **kwargs) -> None:
     """on_success callback: hand the result to the analysis record."""
-    _reply(job, connection, result)
+    _reply(job, connection, result, "finished")
 
 
 def report_failure(job, connection, exc_type, exc_value, traceback) -> None:
     """on_failure callback: an unexpected failure still answers, in words, without a traceback."""
+    from rq.exceptions import AbandonedJobError
     from rq.timeouts import JobTimeoutException
 
+    if job.retries_left:  # RQ runs it again; only the last attempt answers
+        return
     symbol = job.args[0]
-    if exc_type is not None and issubclass(exc_type, JobTimeoutException):
+    if issubclass(exc_type, JobTimeoutException):
         message = f"{symbol}: the analysis took longer than the job timeout ({job.timeout} s)"
+    elif issubclass(exc_type, AbandonedJobError):
+        message = f"{symbol}: the worker running this analysis stopped before finishing it, on every attempt"
     else:
         message = f"{symbol}: the analysis failed unexpectedly ({exc_type.__name__}); the worker log has details"
-    _reply(job, connection, {"symbol": symbol, "error": message})
+    _reply(job, connection, {"symbol": symbol, "error": message}, "failed")
 
 
-def _reply(job, connection, result: dict) -> None:
+def _reply(job, connection, result: dict, outcome: str) -> None:
     """Store the result in the analysis record and wake whoever waits on it (see webapp/analyses.py)."""
     key = f"analysis:{job.meta['analysis']}"
     ttl = job.meta["ttl"]
@@ -85,4 +90,5 @@ def _reply(job, connection, result: dict) -> None:
     pipe.rpush(f"{key}:done", result["symbol"])
     pipe.expire(f"{key}:results", ttl)
     pipe.expire(f"{key}:done", ttl)
+    pipe.hincrby("stats:jobs", f"{job.origin}:{outcome}", 1)  # read by /metrics
     pipe.execute()

@@ -123,23 +123,36 @@ def prices(price_dir):
     return series
 
 
+class Workers:
+    """A real `worker.py` supervisor with its worker processes, started with extra settings."""
+
+    def __init__(self, redis_url: str, log_path, count: int = 2, **settings):
+        env = dict(os.environ, REDIS_URL=redis_url, WORKERS=str(count), **{k: str(v) for k, v in settings.items()})
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT)
+        self.client = Redis.from_url(redis_url)
+        wait_until(lambda: len(self.names()) >= count, timeout=30, what=f"{count} workers to register")
+
+    def names(self) -> set[str]:
+        return {key.decode().rsplit(":", 1)[1] for key in self.client.smembers("rq:workers")}
+
+    def stop(self) -> int:
+        """SIGTERM, as systemd or Ctrl-C would; returns the supervisor's exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        self.log.close()
+        return code
+
+
 @pytest.fixture
 def workers(redis_server, redis_client, price_dir, tmp_path):
-    """Real `worker.py` processes (two) against the test Redis, reading CSV prices from price_dir."""
-    env = dict(
-        os.environ,
-        REDIS_URL=redis_server.url,
-        PRICE_SOURCE=f"csv:{price_dir}",
-        WORKERS="2",
-        YFINANCE_CACHE_DIR=str(tmp_path / "yfinance"),
-    )
-    log = open(tmp_path / "workers.log", "w")
-    process = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_until(lambda: redis_client.scard("rq:workers") >= 2, timeout=30, what="two workers to register")
-    yield process
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=20)
-    log.close()
+    """Two real worker processes against the test Redis, reading CSV prices from price_dir."""
+    started = Workers(redis_server.url, tmp_path / "workers.log", PRICE_SOURCE=f"csv:{price_dir}",
+                      YFINANCE_CACHE_DIR=tmp_path / "yfinance")
+    yield started
+    started.stop()
 
 
 @pytest.fixture

@@ -80,4 +80,4 @@ def test_another_web_process_answers_for_the_same_analysis(redis_server, redis_c
 def test_bad_bodies_are_refused_like_get_trends(client, app, body):
     response = client.post("/api/analyses", json=body)
     assert response.status_code == 400 and response.json["status"] == "error"
-    assert app.queue.count == 0
+    assert app.interactive_queue.count == 0

@@ -60,7 +60,7 @@ def test_a_symbol_with_fewer_closes_than_the_window_gets_its_own_error(client, w
 
 def test_a_job_that_crashes_is_reported_in_words_without_a_traceback(app, workers, prices):
     """A bug in a job (here: a bad argument that validation would have stopped) still answers."""
-    analysis_id = start_analysis(app.redis, app.queue, TrendsRequest(["AAPL"], window="x", horizon=5), app.config)
+    analysis_id = start_analysis(app.redis, app.interactive_queue, TrendsRequest(["AAPL"], window="x", horizon=5), app.config)
     body = wait_for_analysis(app.redis, analysis_id, ["AAPL"], timeout=15)
     error = body["results"][0]["error"]
     assert "failed unexpectedly (TypeError)" in error and "Traceback" not in error
@@ -89,11 +89,11 @@ def test_jobs_and_results_in_redis_are_json_not_pickle(client, workers, prices, 
             assert json.loads(base64.b64decode(entry[b"return_value"]))["symbol"] in {"AAPL", "NOPE"}
 
 
-def test_workers_are_named_after_their_host(workers, redis_client):
+def test_workers_are_named_after_their_host(workers):
     import socket
 
-    names = {key.decode().split(":", 2)[2] for key in redis_client.smembers("rq:workers")}
-    assert names and all(name.startswith(socket.gethostname() + ".") for name in names)
+    assert len(workers.names()) == 2
+    assert all(name.startswith(socket.gethostname() + ".") for name in workers.names())
 
 
 def test_redis_down_gives_503_with_a_clear_message(tmp_path):

@@ -2,13 +2,11 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, wait_until
+from tests.conftest import Workers
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = os.path.join(os.path.dirname(__file__), "artifacts")
@@ -137,17 +135,14 @@ def test_bad_input_shows_the_servers_message_and_starts_nothing(page, web_server
 
 def test_synthetic_prices_are_labelled_on_the_page(page, web_server, redis_server, redis_client, tmp_path):
     """With PRICE_SOURCE=synthetic the row says the numbers are not real prices."""
-    env = dict(os.environ, REDIS_URL=redis_server.url, PRICE_SOURCE="synthetic", WORKERS="1")
-    worker = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    worker = Workers(redis_server.url, tmp_path / "workers.log", count=1, PRICE_SOURCE="synthetic")
     try:
-        wait_until(lambda: redis_client.scard("rq:workers") >= 1, timeout=30, what="a worker")
         page.goto(web_server)
         submit(page, "AAPL")
         wait_for_end(page, 1)
         assert "not real prices" in page.locator('li[data-symbol="AAPL"] .source').inner_text()
     finally:
-        worker.terminate()
-        worker.wait(timeout=20)
+        worker.stop()
 
 
 def test_the_page_fits_a_phone_and_works_from_the_keyboard(browser, web_server, workers, prices):

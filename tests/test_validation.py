@@ -66,7 +66,7 @@ def test_the_api_answers_bad_bodies_with_the_error_shape_and_enqueues_nothing(cl
     response = client.post("/get_trends", data=data, content_type="application/json")
     assert response.status_code == status
     assert response.json["status"] == "error" and response.json["message"]
-    assert app.queue.count == 0
+    assert app.interactive_queue.count == 0
 
 
 def test_wrong_method_and_unknown_path_are_json_errors(client):

@@ -21,11 +21,16 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.redis = Redis.from_url(
         app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
     )
-    app.queue = Queue(app.config["QUEUE_NAME"], connection=app.redis, serializer=JSONSerializer)
+    app.interactive_queue, app.bulk_queue = app.queues = [
+        Queue(app.config[name], connection=app.redis, serializer=JSONSerializer) for name in ("INTERACTIVE_QUEUE", "BULK_QUEUE")
+    ]
 
-    from webapp import api, errors, page
+    from webapp import api, errors, ops, page
 
     errors.register_error_handlers(app)
     app.register_blueprint(page.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(ops.bp)
+    ops.record_latency(app)
+    ops.mount_dashboard(app)
     return app

@@ -12,7 +12,7 @@ import time
 import uuid
 
 from redis import Redis
-from rq import Callback, Queue
+from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 
 from webapp.validation import TrendsRequest
@@ -36,6 +36,11 @@ def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings)
     """Store the record and enqueue every job in one round trip; return the analysis id."""
     analysis_id = uuid.uuid4().hex
     ttl = settings["RESULT_TTL"]
+    retries = settings["JOB_RETRIES"]
+    # A job that raised, or whose worker died (RQ's abandoned-job handling), is queued again at
+    # once. Not after an interval: that needs RQ's scheduler, and if the worker holding the
+    # scheduler lock is the one that died, others take over only after 60-120 s.
+    retry = Retry(max=retries) if retries else None
     jobs = [
         Queue.prepare_data(
             ANALYZE,
@@ -47,6 +52,7 @@ def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings)
             meta={"analysis": analysis_id, "ttl": ttl},
             on_success=ON_SUCCESS,
             on_failure=ON_FAILURE,
+            retry=retry,
         )
         for index, symbol in enumerate(request.symbols)
     ]

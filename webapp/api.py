@@ -15,11 +15,18 @@ def _trends_request() -> TrendsRequest:
     return parse_trends_request(body, current_app.config["MAX_SYMBOLS"])
 
 
+def _start(trends_request: TrendsRequest) -> str:
+    """Enqueue on the interactive queue, or on the bulk one for large lists so they can't starve it."""
+    app = current_app
+    queue = app.bulk_queue if len(trends_request.symbols) > app.config["BULK_THRESHOLD"] else app.interactive_queue
+    return start_analysis(app.redis, queue, trends_request, app.config)
+
+
 @bp.post("/get_trends")
 def get_trends():
     """Analyse the symbols and answer when all are done (or TRENDS_TIMEOUT passed)."""
     trends_request = _trends_request()
-    analysis_id = start_analysis(current_app.redis, current_app.queue, trends_request, current_app.config)
+    analysis_id = _start(trends_request)
     timeout = current_app.config["TRENDS_TIMEOUT"]
     return jsonify(wait_for_analysis(current_app.redis, analysis_id, trends_request.symbols, timeout))
 
@@ -27,14 +34,14 @@ def get_trends():
 @bp.post("/api/analyses")
 def create_analysis():
     """Start an analysis and answer at once with where to follow it."""
-    analysis_id = start_analysis(current_app.redis, current_app.queue, _trends_request(), current_app.config)
+    analysis_id = _start(_trends_request())
     status_url = url_for("api.get_analysis", analysis_id=analysis_id)
     return jsonify({"id": analysis_id, "status_url": status_url}), 202, {"Location": status_url}
 
 
 @bp.get("/api/analyses/<analysis_id>")
 def get_analysis(analysis_id: str):
-    status = analysis_status(current_app.redis, analysis_id, current_app.queue.serializer)
+    status = analysis_status(current_app.redis, analysis_id, current_app.interactive_queue.serializer)
     if status is None:
         raise NotFound(f"no analysis {analysis_id!r}: it never existed or has expired (results are kept "
                        f"{current_app.config['RESULT_TTL']} s)")

@@ -1,0 +1,92 @@
+"""The fleet on one machine: dashboard auth, health, metrics, queue priority, graceful stop."""
+import base64
+import time
+
+import pytest
+
+from tests.conftest import Workers, wait_until
+from webapp import create_app
+
+
+def basic(user: str, password: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def synthetic_worker(redis_server, redis_client, tmp_path):
+    """One worker on synthetic prices that take 20 ms each to 'fetch'."""
+    started = Workers(redis_server.url, tmp_path / "workers.log", count=1, PRICE_SOURCE="synthetic",
+                      SYNTHETIC_LATENCY_MS=20)
+    yield started
+    started.stop()
+
+
+def test_dashboard_is_404_without_a_password_configured(client):
+    assert client.get("/rq/").status_code == 404
+
+
+def test_dashboard_needs_the_configured_credentials(redis_server, redis_client, workers):
+    app = create_app({"REDIS_URL": redis_server.url, "DASHBOARD_USER": "ops", "DASHBOARD_PASSWORD": "s3cret"})
+    client = app.test_client()
+    refused = client.get("/rq/")
+    assert refused.status_code == 401 and "Basic" in refused.headers["WWW-Authenticate"]
+    assert client.get("/rq/", headers=basic("ops", "wrong")).status_code == 401
+    assert client.get("/rq/", headers=basic("ops", "s3cret")).status_code == 200
+    listed = client.get("/rq/0/data/workers.json", headers=basic("ops", "s3cret")).json
+    assert {worker["name"] for worker in listed["workers"]} == workers.names()
+    assert client.get("/", headers=basic("ops", "s3cret")).status_code == 200
+
+
+def test_healthz_is_503_without_workers_and_200_with_one(client, redis_server, tmp_path):
+    down = client.get("/healthz")
+    assert down.status_code == 503 and "no worker" in down.json["reason"]
+    assert down.json["redis"] is True
+    worker = Workers(redis_server.url, tmp_path / "w.log", count=1, PRICE_SOURCE="synthetic")
+    try:
+        up = client.get("/healthz")
+        assert up.status_code == 200 and up.json["workers"] == 1
+        assert list(up.json["hosts"].values()) == [1]
+        assert up.json["queues"]["trends"] == {"depth": 0, "oldest_age_seconds": 0.0}
+    finally:
+        worker.stop()
+
+
+def test_healthz_is_503_when_redis_is_unreachable():
+    app = create_app({"REDIS_URL": "redis://127.0.0.1:1/0"})
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503 and response.json["redis"] is False
+
+
+def test_metrics_count_jobs_queues_workers_and_latency(client, synthetic_worker):
+    client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]})
+    client.post("/api/analyses", json={"symbols": [f"Q{i}" for i in range(30)]})  # bulk; may still be queued
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'trends_jobs_total{queue="trends",outcome="finished"} 2' in text
+    assert 'trends_queue_depth{queue="trends-bulk"}' in text
+    assert 'trends_workers{host="' in text
+    assert 'trends_http_request_duration_seconds_count{endpoint="get_trends"} 1' in text
+    assert 'trends_http_request_duration_seconds_bucket{endpoint="get_trends",le="+Inf"} 1' in text
+
+
+def test_a_one_symbol_request_is_not_starved_by_a_bulk_batch(redis_server, redis_client, synthetic_worker):
+    app = create_app({"REDIS_URL": redis_server.url, "MAX_SYMBOLS": 1000})
+    client = app.test_client()
+    bulk = client.post("/api/analyses", json={"symbols": [f"B{i}" for i in range(300)]})  # ~6 s of work
+    assert bulk.status_code == 202
+    wait_until(lambda: client.get(bulk.json["status_url"]).json["done"] > 0, what="the bulk batch to start")
+    started = time.monotonic()
+    single = client.post("/get_trends", json={"symbols": ["AAPL"]}).json
+    elapsed = time.monotonic() - started
+    assert single["status"] == "success"
+    assert app.bulk_queue.count > 100, "the bulk batch was still waiting when the single request finished"
+    assert elapsed < 2, f"one symbol took {elapsed:.2f} s behind a bulk batch"
+
+
+def test_sigterm_lets_the_running_job_finish(client, redis_server, redis_client, tmp_path):
+    worker = Workers(redis_server.url, tmp_path / "w.log", count=1, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=2000)
+    url = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json["status_url"]
+    wait_until(lambda: client.get(url).json["state"] == "running", what="the job to start")
+    assert worker.stop() == 0
+    body = client.get(url).json
+    assert body["state"] == "finished", body
+    assert worker.names() == set(), "the worker deregistered"

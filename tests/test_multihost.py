@@ -1,0 +1,135 @@
+"""The fleet across real network hosts: Redis, the web app and two worker hosts, each its own address."""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from redis import Redis
+
+from tests.conftest import ROOT, wait_until
+from tests.netns import Lan, unavailable_reason
+
+pytestmark = pytest.mark.multihost
+PASSWORD = "lan-test-password"
+WORKER_SETTINGS = {  # short timeouts so a lost host's job is re-run within seconds
+    "PRICE_SOURCE": "synthetic", "SYNTHETIC_LATENCY_MS": "100", "WORKERS": "2", "JOB_TIMEOUT": "3",
+    "ABANDONED_JOB_GRACE": "1", "MAINTENANCE_INTERVAL": "1", "WORKER_TTL": "20",
+}
+
+
+def http_json(method: str, url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """Redis on 10.231.0.1, the web app on .2, workers on hosts w1 (.3) and w2 (.4)."""
+    reason = unavailable_reason()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI must run the multi-host test, but {reason}")
+    if reason:
+        pytest.skip(reason)
+    logs = tmp_path_factory.mktemp("fleet")
+    lan = Lan()
+    processes = []
+    try:
+        redis_ip = lan.add_host("redis", 1)
+        web_ip = lan.add_host("web", 2)
+        lan.add_host("w1", 3)
+        lan.add_host("w2", 4)
+        redis_url = f"redis://:{PASSWORD}@{redis_ip}:6379/0"
+        base_env = dict(os.environ, REDIS_URL=redis_url, YFINANCE_CACHE_DIR=str(logs / "yf"))
+
+        def start(host: str, argv: list[str], **settings) -> None:
+            log = open(logs / f"{host}.log", "w")
+            env = dict(base_env, **settings)
+            processes.append(subprocess.Popen(lan.command(host, argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+
+        start("redis", [sys.executable, "scripts/redis_server.py"], REDIS_BIND=redis_ip, REDIS_PASSWORD=PASSWORD,
+              REDIS_DATA_DIR=str(logs / "redis-data"))
+        client = Redis.from_url(redis_url, socket_connect_timeout=1)
+        wait_until(lambda: _answers(client), timeout=20, what="Redis on its host")
+        start("web", [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "webapp:create_app()"],
+              HOST=web_ip, PORT="8000", WEB_PROCESSES="1")
+        for host in ("w1", "w2"):
+            start(host, [sys.executable, "worker.py"], **WORKER_SETTINGS)
+        wait_until(lambda: client.scard("rq:workers") == 4, timeout=40, what="4 workers on 2 hosts")
+        base_url = f"http://{web_ip}:8000"
+        wait_until(lambda: _answers_http(base_url), timeout=20, what="the web app on its host")
+        yield {"lan": lan, "redis": client, "url": base_url}
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        lan.close()
+
+
+def _answers(client: Redis) -> bool:
+    try:
+        return client.ping()
+    except Exception:
+        return False
+
+
+def _answers_http(url: str) -> bool:
+    try:
+        return http_json("GET", url + "/healthz")["status"] == "ok"
+    except OSError:
+        return False
+
+
+def run_analysis(fleet, symbols: list[str], during=None) -> dict:
+    created = http_json("POST", fleet["url"] + "/api/analyses", {"symbols": symbols})
+    url = fleet["url"] + created["status_url"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        body = http_json("GET", url)
+        if during:
+            during(body)
+        if body["state"] in ("finished", "partial", "failed"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"analysis did not finish: {body['state']} {body['done']}/{body['total']}")
+
+
+def hosts_that_ran(fleet, analysis: dict) -> set[str]:
+    names = {fleet["redis"].hget(f"rq:job:{analysis['id']}-{i}", "worker_name") for i in range(analysis["total"])}
+    return {name.decode().split(".")[0] for name in names if name}
+
+
+def test_health_sees_workers_on_both_hosts(fleet):
+    health = http_json("GET", fleet["url"] + "/healthz")
+    assert health["hosts"] == {"w1": 2, "w2": 2}
+
+
+def test_jobs_run_on_both_worker_hosts(fleet):
+    body = run_analysis(fleet, [f"S{i}" for i in range(40)])
+    assert body["state"] == "finished" and body["done"] == 40
+    assert hosts_that_ran(fleet, body) == {"w1", "w2"}
+
+
+def test_a_worker_host_cut_off_mid_run_loses_no_symbol(fleet):
+    cut = []
+
+    def cut_w1_once_work_is_under_way(body):
+        if not cut and body["done"] >= 8:
+            fleet["lan"].cut("w1")
+            cut.append(body["done"])
+
+    body = run_analysis(fleet, [f"C{i}" for i in range(60)], during=cut_w1_once_work_is_under_way)
+    assert cut, "the link was cut while the analysis ran"
+    assert body["state"] == "finished", [s for s in body["symbols"] if s["state"] != "done"]
+    assert body["done"] == 60
+    assert all("predictions" in s["result"] for s in body["symbols"])
+    retried = [i for i in range(60) if fleet["redis"].hget(f"rq:job:{body['id']}-{i}", "retries_left") == b"1"]
+    assert retried, "the jobs w1 was running when cut off were found abandoned and run again"
