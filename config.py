@@ -30,6 +30,7 @@ class Config:
     MAX_SYMBOLS = _int("MAX_SYMBOLS", 100)
     TRENDS_TIMEOUT = _int("TRENDS_TIMEOUT", 30)
     JOB_TIMEOUT = _int("JOB_TIMEOUT", 20)
+    RESULT_CACHE_TTL = _int("RESULT_CACHE_TTL", 300)
     RESULT_TTL = _int("RESULT_TTL", 600)
     JOB_RETRIES = _int("JOB_RETRIES", 2)
     # A worker that stops heart-beating is dead after WORKER_TTL s; its job is abandoned
@@ -40,6 +41,8 @@ class Config:
     DASHBOARD_USER = os.environ.get("DASHBOARD_USER") or "admin"
     DASHBOARD_PASSWORD = os.environ.get("DASHBOARD_PASSWORD") or ""
     YAHOO_TIMEOUT = _int("YAHOO_TIMEOUT", 10)
+    YAHOO_RETRIES = _int("YAHOO_RETRIES", 2)
+    YAHOO_BACKOFF = float(os.environ.get("YAHOO_BACKOFF") or 1.0)
     YFINANCE_CACHE_DIR = os.environ.get("YFINANCE_CACHE_DIR") or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), ".cache", "yfinance"
     )

@@ -55,6 +55,10 @@ def run_worker() -> None:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
+    # Forget the supervisor's handlers: a signal that arrives before RQ installs its own must not
+    # run the supervisor's code here. Until then it just ends this (still idle) process.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it stops workers one signal at a time
     connection = Redis.from_url(Config.REDIS_URL)
     queues = [  # in priority order: RQ takes from the first non-empty queue

@@ -6,6 +6,7 @@ returns a PriceHistory or raises a PriceDataError whose message a person can rea
 import datetime as dt
 import logging
 import os
+import random
 import time
 import zlib
 from dataclasses import dataclass
@@ -58,11 +59,17 @@ def _history(symbol: str, source: str, dates, closes) -> PriceHistory:
 
 
 class YahooSource:
-    """Yahoo Finance through yfinance: one year of daily bars per symbol."""
+    """Yahoo Finance through yfinance: one year of daily bars per symbol.
+
+    Transient failures (rate limit, network, garbage or empty answers) are retried with
+    exponential backoff and full jitter, within a time budget that keeps the job under its timeout.
+    """
 
     name = "yahoo"
+    transient = (RateLimited, SourceUnavailable, NoPriceData)
 
-    def __init__(self, cache_dir: str, timeout: float = 10, session=None):
+    def __init__(self, cache_dir: str, timeout: float = 10, session=None, retries: int = 2,
+                 backoff: float = 1.0, budget: float = 20, sleep=time.sleep):
         import yfinance as yf
 
         os.makedirs(cache_dir, exist_ok=True)
@@ -74,8 +81,25 @@ class YahooSource:
         self._yf = yf
         self._timeout = timeout
         self._session = session
+        self._retries = retries
+        self._backoff = backoff
+        self._budget = budget
+        self._sleep = sleep
 
     def history(self, symbol: str) -> PriceHistory:
+        deadline = time.monotonic() + self._budget
+        for attempt in range(self._retries + 1):
+            try:
+                return self._fetch(symbol)
+            except self.transient as exc:
+                delay = random.uniform(0, self._backoff * 2**attempt)
+                if attempt == self._retries or time.monotonic() + delay + self._timeout > deadline:
+                    raise
+                log.info("retrying %s in %.2f s after: %s", symbol, delay, exc)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _fetch(self, symbol: str) -> PriceHistory:
         try:
             ticker = self._yf.Ticker(symbol, session=self._session)
             frame = ticker.history(period="1y", interval="1d", timeout=self._timeout)
@@ -163,7 +187,9 @@ def price_source_from_config(config) -> "YahooSource | CsvSource | SyntheticSour
     """Build the source config.PRICE_SOURCE names: `yahoo`, `synthetic` or `csv:DIR`."""
     setting = config.PRICE_SOURCE
     if setting == "yahoo":
-        return YahooSource(config.YFINANCE_CACHE_DIR, config.YAHOO_TIMEOUT)
+        budget = max(config.JOB_TIMEOUT - 2, 1)  # leave time to answer before RQ's timeout
+        return YahooSource(config.YFINANCE_CACHE_DIR, config.YAHOO_TIMEOUT, retries=config.YAHOO_RETRIES,
+                           backoff=config.YAHOO_BACKOFF, budget=budget)
     if setting == "synthetic":
         return SyntheticSource(config.SYNTHETIC_LATENCY_MS)
     if setting.startswith("csv:"):

@@ -2,12 +2,12 @@
 
 Arguments and results are plain JSON values because jobs are stored with RQ's JSONSerializer.
 """
-import json
 import logging
 
 import numpy as np
 
 from config import Config
+from jobs import records
 from jobs.analysis import linear_forecast, moving_average, next_trading_days
 from jobs.sources import PriceDataError, PriceHistory, price_source_from_config
 
@@ -26,11 +26,18 @@ def price_source():
 
 def analyze_symbol(symbol: str, window: int, horizon: int) -> dict:
     """Fetch a year of closes for `symbol` and return its trend and forecast, or its error in words."""
+    from rq import get_current_job
+    from rq.timeouts import JobTimeoutException
+
     source = price_source()
     try:
         return analyze_history(source.history(symbol), window, horizon)
     except PriceDataError as exc:
         return {"symbol": symbol, "source": source.name, "error": str(exc)}
+    except JobTimeoutException:  # answered here, so RQ does not run a hopelessly slow symbol again
+        timeout = get_current_job().timeout
+        return {"symbol": symbol, "source": source.name,
+                "error": f"{symbol}: fetching and analysing took longer than the job timeout ({timeout} s)"}
 
 
 def analyze_history(history: PriceHistory, window: int, horizon: int) -> dict:
@@ -60,35 +67,23 @@ def _rounded(values: np.ndarray) -> list[float]:
 
 
 def report_success(job, connection, result, *args, **kwargs) -> None:
-    """on_success callback: hand the result to the analysis record."""
-    _reply(job, connection, result, "finished")
+    """on_success callback: hand the result to every analysis waiting for this job."""
+    _publish(job, connection, result, "finished")
 
 
 def report_failure(job, connection, exc_type, exc_value, traceback) -> None:
     """on_failure callback: an unexpected failure still answers, in words, without a traceback."""
     from rq.exceptions import AbandonedJobError
-    from rq.timeouts import JobTimeoutException
 
     if job.retries_left:  # RQ runs it again; only the last attempt answers
         return
     symbol = job.args[0]
-    if issubclass(exc_type, JobTimeoutException):
-        message = f"{symbol}: the analysis took longer than the job timeout ({job.timeout} s)"
-    elif issubclass(exc_type, AbandonedJobError):
+    if issubclass(exc_type, AbandonedJobError):
         message = f"{symbol}: the worker running this analysis stopped before finishing it, on every attempt"
     else:
         message = f"{symbol}: the analysis failed unexpectedly ({exc_type.__name__}); the worker log has details"
-    _reply(job, connection, {"symbol": symbol, "error": message}, "failed")
+    _publish(job, connection, {"symbol": symbol, "error": message}, "failed")
 
 
-def _reply(job, connection, result: dict, outcome: str) -> None:
-    """Store the result in the analysis record and wake whoever waits on it (see webapp/analyses.py)."""
-    key = f"analysis:{job.meta['analysis']}"
-    ttl = job.meta["ttl"]
-    pipe = connection.pipeline(transaction=False)
-    pipe.hset(f"{key}:results", result["symbol"], json.dumps(result))
-    pipe.rpush(f"{key}:done", result["symbol"])
-    pipe.expire(f"{key}:results", ttl)
-    pipe.expire(f"{key}:done", ttl)
-    pipe.hincrby("stats:jobs", f"{job.origin}:{outcome}", 1)  # read by /metrics
-    pipe.execute()
+def _publish(job, connection, result: dict, outcome: str) -> None:
+    records.publish(connection, job.id, result, job.meta["ttl"], job.meta["reuse"], outcome, job.origin)

@@ -141,9 +141,14 @@ class Workers:
         """SIGTERM, as systemd or Ctrl-C would; returns the supervisor's exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=60)
-        self.log.close()
-        return code
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["pkill", "-KILL", "-P", str(self.process.pid)])  # leave no orphan behind
+            self.process.kill()
+            raise
+        finally:
+            self.log.close()
 
 
 @pytest.fixture

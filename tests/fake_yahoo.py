@@ -31,7 +31,11 @@ def chart_body(symbol: str, days: list[dt.date], closes: list[float]) -> dict:
 
 
 class FakeYahoo(BaseAdapter):
-    """Answers every URL yfinance asks for; `charts` maps symbol → (status, body) or an exception."""
+    """Answers every URL yfinance asks for.
+
+    `charts` maps symbol → (status, body), an exception to raise, or a list of those given out
+    one per chart call (the last one repeats).
+    """
 
     def __init__(self, charts: dict):
         super().__init__()
@@ -43,6 +47,8 @@ class FakeYahoo(BaseAdapter):
         url = urlparse(request.url)
         if "/v8/finance/chart/" in url.path:
             answer = self.charts.get(url.path.rsplit("/", 1)[1], (404, NOT_FOUND))
+            if isinstance(answer, list):
+                answer = answer.pop(0) if len(answer) > 1 else answer[0]
             if isinstance(answer, Exception):
                 raise answer
             return self._response(request, *answer)

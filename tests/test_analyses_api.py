@@ -66,7 +66,7 @@ def test_the_record_expires_after_result_ttl(redis_server, redis_client):
     client = app.test_client()
     url = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json["status_url"]
     assert client.get(url).status_code == 200
-    assert 0 < redis_client.ttl(f"analysis:{url.rsplit('/', 1)[1]}") <= 1
+    assert 0 < redis_client.ttl(f"trends:analysis:{url.rsplit('/', 1)[1]}") <= 1
     wait_until(lambda: client.get(url).status_code == 404, timeout=5, what="the record to expire")
 
 

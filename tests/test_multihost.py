@@ -1,4 +1,5 @@
 """The fleet across real network hosts: Redis, the web app and two worker hosts, each its own address."""
+import datetime as dt
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import urllib.request
 import pytest
 from redis import Redis
 
+from jobs.records import shared_job_id
 from tests.conftest import ROOT, wait_until
 from tests.netns import Lan, unavailable_reason
 
@@ -56,7 +58,7 @@ def fleet(tmp_path_factory):
         client = Redis.from_url(redis_url, socket_connect_timeout=1)
         wait_until(lambda: _answers(client), timeout=20, what="Redis on its host")
         start("web", [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "webapp:create_app()"],
-              HOST=web_ip, PORT="8000", WEB_PROCESSES="1")
+              HOST=web_ip, PORT="8000", WEB_PROCESSES="1", JOB_TIMEOUT=WORKER_SETTINGS["JOB_TIMEOUT"])
         for host in ("w1", "w2"):
             start(host, [sys.executable, "worker.py"], **WORKER_SETTINGS)
         wait_until(lambda: client.scard("rq:workers") == 4, timeout=40, what="4 workers on 2 hosts")
@@ -102,8 +104,13 @@ def run_analysis(fleet, symbols: list[str], during=None) -> dict:
     raise AssertionError(f"analysis did not finish: {body['state']} {body['done']}/{body['total']}")
 
 
+def job_keys(analysis: dict) -> list[str]:
+    day = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    return [f"rq:job:{shared_job_id(s['symbol'], analysis['window'], analysis['horizon'], day)}" for s in analysis["symbols"]]
+
+
 def hosts_that_ran(fleet, analysis: dict) -> set[str]:
-    names = {fleet["redis"].hget(f"rq:job:{analysis['id']}-{i}", "worker_name") for i in range(analysis["total"])}
+    names = {fleet["redis"].hget(key, "worker_name") for key in job_keys(analysis)}
     return {name.decode().split(".")[0] for name in names if name}
 
 
@@ -131,5 +138,5 @@ def test_a_worker_host_cut_off_mid_run_loses_no_symbol(fleet):
     assert body["state"] == "finished", [s for s in body["symbols"] if s["state"] != "done"]
     assert body["done"] == 60
     assert all("predictions" in s["result"] for s in body["symbols"])
-    retried = [i for i in range(60) if fleet["redis"].hget(f"rq:job:{body['id']}-{i}", "retries_left") == b"1"]
+    retried = [key for key in job_keys(body) if fleet["redis"].hget(key, "retries_left") == b"1"]
     assert retried, "the jobs w1 was running when cut off were found abandoned and run again"

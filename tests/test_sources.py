@@ -73,14 +73,17 @@ def test_synthetic_source_knows_no_symbol_starting_with_nope():
 
 @pytest.fixture
 def yahoo(tmp_path):
-    """A YahooSource whose HTTP session answers from `charts`, which each test fills."""
+    """A YahooSource whose HTTP session answers from `charts`, which each test fills; it records its sleeps."""
     charts: dict = {}
     session, fake = session_for(charts)
-    return YahooSource(str(tmp_path / "yfcache"), timeout=5, session=session), charts, fake
+    sleeps: list[float] = []
+    source = YahooSource(str(tmp_path / "yfcache"), timeout=5, session=session, retries=2, backoff=0.5,
+                         sleep=sleeps.append)
+    return source, charts, fake, sleeps
 
 
 def test_yahoo_source_parses_a_chart_answer_through_yfinance(yahoo):
-    source, charts, fake = yahoo
+    source, charts, fake, _ = yahoo
     days = weekdays("2025-11-03", 30)
     closes = [100.0 + i * 0.5 for i in range(30)]
     charts["AAPL"] = (200, chart_body("AAPL", days, closes))
@@ -104,7 +107,7 @@ def test_yahoo_source_parses_a_chart_answer_through_yfinance(yahoo):
     ],
 )
 def test_yahoo_failures_are_told_apart_in_plain_words(yahoo, symbol, answer, error, words):
-    source, charts, _ = yahoo
+    source, charts, _, _ = yahoo
     if answer is not None:
         charts[symbol] = answer
     with pytest.raises(error, match=words) as raised:
@@ -113,7 +116,7 @@ def test_yahoo_failures_are_told_apart_in_plain_words(yahoo, symbol, answer, err
 
 
 def test_yahoo_failures_after_the_time_zone_is_known_are_still_told_apart(yahoo):
-    source, charts, _ = yahoo
+    source, charts, _, _ = yahoo
     charts["KNOWN"] = (200, chart_body("KNOWN", weekdays("2025-11-03", 5), [1.0, 2.0, 3.0, 4.0, 5.0]))
     source.history("KNOWN")  # yfinance now has KNOWN's time zone cached and goes straight to the chart
     charts["KNOWN"] = (429, "Too Many Requests")
@@ -128,7 +131,61 @@ def test_yahoo_failures_after_the_time_zone_is_known_are_still_told_apart(yahoo)
 
 
 def test_yahoo_chart_without_bars_is_no_data(yahoo):
-    source, charts, _ = yahoo
+    source, charts, _, _ = yahoo
     charts["EMPTY"] = (200, chart_body("EMPTY", [], []))
     with pytest.raises(NoPriceData, match="no daily prices"):
         source.history("EMPTY")
+
+
+def chart_calls(fake, symbol: str) -> int:
+    return sum(f"/v8/finance/chart/{symbol}?" in url and "range=1y" in url for url in fake.urls)
+
+
+def test_a_rate_limited_fetch_is_retried_after_a_jittered_backoff(yahoo):
+    source, charts, fake, sleeps = yahoo
+    charts["BUSY"] = (200, chart_body("BUSY", weekdays("2025-11-03", 5), [1.0, 2.0, 3.0, 4.0, 5.0]))
+    source.history("BUSY")  # time zone now cached: each attempt is one chart call
+    fake.urls.clear()
+    limited = (429, "Too Many Requests")  # yfinance itself asks twice (a second cookie strategy) before raising
+    charts["BUSY"] = [limited, limited, (200, chart_body("BUSY", weekdays("2025-11-03", 5), [5.0] * 5))]
+    assert list(source.history("BUSY").closes) == [5.0] * 5
+    assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.5
+
+
+def test_persistent_failures_give_up_after_the_retries_with_growing_backoff(yahoo):
+    source, charts, fake, sleeps = yahoo
+    charts["FLAKY"] = (200, chart_body("FLAKY", weekdays("2025-11-03", 5), [1.0] * 5))
+    source.history("FLAKY")
+    fake.urls.clear()
+    charts["FLAKY"] = (429, "Too Many Requests")
+    with pytest.raises(RateLimited):
+        source.history("FLAKY")
+    assert chart_calls(fake, "FLAKY") >= 3, "one try and two retries"
+    assert len(sleeps) == 2 and sleeps[0] <= 0.5 and sleeps[1] <= 1.0
+
+
+def test_jitter_spreads_the_waits(tmp_path):
+    sleeps: list[float] = []
+    session, _ = session_for({"X": (429, "Too Many Requests")})
+    source = YahooSource(str(tmp_path / "c"), session=session, retries=1, backoff=1.0, sleep=sleeps.append)
+    for _ in range(20):
+        with pytest.raises(RateLimited):
+            source.history("X")
+    assert len(set(sleeps)) > 15 and max(sleeps) <= 1.0
+
+
+def test_an_unknown_symbol_is_not_retried(yahoo):
+    source, _, _, sleeps = yahoo
+    with pytest.raises(UnknownSymbol):
+        source.history("NOSUCH")
+    assert sleeps == []
+
+
+def test_retries_stop_when_the_time_budget_would_be_exceeded(tmp_path):
+    sleeps: list[float] = []
+    session, _ = session_for({"X": requests.ConnectionError("refused")})
+    source = YahooSource(str(tmp_path / "c"), timeout=5, session=session, retries=5, backoff=0.1, budget=4,
+                         sleep=sleeps.append)
+    with pytest.raises(SourceUnavailable):
+        source.history("X")
+    assert sleeps == [], "a retry plus its 5 s fetch timeout would not fit in the 4 s budget"

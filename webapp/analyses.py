@@ -1,12 +1,11 @@
-"""An analysis: one RQ job per symbol, and a record in Redis that any web process can answer for.
+"""An analysis: a record in Redis that any web process can answer for, fed by shared RQ jobs.
 
-Keys of analysis ID (all expire after RESULT_TTL):
-- `analysis:ID`          hash: symbols (JSON list), window, horizon
-- `analysis:ID:results`  hash: symbol → result JSON, written by the jobs' callbacks
-- `analysis:ID:done`     list: one entry per finished symbol, so a waiter can block (BLPOP)
-The job of the i-th symbol has the id `ID-i`, so job states are found without storing a map.
-`/get_trends` and `/api/analyses` both start analyses here; the first also waits for them.
+Concurrent or repeated requests for the same symbol, window, horizon and day share one job
+(its id is derived from them), and a fresh result is reused without running it again; the
+keys and the delivery of results are in jobs/records.py. `/get_trends` and `/api/analyses`
+both start analyses here; the first also waits for them.
 """
+import datetime as dt
 import json
 import time
 import uuid
@@ -15,6 +14,7 @@ from redis import Redis
 from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 
+from jobs.records import deliver, recent_key, record_key, shared_job_id, subscribers_key
 from webapp.validation import TrendsRequest
 
 ANALYZE = "jobs.tasks.analyze_symbol"
@@ -22,63 +22,82 @@ ON_SUCCESS = Callback("jobs.tasks.report_success")
 ON_FAILURE = Callback("jobs.tasks.report_failure")
 SUCCESS_MESSAGE = "Trends and predictions calculated successfully"
 WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
+LIVE = WAITING | {JobStatus.STARTED}
 
 
-def record_key(analysis_id: str) -> str:
-    return f"analysis:{analysis_id}"
-
-
-def job_id(analysis_id: str, index: int) -> str:
-    return f"{analysis_id}-{index}"
+def job_ids(record: dict, symbols: list[str]) -> list[str]:
+    return [shared_job_id(symbol, record["window"], record["horizon"], record["day"]) for symbol in symbols]
 
 
 def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings) -> str:
-    """Store the record and enqueue every job in one round trip; return the analysis id."""
+    """Subscribe to each symbol's shared job: reuse a fresh result, join a live job, or enqueue one."""
     analysis_id = uuid.uuid4().hex
     ttl = settings["RESULT_TTL"]
+    record = {"symbols": json.dumps(request.symbols), "window": request.window, "horizon": request.horizon,
+              "day": dt.datetime.now(dt.timezone.utc).date().isoformat()}
+    ids = job_ids(record, request.symbols)
+    pipe = redis.pipeline(transaction=True)  # atomic with the jobs' publish (see jobs/records.py)
+    pipe.hset(record_key(analysis_id), mapping=record)
+    pipe.expire(record_key(analysis_id), ttl)
+    for job_id in ids:
+        pipe.sadd(subscribers_key(job_id), analysis_id)
+        pipe.expire(subscribers_key(job_id), ttl)
+    pipe.mget([recent_key(job_id) for job_id in ids])
+    recent = pipe.execute()[-1]
+
+    pending = [(symbol, job_id) for symbol, job_id, hit in zip(request.symbols, ids, recent) if hit is None]
+    statuses = _statuses(redis, [job_id for _, job_id in pending])
+    pipe = redis.pipeline(transaction=False)
+    for raw in filter(None, recent):
+        deliver(pipe, [analysis_id], json.loads(raw), ttl)
     retries = settings["JOB_RETRIES"]
     # A job that raised, or whose worker died (RQ's abandoned-job handling), is queued again at
     # once. Not after an interval: that needs RQ's scheduler, and if the worker holding the
     # scheduler lock is the one that died, others take over only after 60-120 s.
     retry = Retry(max=retries) if retries else None
+    meta = {"ttl": ttl, "reuse": settings["RESULT_CACHE_TTL"]}
     jobs = [
         Queue.prepare_data(
             ANALYZE,
             args=(symbol, request.window, request.horizon),
-            job_id=job_id(analysis_id, index),
+            job_id=job_id,
             timeout=settings["JOB_TIMEOUT"],
             result_ttl=ttl,
             failure_ttl=ttl,
-            meta={"analysis": analysis_id, "ttl": ttl},
+            meta=meta,
             on_success=ON_SUCCESS,
             on_failure=ON_FAILURE,
             retry=retry,
         )
-        for index, symbol in enumerate(request.symbols)
+        for (symbol, job_id), status in zip(pending, statuses)
+        if status not in LIVE  # a live job will deliver to this analysis too
     ]
-    pipe = redis.pipeline()
-    key = record_key(analysis_id)
-    pipe.hset(key, mapping={"symbols": json.dumps(request.symbols), "window": request.window, "horizon": request.horizon})
-    pipe.expire(key, ttl)
-    queue.enqueue_many(jobs, pipeline=pipe)
+    if jobs:
+        queue.enqueue_many(jobs, pipeline=pipe)
     pipe.execute()
     return analysis_id
 
 
+def _statuses(redis: Redis, ids: list[str]) -> list[JobStatus | None]:
+    """Each job's RQ status, in one round trip (None for no such job)."""
+    pipe = redis.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(Job.key_for(job_id), "status")
+    return [JobStatus(raw.decode()) if raw else None for raw in pipe.execute()]
+
+
 def wait_for_analysis(redis: Redis, analysis_id: str, symbols: list[str], timeout: float) -> dict:
     """Block until every symbol has a result or `timeout` passed; return the /get_trends body."""
-    done_key = f"{record_key(analysis_id)}:done"
+    key = record_key(analysis_id)
     deadline = time.monotonic() + timeout
-    finished = 0
-    while finished < len(symbols):
+    while redis.hlen(f"{key}:results") < len(symbols):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        # Short blocking slices keep the socket timeout small and the deadline exact.
-        if redis.blpop([done_key], timeout=min(remaining, 1.0)) is None:
-            continue
-        finished += 1 + len(redis.lpop(done_key, len(symbols)) or [])
-    stored = redis.hmget(f"{record_key(analysis_id)}:results", symbols)
+        # Woken by each delivery; short slices keep the socket timeout small and the deadline exact.
+        if redis.blpop([f"{key}:done"], timeout=min(remaining, 1.0)):
+            redis.delete(f"{key}:done")  # one wake-up per batch of deliveries is enough
+    stored = redis.hmget(f"{key}:results", symbols)
     timed_out = f"no worker finished this symbol within {timeout:g} s; are workers running?"
     results = [json.loads(raw) if raw else _error(symbol, timed_out) for symbol, raw in zip(symbols, stored)]
     return response_body(results)
@@ -90,28 +109,28 @@ def analysis_status(redis: Redis, analysis_id: str, serializer) -> dict | None:
     pipe = redis.pipeline(transaction=False)
     pipe.hgetall(key)
     pipe.hgetall(f"{key}:results")
-    record, stored = pipe.execute()
-    if not record:
+    raw_record, stored = pipe.execute()
+    if not raw_record:
         return None
-    symbols = json.loads(record[b"symbols"])
+    record = {k.decode(): v.decode() for k, v in raw_record.items()}
+    symbols = json.loads(record["symbols"])
     results = {symbol.decode(): json.loads(raw) for symbol, raw in stored.items()}
-    pending = [i for i, symbol in enumerate(symbols) if symbol not in results]
-    jobs = Job.fetch_many([job_id(analysis_id, i) for i in pending], connection=redis, serializer=serializer)
+    pending = [symbol for symbol in symbols if symbol not in results]
+    jobs = dict(zip(pending, Job.fetch_many(job_ids(record, pending), connection=redis, serializer=serializer)))
     entries = []
-    job_of = dict(zip(pending, jobs))
-    for index, symbol in enumerate(symbols):
+    for symbol in symbols:
         if symbol in results:
             result = results[symbol]
             entries.append({"symbol": symbol, "state": "error" if "error" in result else "done", "result": result})
         else:
-            entries.append(_pending_entry(symbol, job_of[index]))
+            entries.append(_pending_entry(symbol, jobs[symbol]))
     return {
         "id": analysis_id,
         "state": _overall_state([entry["state"] for entry in entries]),
         "done": sum(entry["state"] in ("done", "error") for entry in entries),
         "total": len(symbols),
-        "window": int(record[b"window"]),
-        "horizon": int(record[b"horizon"]),
+        "window": int(record["window"]),
+        "horizon": int(record["horizon"]),
         "symbols": entries,
     }
 

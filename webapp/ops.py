@@ -10,8 +10,8 @@ from rq import Worker
 bp = Blueprint("ops", __name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-LATENCY_KEY = "stats:http"  # hash: "<endpoint>:<bucket index>", "<endpoint>:count", "<endpoint>:sum"
-JOBS_KEY = "stats:jobs"  # hash: "<queue>:finished", "<queue>:failed" (written by jobs/tasks.py)
+LATENCY_KEY = "trends:stats:http"  # hash: "<endpoint>:<bucket index>", "<endpoint>:count", "<endpoint>:sum"
+JOBS_KEY = "trends:stats:jobs"  # hash: "<queue>:finished", "<queue>:failed" (written by jobs/tasks.py)
 
 
 def queue_report(queue) -> dict:
