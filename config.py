@@ -38,6 +38,9 @@ class Config:
     WORKER_TTL = _int("WORKER_TTL", 30)
     ABANDONED_JOB_GRACE = _int("ABANDONED_JOB_GRACE", 5)
     MAINTENANCE_INTERVAL = _int("MAINTENANCE_INTERVAL", 10)
+    # Per client address, counted in Redis for all web processes (Flask-Limiter syntax).
+    RATE_LIMIT_SUBMIT = os.environ.get("RATE_LIMIT_SUBMIT") or "60/minute"
+    RATE_LIMIT_POLL = os.environ.get("RATE_LIMIT_POLL") or "600/minute"
     DASHBOARD_USER = os.environ.get("DASHBOARD_USER") or "admin"
     DASHBOARD_PASSWORD = os.environ.get("DASHBOARD_PASSWORD") or ""
     YAHOO_TIMEOUT = _int("YAHOO_TIMEOUT", 10)

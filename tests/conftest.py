@@ -132,7 +132,11 @@ class Workers:
         self.process = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
         self.client = Redis.from_url(redis_url)
-        wait_until(lambda: len(self.names()) >= count, timeout=30, what=f"{count} workers to register")
+        try:
+            wait_until(lambda: len(self.names()) >= count, timeout=30, what=f"{count} workers to register")
+        except AssertionError:
+            self.kill()
+            raise
 
     def names(self) -> set[str]:
         return {key.decode().rsplit(":", 1)[1] for key in self.client.smembers("rq:workers")}
@@ -144,36 +148,69 @@ class Workers:
         try:
             return self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            subprocess.run(["pkill", "-KILL", "-P", str(self.process.pid)])  # leave no orphan behind
-            self.process.kill()
+            self.kill()
             raise
         finally:
             self.log.close()
 
+    def kill(self) -> None:
+        """SIGKILL the supervisor and its workers: leave no orphan behind."""
+        subprocess.run(["pkill", "-KILL", "-P", str(self.process.pid)])
+        self.process.kill()
+        self.process.wait()
+
 
 @pytest.fixture
-def workers(redis_server, redis_client, price_dir, tmp_path):
+def start_workers(tmp_path):
+    """Starts worker supervisors: start_workers(redis_url, count, **settings); all are stopped at the end."""
+    started: list[Workers] = []
+
+    def start(redis_url: str, count: int = 1, **settings) -> Workers:
+        started.append(Workers(redis_url, tmp_path / f"workers{len(started)}.log", count, **settings))
+        return started[-1]
+
+    yield start
+    for workers in started:
+        if workers.process.poll() is None:
+            workers.stop()
+
+
+@pytest.fixture
+def workers(redis_server, redis_client, price_dir, tmp_path, start_workers):
     """Two real worker processes against the test Redis, reading CSV prices from price_dir."""
-    started = Workers(redis_server.url, tmp_path / "workers.log", PRICE_SOURCE=f"csv:{price_dir}",
-                      YFINANCE_CACHE_DIR=tmp_path / "yfinance")
-    yield started
-    started.stop()
+    return start_workers(redis_server.url, 2, PRICE_SOURCE=f"csv:{price_dir}", YFINANCE_CACHE_DIR=tmp_path / "yfinance")
+
+
+class WebServer:
+    """The real web app under gunicorn on a free port, with extra settings."""
+
+    def __init__(self, redis_url: str, log_path, **settings):
+        port = free_port()
+        settings = {"WEB_PROCESSES": 1, **settings}
+        env = dict(os.environ, REDIS_URL=redis_url, HOST="127.0.0.1", PORT=str(port), **{k: str(v) for k, v in settings.items()})
+        self.log = open(log_path, "w")
+        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+        self.process = subprocess.Popen([gunicorn, "webapp:create_app()"], cwd=ROOT, env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: _http_answers(self.url), timeout=20, what="gunicorn to answer")
+        except AssertionError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.log.close()
 
 
 @pytest.fixture
 def web_server(redis_server, redis_client, tmp_path):
-    """The real web app under gunicorn on a free port; yields its base URL."""
-    port = free_port()
-    env = dict(os.environ, REDIS_URL=redis_server.url, HOST="127.0.0.1", PORT=str(port), WEB_PROCESSES="1")
-    log = open(tmp_path / "web.log", "w")
-    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    process = subprocess.Popen([gunicorn, "webapp:create_app()"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _http_answers(url), timeout=20, what="gunicorn to answer")
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
+    """The real web app under gunicorn; yields its base URL."""
+    server = WebServer(redis_server.url, tmp_path / "web.log")
+    yield server.url
+    server.stop()
 
 
 def _http_answers(url: str) -> bool:

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from tests.conftest import Workers, wait_until
+from tests.conftest import wait_until
 from webapp import create_app
 
 
@@ -13,12 +13,9 @@ def basic(user: str, password: str) -> dict:
 
 
 @pytest.fixture
-def synthetic_worker(redis_server, redis_client, tmp_path):
+def synthetic_worker(redis_server, redis_client, start_workers):
     """One worker on synthetic prices that take 20 ms each to 'fetch'."""
-    started = Workers(redis_server.url, tmp_path / "workers.log", count=1, PRICE_SOURCE="synthetic",
-                      SYNTHETIC_LATENCY_MS=20)
-    yield started
-    started.stop()
+    return start_workers(redis_server.url, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=20)
 
 
 def test_dashboard_is_404_without_a_password_configured(client):
@@ -37,18 +34,15 @@ def test_dashboard_needs_the_configured_credentials(redis_server, redis_client, 
     assert client.get("/", headers=basic("ops", "s3cret")).status_code == 200
 
 
-def test_healthz_is_503_without_workers_and_200_with_one(client, redis_server, tmp_path):
+def test_healthz_is_503_without_workers_and_200_with_one(client, redis_server, start_workers):
     down = client.get("/healthz")
     assert down.status_code == 503 and "no worker" in down.json["reason"]
     assert down.json["redis"] is True
-    worker = Workers(redis_server.url, tmp_path / "w.log", count=1, PRICE_SOURCE="synthetic")
-    try:
-        up = client.get("/healthz")
-        assert up.status_code == 200 and up.json["workers"] == 1
-        assert list(up.json["hosts"].values()) == [1]
-        assert up.json["queues"]["trends"] == {"depth": 0, "oldest_age_seconds": 0.0}
-    finally:
-        worker.stop()
+    start_workers(redis_server.url, PRICE_SOURCE="synthetic")
+    up = client.get("/healthz")
+    assert up.status_code == 200 and up.json["workers"] == 1
+    assert list(up.json["hosts"].values()) == [1]
+    assert up.json["queues"]["trends"] == {"depth": 0, "oldest_age_seconds": 0.0}
 
 
 def test_healthz_is_503_when_redis_is_unreachable():
@@ -82,8 +76,8 @@ def test_a_one_symbol_request_is_not_starved_by_a_bulk_batch(redis_server, redis
     assert elapsed < 2, f"one symbol took {elapsed:.2f} s behind a bulk batch"
 
 
-def test_sigterm_lets_the_running_job_finish(client, redis_server, redis_client, tmp_path):
-    worker = Workers(redis_server.url, tmp_path / "w.log", count=1, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=2000)
+def test_sigterm_lets_the_running_job_finish(client, redis_server, redis_client, start_workers):
+    worker = start_workers(redis_server.url, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=2000)
     url = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json["status_url"]
     wait_until(lambda: client.get(url).json["state"] == "running", what="the job to start")
     assert worker.stop() == 0

@@ -6,8 +6,6 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import Workers
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = os.path.join(os.path.dirname(__file__), "artifacts")
 # Chromium reaches for Google services at start; this machine's closed network refuses them.
@@ -133,16 +131,13 @@ def test_bad_input_shows_the_servers_message_and_starts_nothing(page, web_server
     assert page.locator("#analysis").is_hidden()
 
 
-def test_synthetic_prices_are_labelled_on_the_page(page, web_server, redis_server, redis_client, tmp_path):
+def test_synthetic_prices_are_labelled_on_the_page(page, web_server, redis_server, start_workers):
     """With PRICE_SOURCE=synthetic the row says the numbers are not real prices."""
-    worker = Workers(redis_server.url, tmp_path / "workers.log", count=1, PRICE_SOURCE="synthetic")
-    try:
-        page.goto(web_server)
-        submit(page, "AAPL")
-        wait_for_end(page, 1)
-        assert "not real prices" in page.locator('li[data-symbol="AAPL"] .source').inner_text()
-    finally:
-        worker.stop()
+    start_workers(redis_server.url, PRICE_SOURCE="synthetic")
+    page.goto(web_server)
+    submit(page, "AAPL")
+    wait_for_end(page, 1)
+    assert "not real prices" in page.locator('li[data-symbol="AAPL"] .source').inner_text()
 
 
 def test_the_page_fits_a_phone_and_works_from_the_keyboard(browser, web_server, workers, prices):

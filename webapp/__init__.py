@@ -25,9 +25,10 @@ def create_app(overrides: dict | None = None) -> Flask:
         Queue(app.config[name], connection=app.redis, serializer=JSONSerializer) for name in ("INTERACTIVE_QUEUE", "BULK_QUEUE")
     ]
 
-    from webapp import api, errors, ops, page
+    from webapp import api, errors, ops, page, security
 
     errors.register_error_handlers(app)
+    security.protect(app, api.bp)
     app.register_blueprint(page.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)

@@ -3,6 +3,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.exceptions import NotFound
 
 from webapp.analyses import analysis_status, start_analysis, wait_for_analysis
+from webapp.openapi import openapi_spec
 from webapp.validation import InvalidRequest, TrendsRequest, parse_trends_request
 
 bp = Blueprint("api", __name__)
@@ -46,3 +47,8 @@ def get_analysis(analysis_id: str):
         raise NotFound(f"no analysis {analysis_id!r}: it never existed or has expired (results are kept "
                        f"{current_app.config['RESULT_TTL']} s)")
     return jsonify(status)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_spec(current_app.config["MAX_SYMBOLS"]))

@@ -2,6 +2,7 @@
 import logging
 
 from flask import Flask, jsonify
+from flask_limiter.errors import RateLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
@@ -25,6 +26,10 @@ def register_error_handlers(app: Flask) -> None:
     def redis_unreachable(exc):
         log.warning("redis unreachable: %s", exc)
         return error_response(503, "The job queue (Redis) is unreachable; try again shortly")
+
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(exc):
+        return error_response(429, f"Too many requests from this address (limit: {exc.description}); retry shortly")
 
     @app.errorhandler(HTTPException)
     def http_error(exc):

@@ -1,0 +1,45 @@
+"""A short `make loadtest`: Locust against the real system; zero failed requests and zero lost jobs."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, WebServer, wait_until
+
+pytestmark = pytest.mark.load
+
+
+def test_a_short_load_run_fails_no_request_and_loses_no_job(redis_server, redis_client, tmp_path, start_workers):
+    start_workers(redis_server.url, 2, PRICE_SOURCE="synthetic")
+    web = None
+    try:
+        web = WebServer(redis_server.url, tmp_path / "web.log", WEB_PROCESSES=2, RATE_LIMIT_SUBMIT="1000000/minute",
+                        RATE_LIMIT_POLL="1000000/minute")
+        locust = os.path.join(os.path.dirname(sys.executable), "locust")
+        run = subprocess.run([locust, "-f", "bench/locustfile.py", "--headless", "--host", web.url, "-u", "20", "-r", "10",
+                              "-t", "12s", "--only-summary", "--csv", str(tmp_path / "load")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+        with open(tmp_path / "load_stats.csv") as stats:
+            total = next(row for row in csv.DictReader(stats) if row["Name"] == "Aggregated")
+        assert int(total["Request Count"]) > 200, run.stdout[-2000:]
+        assert int(total["Failure Count"]) == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert run.returncode == 0
+
+        records = [key for key in redis_client.scan_iter("trends:analysis:*") if key.count(b":") == 2]
+        assert records
+
+        def every_analysis_complete() -> bool:
+            for key in records:
+                symbols = json.loads(redis_client.hget(key, "symbols"))
+                if redis_client.hlen(key + b":results") != len(symbols):
+                    return False
+            return True
+
+        wait_until(every_analysis_complete, timeout=30, what="every analysis to have all its results (no lost job)")
+        assert redis_client.llen("rq:queue:trends") == 0
+    finally:
+        if web:
+            web.stop()
