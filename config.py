@@ -31,6 +31,7 @@ class Config:
     TRENDS_TIMEOUT = _int("TRENDS_TIMEOUT", 30)
     JOB_TIMEOUT = _int("JOB_TIMEOUT", 20)
     RESULT_CACHE_TTL = _int("RESULT_CACHE_TTL", 300)
+    PRICE_CACHE_TTL = _int("PRICE_CACHE_TTL", 3600)  # 0: no price cache
     RESULT_TTL = _int("RESULT_TTL", 600)
     JOB_RETRIES = _int("JOB_RETRIES", 2)
     # A worker that stops heart-beating is dead after WORKER_TTL s; its job is abandoned

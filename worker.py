@@ -39,12 +39,22 @@ def preload() -> None:
 def make_worker_class():
     """SimpleWorker whose abandoned jobs are noticed within seconds of their timeout, not a minute later."""
     from rq import SimpleWorker
+    from rq.utils import now
 
     class TrendsWorker(SimpleWorker):
         def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
             # The job runs in this process under SIGALRM, so it cannot outlive its timeout;
             # RQ's default adds 60 s on top, which would delay re-running a dead worker's job.
             return int(job.timeout or Config.JOB_TIMEOUT) + Config.ABANDONED_JOB_GRACE
+
+        def heartbeat(self, timeout=None, pipeline=None):
+            # RQ beats around every job (three round trips each time). At most one a second keeps
+            # the worker just as alive for its WORKER_TTL and, measured here, halves RQ's own
+            # cost per job (no-op jobs: 4.7 → 2.4-2.9 ms).
+            recent = self.last_heartbeat and (now() - self.last_heartbeat).total_seconds() < 1
+            if timeout is None and pipeline is None and recent:
+                return
+            super().heartbeat(timeout, pipeline)
 
     return TrendsWorker
 

@@ -4,6 +4,7 @@ Every source has a `name` (reported as `source` in each result) and `history(sym
 returns a PriceHistory or raises a PriceDataError whose message a person can read.
 """
 import datetime as dt
+import functools
 import logging
 import os
 import random
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from jobs import records
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +181,46 @@ class SyntheticSource:
         start_price = rng.uniform(20, 500)
         daily_returns = rng.normal(0.0004, 0.015, TRADING_DAYS_PER_YEAR)
         closes = start_price * np.exp(np.cumsum(daily_returns))
-        last_weekday = np.busday_offset(np.datetime64(dt.date.today(), "D"), -1, roll="forward")
-        dates = np.busday_offset(last_weekday, np.arange(-TRADING_DAYS_PER_YEAR + 1, 1), roll="forward")
-        return PriceHistory(symbol, [d.item() for d in dates], closes, self.name)
+        return PriceHistory(symbol, _weekdays_up_to_yesterday(dt.date.today()), closes, self.name)
+
+
+@functools.lru_cache(maxsize=2)
+def _weekdays_up_to_yesterday(today: dt.date) -> list[dt.date]:
+    """The synthetic source's dates, the same for every symbol: computed once a day, not per symbol."""
+    last_weekday = np.busday_offset(np.datetime64(today, "D"), -1, roll="forward")
+    dates = np.busday_offset(last_weekday, np.arange(-TRADING_DAYS_PER_YEAR + 1, 1), roll="forward")
+    return [d.item() for d in dates]
+
+
+class CachedSource:
+    """A source behind a Redis cache of each symbol's year of closes for the day, shared by all workers.
+
+    Stored compactly as raw numpy bytes (int32 day numbers, float64 closes), never pickled.
+    """
+
+    def __init__(self, source, connection, ttl: int):
+        self.source = source
+        self.name = source.name
+        self.connection = connection
+        self.ttl = ttl
+
+    def history(self, symbol: str) -> PriceHistory:
+        key = records.prices_key(self.name, symbol, dt.date.today().isoformat())
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.hmget(key, "days", "closes")
+        pipe.hincrby(records.PRICE_STATS_KEY, "lookups", 1)
+        (days, closes), _ = pipe.execute()
+        if days is not None and closes is not None:
+            dates = [dt.date.fromordinal(int(day)) for day in np.frombuffer(days, dtype=np.int32)]
+            return PriceHistory(symbol, dates, np.frombuffer(closes, dtype=np.float64).copy(), self.name)
+        history = self.source.history(symbol)  # errors are not cached: the next request asks again
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.hset(key, mapping={"days": np.array([d.toordinal() for d in history.dates], dtype=np.int32).tobytes(),
+                                "closes": np.asarray(history.closes, dtype=np.float64).tobytes()})
+        pipe.expire(key, self.ttl)
+        pipe.hincrby(records.PRICE_STATS_KEY, "misses", 1)
+        pipe.execute()
+        return history
 
 
 def price_source_from_config(config) -> "YahooSource | CsvSource | SyntheticSource":

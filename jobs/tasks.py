@@ -2,6 +2,7 @@
 
 Arguments and results are plain JSON values because jobs are stored with RQ's JSONSerializer.
 """
+import json
 import logging
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from config import Config
 from jobs import records
 from jobs.analysis import linear_forecast, moving_average, next_trading_days
-from jobs.sources import PriceDataError, PriceHistory, price_source_from_config
+from jobs.sources import CachedSource, PriceDataError, PriceHistory, price_source_from_config
 
 log = logging.getLogger(__name__)
 
@@ -17,15 +18,30 @@ _price_source = None
 
 
 def price_source():
-    """The source PRICE_SOURCE names, built once per process (the worker builds it before its first job)."""
+    """The source PRICE_SOURCE names behind the shared price cache, built once per process (before the first job)."""
     global _price_source
     if _price_source is None:
-        _price_source = price_source_from_config(Config)
+        from redis import Redis
+
+        source = price_source_from_config(Config)
+        if Config.PRICE_CACHE_TTL > 0:
+            source = CachedSource(source, Redis.from_url(Config.REDIS_URL), Config.PRICE_CACHE_TTL)
+        _price_source = source
     return _price_source
 
 
 def analyze_symbol(symbol: str, window: int, horizon: int) -> dict:
-    """Fetch a year of closes for `symbol` and return its trend and forecast, or its error in words."""
+    """The RQ job: {"ok": bool, "result": the symbol's result object as JSON text}.
+
+    The result is encoded once, here: RQ stores it as a string (cheap to encode again) and the
+    callback hands the same text to every waiting analysis.
+    """
+    result = symbol_result(symbol, window, horizon)
+    return {"ok": "error" not in result, "result": json.dumps(result)}
+
+
+def symbol_result(symbol: str, window: int, horizon: int) -> dict:
+    """Fetch a year of closes for `symbol` and give its trend and forecast, or its error in words."""
     from rq import get_current_job
     from rq.timeouts import JobTimeoutException
 
@@ -66,9 +82,9 @@ def _rounded(values: np.ndarray) -> list[float]:
     return np.round(values, 6).tolist()
 
 
-def report_success(job, connection, result, *args, **kwargs) -> None:
+def report_success(job, connection, outcome: dict, *args, **kwargs) -> None:
     """on_success callback: hand the result to every analysis waiting for this job."""
-    _publish(job, connection, result, "finished")
+    records.publish(connection, job, job.args[0], outcome["result"], outcome["ok"], "finished")
 
 
 def report_failure(job, connection, exc_type, exc_value, traceback) -> None:
@@ -82,8 +98,4 @@ def report_failure(job, connection, exc_type, exc_value, traceback) -> None:
         message = f"{symbol}: the worker running this analysis stopped before finishing it, on every attempt"
     else:
         message = f"{symbol}: the analysis failed unexpectedly ({exc_type.__name__}); the worker log has details"
-    _publish(job, connection, {"symbol": symbol, "error": message}, "failed")
-
-
-def _publish(job, connection, result: dict, outcome: str) -> None:
-    records.publish(connection, job.id, result, job.meta["ttl"], job.meta["reuse"], outcome, job.origin)
+    records.publish(connection, job, symbol, json.dumps({"symbol": symbol, "error": message}), False, "failed")

@@ -86,7 +86,8 @@ def test_jobs_and_results_in_redis_are_json_not_pickle(client, workers, prices, 
     assert result_keys
     for key in result_keys:
         for _, entry in redis_client.xrange(key):
-            assert json.loads(base64.b64decode(entry[b"return_value"]))["symbol"] in {"AAPL", "NOPE"}
+            outcome = json.loads(base64.b64decode(entry[b"return_value"]))  # {"ok": ..., "result": JSON text}
+            assert json.loads(outcome["result"])["symbol"] in {"AAPL", "NOPE"}
 
 
 def test_workers_are_named_after_their_host(workers):

@@ -6,6 +6,7 @@ import pytest
 import requests
 
 from jobs.sources import (
+    CachedSource,
     CsvSource,
     NoPriceData,
     RateLimited,
@@ -189,3 +190,41 @@ def test_retries_stop_when_the_time_budget_would_be_exceeded(tmp_path):
     with pytest.raises(SourceUnavailable):
         source.history("X")
     assert sleeps == [], "a retry plus its 5 s fetch timeout would not fit in the 4 s budget"
+
+
+# --- the shared price cache --------------------------------------------------------------
+
+class CountingSource:
+    """A source that counts its fetches, to see which lookups the cache answered."""
+
+    name = "synthetic"
+
+    def __init__(self):
+        self.fetches = 0
+
+    def history(self, symbol):
+        self.fetches += 1
+        return SyntheticSource().history(symbol)
+
+
+def test_the_price_cache_fetches_once_and_serves_the_same_prices_after(redis_client):
+    inner = CountingSource()
+    cached = CachedSource(inner, redis_client, ttl=60)
+    first, second = cached.history("AAPL"), cached.history("AAPL")
+    assert inner.fetches == 1
+    assert second.dates == first.dates and np.array_equal(second.closes, first.closes)
+    assert second.source == "synthetic"
+    assert redis_client.hgetall("trends:stats:prices") == {b"lookups": b"2", b"misses": b"1"}
+    (key,) = redis_client.keys("trends:prices:synthetic:AAPL:*")
+    assert 0 < redis_client.ttl(key) <= 60
+    stored = redis_client.hgetall(key)
+    assert len(stored[b"days"]) == 4 * 252 and len(stored[b"closes"]) == 8 * 252, "raw numpy bytes, no pickle"
+
+
+def test_the_price_cache_does_not_keep_errors(redis_client):
+    inner = CountingSource()
+    cached = CachedSource(inner, redis_client, ttl=60)
+    for _ in range(2):
+        with pytest.raises(UnknownSymbol):
+            cached.history("NOPE")
+    assert inner.fetches == 2

@@ -48,8 +48,9 @@ def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings)
     pending = [(symbol, job_id) for symbol, job_id, hit in zip(request.symbols, ids, recent) if hit is None]
     statuses = _statuses(redis, [job_id for _, job_id in pending])
     pipe = redis.pipeline(transaction=False)
-    for raw in filter(None, recent):
-        deliver(pipe, [analysis_id], json.loads(raw), ttl)
+    for symbol, raw in zip(request.symbols, recent):
+        if raw is not None:
+            deliver(pipe, [analysis_id], symbol, raw, ttl)
     retries = settings["JOB_RETRIES"]
     # A job that raised, or whose worker died (RQ's abandoned-job handling), is queued again at
     # once. Not after an interval: that needs RQ's scheduler, and if the worker holding the
@@ -146,7 +147,8 @@ def _pending_entry(symbol: str, job: Job | None) -> dict:
     if status == JobStatus.STARTED:
         return {"symbol": symbol, "state": "running"}
     if status == JobStatus.FINISHED:  # its callback could not store the result; RQ kept it too
-        result = job.return_value(refresh=True) or _error(symbol, "its job finished without a result")
+        outcome = job.return_value(refresh=True)
+        result = json.loads(outcome["result"]) if outcome else _error(symbol, "its job finished without a result")
         return {"symbol": symbol, "state": "error" if "error" in result else "done", "result": result}
     stopped = _error(symbol, f"its job ended as {status.value} without a result (for example, its worker died)")
     return {"symbol": symbol, "state": "error", "result": stopped}

@@ -7,11 +7,12 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from redis.exceptions import RedisError
 from rq import Worker
 
+from jobs.records import JOB_STATS_KEY, PRICE_STATS_KEY
+
 bp = Blueprint("ops", __name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LATENCY_KEY = "trends:stats:http"  # hash: "<endpoint>:<bucket index>", "<endpoint>:count", "<endpoint>:sum"
-JOBS_KEY = "trends:stats:jobs"  # hash: "<queue>:finished", "<queue>:failed" (written by jobs/tasks.py)
 
 
 def queue_report(queue) -> dict:
@@ -42,9 +43,10 @@ def healthz():
 def metrics():
     redis = current_app.redis
     pipe = redis.pipeline(transaction=False)
-    pipe.hgetall(JOBS_KEY)
+    pipe.hgetall(JOB_STATS_KEY)
     pipe.hgetall(LATENCY_KEY)
-    jobs, latency = ({k.decode(): float(v) for k, v in h.items()} for h in pipe.execute())
+    pipe.hgetall(PRICE_STATS_KEY)
+    jobs, latency, prices = ({k.decode(): float(v) for k, v in h.items()} for h in pipe.execute())
     workers = Worker.all(connection=redis)
     lines = [
         "# HELP trends_jobs_total Jobs that ended, by queue and outcome.",
@@ -63,6 +65,10 @@ def metrics():
     lines += ["# HELP trends_workers Live workers, by host.", "# TYPE trends_workers gauge"]
     for host, count in sorted(Counter(worker.hostname for worker in workers).items()):
         lines.append(f'trends_workers{{host="{host}"}} {count}')
+    misses = prices.get("misses", 0)
+    lines += ["# HELP trends_price_cache_total Price cache lookups by result.", "# TYPE trends_price_cache_total counter",
+              f'trends_price_cache_total{{result="hit"}} {prices.get("lookups", 0) - misses:g}',
+              f'trends_price_cache_total{{result="miss"}} {misses:g}']
     lines += _latency_lines(latency)
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
 
