@@ -46,6 +46,9 @@ test: $(VENV)/.installed-test test-system ## the whole test suite (starts its ow
 bench: $(VENV)/.installed-test ## benchmark: plain loop vs 1 and 2 workers, I/O-bound case, memory; writes bench/results.md
 	$(PY) bench/bench.py
 
+evaluate: venv ## forecast errors of each method over a folder of CSVs: make evaluate DATA=../shared/data/prices
+	$(PY) scripts/evaluate.py $(or $(DATA),../shared/data/prices)
+
 loadtest: $(VENV)/.installed-test ## Locust against a running system at URL (see README "Load"); USERS, SPAWN, TIME
 	$(VENV)/bin/locust -f bench/locustfile.py --headless --host $(or $(URL),http://127.0.0.1:5000) \
 		-u $(or $(USERS),50) -r $(or $(SPAWN),10) -t $(or $(TIME),60s) --only-summary
@@ -53,4 +56,4 @@ loadtest: $(VENV)/.installed-test ## Locust against a running system at URL (see
 clean: ## remove the virtualenv, caches and local Redis data
 	rm -rf $(VENV) .cache .data .pytest_cache
 
-.PHONY: help venv run demo web worker redis test-system test bench loadtest clean
+.PHONY: help venv run demo web worker redis test-system test bench evaluate loadtest clean

@@ -44,6 +44,7 @@ class Config:
     RATE_LIMIT_POLL = os.environ.get("RATE_LIMIT_POLL") or "600/minute"
     DASHBOARD_USER = os.environ.get("DASHBOARD_USER") or "admin"
     DASHBOARD_PASSWORD = os.environ.get("DASHBOARD_PASSWORD") or ""
+    EXCHANGE_CALENDAR = os.environ.get("EXCHANGE_CALENDAR") or "XNYS"  # exchange_calendars name, for forecast dates
     YAHOO_TIMEOUT = _int("YAHOO_TIMEOUT", 10)
     YAHOO_RETRIES = _int("YAHOO_RETRIES", 2)
     YAHOO_BACKOFF = float(os.environ.get("YAHOO_BACKOFF") or 1.0)

@@ -11,6 +11,7 @@ matters: one process per core, each restarted if it dies, and RQ's job timeout s
 The heavy imports (pandas, scikit-learn, yfinance) and the price source are loaded once in
 the supervisor before forking, so every worker starts warm and shares those pages.
 """
+import datetime
 import logging
 import multiprocessing
 import os
@@ -31,9 +32,10 @@ def preload() -> None:
     import sklearn.linear_model  # noqa: F401
     import yfinance  # noqa: F401
 
-    from jobs import tasks
+    from jobs import analysis, tasks
 
     tasks.price_source()
+    analysis.next_trading_days(datetime.date.today(), 1, Config.EXCHANGE_CALENDAR)  # loads the exchange calendar
 
 
 def make_worker_class():

@@ -17,6 +17,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from jobs.forecast import backtest  # noqa: E402
 from jobs.sources import SyntheticSource  # noqa: E402
 from jobs.tasks import analyze_history  # noqa: E402
 from tests.conftest import RedisServer, WebServer, Workers  # noqa: E402
@@ -86,6 +87,9 @@ def main() -> None:
             for count in SIZES:
                 medians[("loop", count)] = measure(lambda: plain_loop(count))
                 lines.append(row("plain loop, 1 process", medians[("loop", count)], count))
+            closes = [SyntheticSource().history(next(fresh)).closes for _ in range(1000)]
+            lines.append(row("of which the backtest (both methods' track record)",
+                             measure(lambda: [backtest(c, 5, "trend") for c in closes]), 1000))
             for workers_count in (1, 2):
                 workers = Workers(redis.url, os.path.join(scratch, f"w{workers_count}.log"), workers_count, **FAST)
                 through_api(web.url, 50)  # warm up both web processes and the workers

@@ -1,9 +1,9 @@
 """The analysis math: numbers in, numbers out, no I/O, so it is cheap to test and reuse."""
 import datetime as dt
+import functools
 
 import numpy as np
-import sklearn
-from sklearn.linear_model import LinearRegression
+import pandas as pd
 
 
 def moving_average(closes: np.ndarray, window: int) -> np.ndarray:
@@ -14,18 +14,21 @@ def moving_average(closes: np.ndarray, window: int) -> np.ndarray:
     return (sums[window:] - sums[:-window]) / window
 
 
-def linear_forecast(closes: np.ndarray, horizon: int) -> np.ndarray:
-    """Fit close ~ trading-day index over 0..n-1 and extrapolate to n..n+horizon-1 (the owner's method)."""
-    n = len(closes)
-    days = np.arange(n, dtype=float).reshape(-1, 1)
-    future = np.arange(n, n + horizon, dtype=float).reshape(-1, 1)
-    # Our closes are finite floats already (sources drop gaps): skipping the re-checks saves ~20 %.
-    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-        return LinearRegression().fit(days, closes).predict(future)
+def next_trading_days(last_date: dt.date, horizon: int, calendar: str = "XNYS") -> list[dt.date]:
+    """The `horizon` sessions of the exchange after `last_date`: no weekends, no exchange holidays."""
+    sessions = _sessions(calendar)
+    after = sessions[sessions.searchsorted(np.datetime64(last_date, "D"), side="right"):][:horizon]
+    days = [d.item() for d in after]
+    if len(days) < horizon:  # past the calendar's published range: weekdays
+        start = days[-1] if days else last_date
+        days += [d.item() for d in np.busday_offset(np.datetime64(start, "D"), np.arange(1, horizon - len(days) + 1),
+                                                    roll="forward")]
+    return days
 
 
-def next_trading_days(last_date: dt.date, horizon: int) -> list[dt.date]:
-    """The `horizon` weekdays after `last_date`, the days the forecast speaks about."""
-    first = np.busday_offset(np.datetime64(last_date, "D"), 1, roll="forward")
-    days = np.busday_offset(first, np.arange(horizon), roll="forward")
-    return [d.item() for d in days]
+@functools.lru_cache(maxsize=4)
+def _sessions(calendar: str) -> np.ndarray:
+    """Every session of a maintained exchange calendar (exchange_calendars), as days."""
+    import exchange_calendars
+
+    return pd.DatetimeIndex(exchange_calendars.get_calendar(calendar).sessions).values.astype("datetime64[D]")

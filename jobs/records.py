@@ -1,7 +1,7 @@
 """The Redis records analyses and jobs share, and the one place a result is delivered to them.
 
-One job per (symbol, window, horizon, day) is shared by every analysis that asks for it:
-- `trends:analysis:ID`           hash: symbols (JSON list), window, horizon, day
+One job per (symbol, window, horizon, method, day) is shared by every analysis that asks for it:
+- `trends:analysis:ID`           hash: symbols (JSON list), window, horizon, method, day
 - `trends:analysis:ID:results`   hash: symbol → result JSON
 - `trends:analysis:ID:done`      list: one entry per delivered symbol, so a waiter can block (BLPOP)
 - `trends:subscribers:JOB`       set: the analyses waiting for job JOB
@@ -33,9 +33,9 @@ def prices_key(source: str, symbol: str, day: str) -> str:
     return f"trends:prices:{source}:{symbol}:{day}"
 
 
-def shared_job_id(symbol: str, window: int, horizon: int, day: str) -> str:
+def shared_job_id(symbol: str, window: int, horizon: int, method: str, day: str) -> str:
     """The same id for the same work on the same day; RQ ids allow only letters, digits, - and _."""
-    digest = hashlib.sha1(f"{symbol}|{window}|{horizon}|{day}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1(f"{symbol}|{window}|{horizon}|{method}|{day}".encode()).hexdigest()[:16]
     return f"{re.sub(r'[^A-Za-z0-9-]', '_', symbol)}-{digest}"
 
 

@@ -147,6 +147,16 @@ class CsvSource:
         self.folder = folder
 
     def history(self, symbol: str) -> PriceHistory:
+        frame = self._read(symbol)
+        last_year = frame[frame["Date"] > frame["Date"].max() - pd.DateOffset(years=1)]
+        return _history(symbol, self.name, last_year["Date"], last_year["Close"])
+
+    def full_history(self, symbol: str) -> PriceHistory:
+        """Every close in the file, for evaluations over many years."""
+        frame = self._read(symbol)
+        return _history(symbol, self.name, frame["Date"], frame["Close"])
+
+    def _read(self, symbol: str) -> pd.DataFrame:
         path = os.path.join(self.folder, f"{symbol}.csv")
         if os.sep in symbol or not os.path.isfile(path):
             raise UnknownSymbol(f"{symbol}: no price file for this symbol in the CSV folder")
@@ -156,9 +166,7 @@ class CsvSource:
             raise NoPriceData(f"{symbol}: the price file is not a Yahoo-format CSV with Date and Close ({exc})") from None
         if frame.empty:
             raise NoPriceData(f"{symbol}: the price file has no rows")
-        year_start = frame["Date"].max() - pd.DateOffset(years=1)
-        last_year = frame[frame["Date"] > year_start]
-        return _history(symbol, self.name, last_year["Date"], pd.to_numeric(last_year["Close"], errors="coerce"))
+        return frame.assign(Close=pd.to_numeric(frame["Close"], errors="coerce"))
 
 
 class SyntheticSource:

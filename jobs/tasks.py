@@ -9,7 +9,8 @@ import numpy as np
 
 from config import Config
 from jobs import records
-from jobs.analysis import linear_forecast, moving_average, next_trading_days
+from jobs.analysis import moving_average, next_trading_days
+from jobs.forecast import backtest, forecast, interval
 from jobs.sources import CachedSource, PriceDataError, PriceHistory, price_source_from_config
 
 log = logging.getLogger(__name__)
@@ -30,24 +31,24 @@ def price_source():
     return _price_source
 
 
-def analyze_symbol(symbol: str, window: int, horizon: int) -> dict:
+def analyze_symbol(symbol: str, window: int, horizon: int, method: str = "trend") -> dict:
     """The RQ job: {"ok": bool, "result": the symbol's result object as JSON text}.
 
     The result is encoded once, here: RQ stores it as a string (cheap to encode again) and the
     callback hands the same text to every waiting analysis.
     """
-    result = symbol_result(symbol, window, horizon)
+    result = symbol_result(symbol, window, horizon, method)
     return {"ok": "error" not in result, "result": json.dumps(result)}
 
 
-def symbol_result(symbol: str, window: int, horizon: int) -> dict:
+def symbol_result(symbol: str, window: int, horizon: int, method: str) -> dict:
     """Fetch a year of closes for `symbol` and give its trend and forecast, or its error in words."""
     from rq import get_current_job
     from rq.timeouts import JobTimeoutException
 
     source = price_source()
     try:
-        return analyze_history(source.history(symbol), window, horizon)
+        return analyze_history(source.history(symbol), window, horizon, method)
     except PriceDataError as exc:
         return {"symbol": symbol, "source": source.name, "error": str(exc)}
     except JobTimeoutException:  # answered here, so RQ does not run a hopelessly slow symbol again
@@ -56,30 +57,40 @@ def symbol_result(symbol: str, window: int, horizon: int) -> dict:
                 "error": f"{symbol}: fetching and analysing took longer than the job timeout ({timeout} s)"}
 
 
-def analyze_history(history: PriceHistory, window: int, horizon: int) -> dict:
-    """The result object of the API for one symbol's price history."""
+def analyze_history(history: PriceHistory, window: int, horizon: int, method: str = "trend") -> dict:
+    """The API's result object for one symbol's price history, with its forecast's track record."""
     closes = history.closes
     if len(closes) < max(window, 2):
         raise PriceDataError(
             f"{history.symbol}: only {len(closes)} daily closes, fewer than the {window}-day window needs"
         )
+    predictions = forecast(closes, horizon, method)
+    record = backtest(closes, horizon, method)
+    lower, upper = interval(predictions, record) if record else (None, None)
     return {
         "symbol": history.symbol,
         "source": history.source,
         "window": window,
         "horizon": horizon,
+        "method": method,
         "dates": [d.isoformat() for d in history.dates],
         "closes": _rounded(closes),
         "trend": _rounded(moving_average(closes, window)),
-        "predictions": _rounded(linear_forecast(closes, horizon)),
-        "prediction_dates": [d.isoformat() for d in next_trading_days(history.dates[-1], horizon)],
+        "predictions": _rounded(predictions),
+        "prediction_dates": [d.isoformat() for d in next_trading_days(history.dates[-1], horizon, Config.EXCHANGE_CALENDAR)],
+        "prediction_lower": _rounded(lower) if record else None,
+        "prediction_upper": _rounded(upper) if record else None,
+        "backtest": {
+            "origins": record["origins"],
+            **{name: _rounded(record[name], 4) for name in ("mape", "mae", "naive_mape", "naive_mae")},
+        } if record else None,
         "last_close": round(float(closes[-1]), 6),
     }
 
 
-def _rounded(values: np.ndarray) -> list[float]:
+def _rounded(values: np.ndarray, decimals: int = 6) -> list[float]:
     """Six decimals: exact enough for any price, and a third of the JSON size of full floats."""
-    return np.round(values, 6).tolist()
+    return np.round(values, decimals).tolist()
 
 
 def report_success(job, connection, outcome: dict, *args, **kwargs) -> None:

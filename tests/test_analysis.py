@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.analysis import linear_forecast, moving_average, next_trading_days
+from jobs.analysis import moving_average, next_trading_days
+from jobs.forecast import forecast
 from jobs.sources import PriceHistory
 from jobs.tasks import analyze_history
 
@@ -28,14 +29,14 @@ def test_moving_average_refuses_a_window_longer_than_the_data(closes):
 
 
 @pytest.mark.parametrize("horizon", [1, 5, 30])
-def test_linear_forecast_matches_a_least_squares_line(closes, horizon):
+def test_trend_forecast_matches_a_least_squares_line(closes, horizon):
     slope, intercept = np.polyfit(np.arange(len(closes)), closes, 1)
     expected = intercept + slope * np.arange(len(closes), len(closes) + horizon)
-    assert np.allclose(linear_forecast(closes, horizon), expected, rtol=1e-9)
+    assert np.allclose(forecast(closes, horizon), expected, rtol=1e-9)
 
 
-def test_linear_forecast_continues_an_exact_line():
-    assert np.allclose(linear_forecast(np.array([1.0, 3.0, 5.0, 7.0]), 2), [9.0, 11.0])
+def test_trend_forecast_continues_an_exact_line():
+    assert np.allclose(forecast(np.array([1.0, 3.0, 5.0, 7.0]), 2), [9.0, 11.0])
 
 
 def test_next_trading_days_skip_the_weekend():

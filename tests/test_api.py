@@ -80,7 +80,7 @@ def test_jobs_and_results_in_redis_are_json_not_pickle(client, workers, prices, 
     for key in job_keys:
         job = redis_client.hgetall(key)
         func, _, args, kwargs = json.loads(zlib.decompress(job[b"data"]))  # RQ zlib-compresses job data
-        assert func == "jobs.tasks.analyze_symbol" and args in (["AAPL", 20, 5], ["NOPE", 20, 5])
+        assert func == "jobs.tasks.analyze_symbol" and args in (["AAPL", 20, 5, "trend"], ["NOPE", 20, 5, "trend"])
         assert json.loads(job[b"meta"])["ttl"] > 0
     result_keys = redis_client.keys("rq:results:*")
     assert result_keys
@@ -105,3 +105,13 @@ def test_redis_down_gives_503_with_a_clear_message(tmp_path):
     response = app.test_client().post("/get_trends", json={"symbols": ["AAPL"]})
     assert response.status_code == 503
     assert response.json == {"status": "error", "message": "The job queue (Redis) is unreachable; try again shortly"}
+
+
+def test_the_anchored_method_is_echoed_and_starts_from_the_last_close(client, workers, prices):
+    result = client.post("/get_trends", json={"symbols": ["MSFT"], "method": "anchored", "horizon": 3}).json["results"][0]
+    closes = np.array(prices["MSFT"])
+    slope = np.polyfit(np.arange(len(closes)), closes, 1)[0]
+    assert result["method"] == "anchored"
+    assert np.allclose(result["predictions"], closes[-1] + slope * np.arange(1, 4), atol=1e-5)
+    assert all(lo <= p <= hi for lo, p, hi in zip(result["prediction_lower"], result["predictions"], result["prediction_upper"]))
+    assert result["backtest"]["origins"] > 100

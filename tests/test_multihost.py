@@ -106,7 +106,8 @@ def run_analysis(fleet, symbols: list[str], during=None) -> dict:
 
 def job_keys(analysis: dict) -> list[str]:
     day = dt.datetime.now(dt.timezone.utc).date().isoformat()
-    return [f"rq:job:{shared_job_id(s['symbol'], analysis['window'], analysis['horizon'], day)}" for s in analysis["symbols"]]
+    return [f"rq:job:{shared_job_id(s['symbol'], analysis['window'], analysis['horizon'], analysis['method'], day)}"
+            for s in analysis["symbols"]]
 
 
 def hosts_that_ran(fleet, analysis: dict) -> set[str]:

@@ -90,9 +90,12 @@ def test_an_analysis_shows_progress_charts_numbers_and_errors(page, web_server, 
         assert row.locator(".state").inner_text() == "done"
         assert chart_pixels(page, symbol) > 1000, f"no chart drawn for {symbol}"
         result = api[symbol]["result"]
-        expected = [(f"{result['dates'][-1]} (last close)", f"{result['last_close']:.2f}")]
-        expected += [(f"{d} (forecast)", f"{p:.2f}") for d, p in zip(result["prediction_dates"], result["predictions"])]
+        expected = [(f"{result['dates'][-1]} (last close)", f"{result['last_close']:.2f}", "")]
+        expected += [(f"{d} (forecast)", f"{p:.2f}", f"{lo:.2f} – {hi:.2f}") for d, p, lo, hi in zip(
+            result["prediction_dates"], result["predictions"], result["prediction_lower"], result["prediction_upper"])]
         assert table_values(page, symbol) == expected
+        naive = result["backtest"]["naive_mape"][4]
+        assert f"(naive, repeating the last close: {naive:.1f} %)" in row.locator(".track-record").inner_text()
         assert row.locator(".source").inner_text() == "data: CSV files"
     nope = page.locator('li[data-symbol="NOPE"]')
     assert nope.locator(".state").inner_text() == "error"
@@ -147,14 +150,13 @@ def test_the_page_fits_a_phone_and_works_from_the_keyboard(browser, web_server, 
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "symbols"
     page.keyboard.type("AAPL")
-    page.keyboard.press("Tab")
-    page.keyboard.press("Tab")
-    page.keyboard.press("Tab")
-    assert page.evaluate("document.activeElement.id") == "submit"
+    for control in ("window", "horizon", "method", "submit"):
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == control
     page.keyboard.press("Enter")
     wait_for_end(page, 1)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
-    for control in ("symbols", "window", "horizon"):
+    for control in ("symbols", "window", "horizon", "method"):
         assert page.evaluate(f"document.getElementById('{control}').labels.length") == 1
     page.screenshot(path=os.path.join(ARTIFACTS, "phone.png"), full_page=True)
     context.close()

@@ -7,7 +7,7 @@ from webapp.validation import InvalidRequest, parse_trends_request
 def test_symbols_are_trimmed_upper_cased_and_deduplicated_in_order():
     request = parse_trends_request({"symbols": [" msft", "AAPL", "msft ", "aapl"]}, max_symbols=10)
     assert request.symbols == ["MSFT", "AAPL"]
-    assert (request.window, request.horizon) == (20, 5)
+    assert (request.window, request.horizon, request.method) == (20, 5, "trend")
 
 
 @pytest.mark.parametrize("symbol", ["BRK-B", "^GSPC", "0700.HK", "EURUSD=X", "ES=F", "BTC-USD"])
@@ -36,6 +36,8 @@ def test_real_world_tickers_are_accepted(symbol):
         ({"symbols": ["AAPL"], "horizon": True}, '"horizon"'),
         ({"symbols": ["AAPL"], "horizon": 31}, '"horizon"'),
         ({"symbols": ["AAPL"], "symbol": "X"}, "unknown field"),
+        ({"symbols": ["AAPL"], "method": "magic"}, '"method"'),
+        ({"symbols": ["AAPL"], "method": 1}, '"method"'),
     ],
 )
 def test_bad_requests_are_refused_with_a_message_naming_the_problem(body, words):

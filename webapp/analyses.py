@@ -1,7 +1,7 @@
 """An analysis: a record in Redis that any web process can answer for, fed by shared RQ jobs.
 
-Concurrent or repeated requests for the same symbol, window, horizon and day share one job
-(its id is derived from them), and a fresh result is reused without running it again; the
+Concurrent or repeated requests for the same symbol, window, horizon, method and day share one
+job (its id is derived from them), and a fresh result is reused without running it again; the
 keys and the delivery of results are in jobs/records.py. `/get_trends` and `/api/analyses`
 both start analyses here; the first also waits for them.
 """
@@ -26,7 +26,7 @@ LIVE = WAITING | {JobStatus.STARTED}
 
 
 def job_ids(record: dict, symbols: list[str]) -> list[str]:
-    return [shared_job_id(symbol, record["window"], record["horizon"], record["day"]) for symbol in symbols]
+    return [shared_job_id(s, record["window"], record["horizon"], record["method"], record["day"]) for s in symbols]
 
 
 def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings) -> str:
@@ -34,7 +34,7 @@ def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings)
     analysis_id = uuid.uuid4().hex
     ttl = settings["RESULT_TTL"]
     record = {"symbols": json.dumps(request.symbols), "window": request.window, "horizon": request.horizon,
-              "day": dt.datetime.now(dt.timezone.utc).date().isoformat()}
+              "method": request.method, "day": dt.datetime.now(dt.timezone.utc).date().isoformat()}
     ids = job_ids(record, request.symbols)
     pipe = redis.pipeline(transaction=True)  # atomic with the jobs' publish (see jobs/records.py)
     pipe.hset(record_key(analysis_id), mapping=record)
@@ -60,7 +60,7 @@ def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings)
     jobs = [
         Queue.prepare_data(
             ANALYZE,
-            args=(symbol, request.window, request.horizon),
+            args=(symbol, request.window, request.horizon, request.method),
             job_id=job_id,
             timeout=settings["JOB_TIMEOUT"],
             result_ttl=ttl,
@@ -132,6 +132,7 @@ def analysis_status(redis: Redis, analysis_id: str, serializer) -> dict | None:
         "total": len(symbols),
         "window": int(record["window"]),
         "horizon": int(record["horizon"]),
+        "method": record["method"],
         "symbols": entries,
     }
 

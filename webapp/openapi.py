@@ -1,5 +1,5 @@
 """The OpenAPI description of the JSON API, served at /openapi.json (and used by the fuzz tests)."""
-from webapp.validation import MAX_HORIZON, MAX_SYMBOL_LENGTH, MAX_WINDOW, TICKER
+from webapp.validation import MAX_HORIZON, MAX_SYMBOL_LENGTH, MAX_WINDOW, METHODS, TICKER
 
 
 def openapi_spec(max_symbols: int) -> dict:
@@ -42,7 +42,9 @@ def openapi_spec(max_symbols: int) -> dict:
                     "type": "string", "pattern": rf"^\s*{TICKER.pattern}\s*$", "maxLength": MAX_SYMBOL_LENGTH,
                     "description": "A ticker; trimmed and upper-cased, duplicates collapse"}},
                 "window": {"type": "integer", "minimum": 1, "maximum": MAX_WINDOW, "default": 20},
-                "horizon": {"type": "integer", "minimum": 1, "maximum": MAX_HORIZON, "default": 5}}},
+                "horizon": {"type": "integer", "minimum": 1, "maximum": MAX_HORIZON, "default": 5},
+                "method": {"type": "string", "enum": list(METHODS), "default": "trend",
+                           "description": "trend: the fitted line extrapolated; anchored: its slope from the last close"}}},
             "Result": {"type": "object", "required": ["symbol"], "properties": {
                 "symbol": {"type": "string"}, "source": {"type": "string", "enum": ["yahoo", "csv", "synthetic"]},
                 "error": {"type": "string"}, "window": {"type": "integer"}, "horizon": {"type": "integer"},
@@ -51,7 +53,13 @@ def openapi_spec(max_symbols: int) -> dict:
                 "trend": {"type": "array", "items": {"type": "number"}},
                 "predictions": {"type": "array", "items": {"type": "number"}},
                 "prediction_dates": {"type": "array", "items": {"type": "string", "format": "date"}},
-                "last_close": {"type": "number"}}},
+                "last_close": {"type": "number"}, "method": {"type": "string", "enum": list(METHODS)},
+                "prediction_lower": {"type": "array", "nullable": True, "items": {"type": "number"}},
+                "prediction_upper": {"type": "array", "nullable": True, "items": {"type": "number"}},
+                "backtest": {"type": "object", "nullable": True, "description": "errors per horizon day over past origins",
+                             "properties": {"origins": {"type": "integer"},
+                                            **{name: {"type": "array", "items": {"type": "number"}}
+                                               for name in ("mape", "mae", "naive_mape", "naive_mae")}}}}},
             "TrendsResponse": {"type": "object", "required": ["results", "status", "message"], "properties": {
                 "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}},
                 "status": {"type": "string", "enum": ["success", "partial", "error"]}, "message": {"type": "string"}}},

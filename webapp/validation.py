@@ -7,6 +7,7 @@ MAX_WINDOW = 250  # a year holds about 250 trading days
 MAX_HORIZON = 30
 DEFAULT_WINDOW = 20
 DEFAULT_HORIZON = 5
+METHODS = ("trend", "anchored")  # as in jobs/forecast.py; the web app does not import the math
 # Yahoo tickers: BRK-B, ^GSPC, 0700.HK, EURUSD=X, ES=F; a caret only in front.
 TICKER = re.compile(r"\^?[A-Z0-9][A-Z0-9.=-]*")
 
@@ -20,21 +21,26 @@ class TrendsRequest:
     symbols: list[str]
     window: int = DEFAULT_WINDOW
     horizon: int = DEFAULT_HORIZON
+    method: str = "trend"
 
 
 def parse_trends_request(body: object, max_symbols: int) -> TrendsRequest:
     """Validate a decoded JSON body; symbols come back trimmed, upper-cased and de-duplicated in order."""
     if not isinstance(body, dict):
         raise InvalidRequest('the body must be a JSON object such as {"symbols": ["AAPL", "MSFT"]}')
-    unknown = sorted(set(body) - {"symbols", "window", "horizon"})
+    unknown = sorted(set(body) - {"symbols", "window", "horizon", "method"})
     if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(map(_shown, unknown))}; allowed are symbols, window, horizon")
+        raise InvalidRequest(f"unknown field(s): {', '.join(map(_shown, unknown))}; allowed are symbols, window, horizon, method")
+    method = body.get("method", "trend")
+    if method not in METHODS:
+        raise InvalidRequest(f'"method" must be one of {", ".join(METHODS)}, not {_shown(method)}')
     if "symbols" not in body:
         raise InvalidRequest('"symbols" is required: a list of ticker strings such as ["AAPL", "MSFT"]')
     return TrendsRequest(
         symbols=_symbols(body["symbols"], max_symbols),
         window=_bounded_int(body, "window", DEFAULT_WINDOW, MAX_WINDOW),
         horizon=_bounded_int(body, "horizon", DEFAULT_HORIZON, MAX_HORIZON),
+        method=method,
     )
 
 

@@ -39,7 +39,9 @@ async function submit(event) {
     $("symbols").focus();
     return;
   }
-  const body = { symbols, window: Number($("window").value), horizon: Number($("horizon").value) };
+  const body = {
+    symbols, window: Number($("window").value), horizon: Number($("horizon").value), method: $("method").value,
+  };
   $("submit").disabled = true;
   try {
     const response = await fetch("/api/analyses", {
@@ -149,6 +151,27 @@ function render(analysis, row, result) {
   }
   drawChart(analysis, row, result);
   fillTable(row, result);
+  describeTrackRecord(row, result);
+}
+
+function describeTrackRecord(row, result) {
+  const line = row.querySelector(".track-record");
+  const record = result.backtest;
+  if (!record) {
+    line.textContent = "Too little history to measure how good this forecast is.";
+    return;
+  }
+  const day = result.horizon;
+  const ours = record.mape[day - 1];
+  const naive = record.naive_mape[day - 1];
+  line.textContent = `Typical error at day ${day}: ${ours.toFixed(1)} % (naive, repeating the last close: ` +
+    `${naive.toFixed(1)} %), over ${record.origins} past days of this symbol.`;
+  if (ours > naive) {
+    const flag = document.createElement("span");
+    flag.className = "worse";
+    flag.textContent = " This method did worse than the naive forecast here.";
+    line.appendChild(flag);
+  }
 }
 
 function drawChart(analysis, row, result) {
@@ -169,29 +192,46 @@ function drawChart(analysis, row, result) {
           borderColor: "#b35c00", pointRadius: 0, borderWidth: 1.5 },
         { label: "Forecast", data: gap(n).concat(result.predictions), borderColor: "#6a1b9a", backgroundColor: "#6a1b9a",
           borderDash: [4, 3], pointRadius: 3 },
+        ...band(result, gap(n)),
       ],
     },
     options: {
       animation: false,
       maintainAspectRatio: false,
       interaction: { mode: "index", intersect: false },
+      plugins: { legend: { labels: { filter: (item) => item.text !== "Likely range (low)" } } },
       scales: { x: { ticks: { maxTicksLimit: 8 } } },
     },
   });
   analysis.charts.push(chart);
 }
 
+function band(result, before) {
+  // The likely range from the backtest's past errors, drawn as a shaded band between two lines.
+  if (!result.prediction_lower) return [];
+  const edge = { borderWidth: 0, pointRadius: 0, backgroundColor: "rgba(106, 27, 154, 0.15)" };
+  return [
+    { label: "Likely range (low)", data: before.concat(result.prediction_lower), fill: false, ...edge },
+    { label: "Likely range", data: before.concat(result.prediction_upper), fill: "-1", ...edge },
+  ];
+}
+
 function fillTable(row, result) {
   const table = row.querySelector(".numbers");
   table.querySelector("caption").textContent = `${result.symbol}: last close and forecast`;
   const tbody = table.tBodies[0];
-  const add = (label, value) => {
+  const add = (label, value, range) => {
     const tr = tbody.insertRow();
     tr.insertCell().textContent = label;
     tr.insertCell().textContent = value.toFixed(2);
+    tr.insertCell().textContent = range;
   };
-  add(`${result.dates[result.dates.length - 1]} (last close)`, result.last_close);
-  result.predictions.forEach((price, i) => add(`${result.prediction_dates[i]} (forecast)`, price));
+  add(`${result.dates[result.dates.length - 1]} (last close)`, result.last_close, "");
+  result.predictions.forEach((price, i) => {
+    const range = result.prediction_lower
+      ? `${result.prediction_lower[i].toFixed(2)} – ${result.prediction_upper[i].toFixed(2)}` : "";
+    add(`${result.prediction_dates[i]} (forecast)`, price, range);
+  });
   table.hidden = false;
 }
 
