@@ -32,51 +32,57 @@ def job_ids(record: dict, symbols: list[str]) -> list[str]:
 def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings) -> str:
     """Subscribe to each symbol's shared job: reuse a fresh result, join a live job, or enqueue one."""
     analysis_id = uuid.uuid4().hex
-    ttl = settings["RESULT_TTL"]
     record = {"symbols": json.dumps(request.symbols), "window": request.window, "horizon": request.horizon,
               "method": request.method, "day": dt.datetime.now(dt.timezone.utc).date().isoformat()}
     ids = job_ids(record, request.symbols)
-    pipe = redis.pipeline(transaction=True)  # atomic with the jobs' publish (see jobs/records.py)
+    recent = _subscribe(redis, analysis_id, record, ids, settings["RESULT_TTL"])
+    pending = [(symbol, job_id) for symbol, job_id, hit in zip(request.symbols, ids, recent) if hit is None]
+    statuses = _statuses(redis, [job_id for _, job_id in pending])
+    pipe = redis.pipeline(transaction=False)
+    for symbol, raw in zip(request.symbols, recent):
+        if raw is not None:
+            deliver(pipe, [analysis_id], symbol, raw, settings["RESULT_TTL"])
+    # A live job will deliver to this analysis too; the others are enqueued in the same round trip.
+    jobs = [_job_data(symbol, job_id, request, settings) for (symbol, job_id), status in zip(pending, statuses)
+            if status not in LIVE]
+    if jobs:
+        queue.enqueue_many(jobs, pipeline=pipe)
+    pipe.execute()
+    return analysis_id
+
+
+def _subscribe(redis: Redis, analysis_id: str, record: dict, ids: list[str], ttl: int) -> list[bytes | None]:
+    """Store the record and subscribe to the jobs; return their fresh results (None where there is none).
+
+    One MULTI, atomic with the jobs' publish script (see jobs/records.py).
+    """
+    pipe = redis.pipeline(transaction=True)
     pipe.hset(record_key(analysis_id), mapping=record)
     pipe.expire(record_key(analysis_id), ttl)
     for job_id in ids:
         pipe.sadd(subscribers_key(job_id), analysis_id)
         pipe.expire(subscribers_key(job_id), ttl)
     pipe.mget([recent_key(job_id) for job_id in ids])
-    recent = pipe.execute()[-1]
+    return pipe.execute()[-1]
 
-    pending = [(symbol, job_id) for symbol, job_id, hit in zip(request.symbols, ids, recent) if hit is None]
-    statuses = _statuses(redis, [job_id for _, job_id in pending])
-    pipe = redis.pipeline(transaction=False)
-    for symbol, raw in zip(request.symbols, recent):
-        if raw is not None:
-            deliver(pipe, [analysis_id], symbol, raw, ttl)
+
+def _job_data(symbol: str, job_id: str, request: TrendsRequest, settings):
     retries = settings["JOB_RETRIES"]
-    # A job that raised, or whose worker died (RQ's abandoned-job handling), is queued again at
-    # once. Not after an interval: that needs RQ's scheduler, and if the worker holding the
-    # scheduler lock is the one that died, others take over only after 60-120 s.
-    retry = Retry(max=retries) if retries else None
-    meta = {"ttl": ttl, "reuse": settings["RESULT_CACHE_TTL"]}
-    jobs = [
-        Queue.prepare_data(
-            ANALYZE,
-            args=(symbol, request.window, request.horizon, request.method),
-            job_id=job_id,
-            timeout=settings["JOB_TIMEOUT"],
-            result_ttl=ttl,
-            failure_ttl=ttl,
-            meta=meta,
-            on_success=ON_SUCCESS,
-            on_failure=ON_FAILURE,
-            retry=retry,
-        )
-        for (symbol, job_id), status in zip(pending, statuses)
-        if status not in LIVE  # a live job will deliver to this analysis too
-    ]
-    if jobs:
-        queue.enqueue_many(jobs, pipeline=pipe)
-    pipe.execute()
-    return analysis_id
+    return Queue.prepare_data(
+        ANALYZE,
+        args=(symbol, request.window, request.horizon, request.method),
+        job_id=job_id,
+        timeout=settings["JOB_TIMEOUT"],
+        result_ttl=settings["RESULT_TTL"],
+        failure_ttl=settings["RESULT_TTL"],
+        meta={"ttl": settings["RESULT_TTL"], "reuse": settings["RESULT_CACHE_TTL"]},
+        on_success=ON_SUCCESS,
+        on_failure=ON_FAILURE,
+        # A job that raised, or whose worker died (RQ's abandoned-job handling), is queued again at
+        # once. Not after an interval: that needs RQ's scheduler, and if the worker holding the
+        # scheduler lock is the one that died, others take over only after 60-120 s.
+        retry=Retry(max=retries) if retries else None,
+    )
 
 
 def _statuses(redis: Redis, ids: list[str]) -> list[JobStatus | None]:
