@@ -45,6 +45,17 @@ def server_command(port: int, data_dir: str, bind: str = "127.0.0.1", password: 
     return [binary or server_binary(), path]
 
 
+def answers(url: str) -> bool:
+    """Whether a Redis server answers PING at `url` (within half a second to connect)."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    try:
+        return bool(Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except (RedisError, OSError):
+        return False
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -12,17 +12,7 @@ from urllib.parse import urlsplit
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from config import Config  # noqa: E402
-from scripts.redis_server import is_loopback  # noqa: E402
-
-
-def redis_answers() -> bool:
-    from redis import Redis
-    from redis.exceptions import RedisError
-
-    try:
-        return bool(Redis.from_url(Config.REDIS_URL, socket_connect_timeout=1).ping())
-    except RedisError:
-        return False
+from scripts.redis_server import answers, is_loopback  # noqa: E402
 
 
 def start(name: str, command: list[str]) -> tuple[str, subprocess.Popen]:
@@ -32,7 +22,7 @@ def start(name: str, command: list[str]) -> tuple[str, subprocess.Popen]:
 
 def wait_for_redis(redis: subprocess.Popen) -> None:
     for _ in range(100):
-        if redis_answers():
+        if answers(Config.REDIS_URL):
             return
         if redis.poll() is not None:
             raise SystemExit("the Redis server exited at start; see its output above")
@@ -62,7 +52,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        if not redis_answers():
+        if not answers(Config.REDIS_URL):
             host = urlsplit(Config.REDIS_URL).hostname or "127.0.0.1"
             if not is_loopback(host):
                 raise SystemExit(f"no Redis answers at {host}; start it there, or point REDIS_URL at this machine")

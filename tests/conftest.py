@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from redis import Redis
 
-from scripts.redis_server import server_command
+from scripts.redis_server import answers, server_command
 from webapp import create_app
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,31 +33,33 @@ def wait_until(condition, timeout: float = 10, what: str = "condition") -> None:
 
 
 class RedisServer:
-    """A redis-server/valkey-server process the tests own; can be stopped and started again."""
+    """A redis-server/valkey-server process the tests own; can be stopped and started again (same port, same data).
 
-    def __init__(self, data_dir: str):
+    options go to scripts/redis_server.server_command (tls, acl_file, binary); `credentials`
+    ("user:password") go into `url`, which the server must answer at.
+    """
+
+    def __init__(self, data_dir: str, credentials: str = "", **options):
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.data_dir = data_dir
+        self.options = options
+        tls = options.get("tls")
+        self._scheme, self._query = ("rediss", f"?ssl_ca_certs={tls['ca']}") if tls else ("redis", "")
+        self.url = self.url_for(credentials)
         self.process = None
 
+    def url_for(self, credentials: str = "") -> str:
+        """This server's URL, as the user of `credentials` ("user:password", or none)."""
+        return f"{self._scheme}://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}/0{self._query}"
+
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            server_command(self.port, self.data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
-        client = Redis.from_url(self.url, socket_connect_timeout=0.2)
-        wait_until(lambda: self._answers(client), what="redis-server to answer")
+        command = server_command(self.port, self.data_dir, **self.options)
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_until(lambda: answers(self.url), what="the Redis server to answer")
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
-
-    @staticmethod
-    def _answers(client: Redis) -> bool:
-        try:
-            return client.ping()
-        except Exception:
-            return False
 
 
 @pytest.fixture(scope="session")

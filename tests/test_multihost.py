@@ -11,6 +11,7 @@ import pytest
 from redis import Redis
 
 from jobs.records import shared_job_id
+from scripts.redis_server import answers
 from tests.conftest import ROOT, wait_until
 from tests.netns import Lan, unavailable_reason
 
@@ -55,8 +56,8 @@ def fleet(tmp_path_factory):
 
         start("redis", [sys.executable, "scripts/redis_server.py"], REDIS_BIND=redis_ip, REDIS_PASSWORD=PASSWORD,
               REDIS_DATA_DIR=str(logs / "redis-data"))
-        client = Redis.from_url(redis_url, socket_connect_timeout=1)
-        wait_until(lambda: _answers(client), timeout=20, what="Redis on its host")
+        wait_until(lambda: answers(redis_url), timeout=20, what="Redis on its host")
+        client = Redis.from_url(redis_url)
         start("web", [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "webapp:create_app()"],
               HOST=web_ip, PORT="8000", WEB_PROCESSES="1", JOB_TIMEOUT=WORKER_SETTINGS["JOB_TIMEOUT"])
         for host in ("w1", "w2"):
@@ -74,13 +75,6 @@ def fleet(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 process.kill()
         lan.close()
-
-
-def _answers(client: Redis) -> bool:
-    try:
-        return client.ping()
-    except Exception:
-        return False
 
 
 def _answers_http(url: str) -> bool:

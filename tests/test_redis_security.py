@@ -8,28 +8,13 @@ import pytest
 from redis import Redis
 from redis.exceptions import NoPermissionError
 
-from scripts.redis_server import server_command
-from tests.conftest import free_port, wait_until
+from tests.conftest import RedisServer
 from webapp import create_app
 
 ACL = """user default off
 user web on >web-password ~rq:* ~trends:* &rq:* +@all -@admin -@dangerous
 user worker on >worker-password ~rq:* ~trends:* &rq:* +@all -@admin -@dangerous
 """
-
-
-def start_server(command: list[str], url: str) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    client = Redis.from_url(url, socket_connect_timeout=0.5)
-    wait_until(lambda: _answers(client), what="the server to answer")
-    return process
-
-
-def _answers(client: Redis) -> bool:
-    try:
-        return client.ping()
-    except Exception:
-        return False
 
 
 @pytest.fixture
@@ -53,43 +38,39 @@ def test_web_app_workers_and_dashboard_work_over_tls(tmp_path, certificates, sta
         if os.environ.get("CI"):
             pytest.fail("Debian's redis-server is needed for the TLS test: `make test` installs it")
         pytest.skip("no TLS-capable redis-server (Debian package redis-server)")
-    port = free_port()
-    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certificates['ca']}"
-    server = start_server(server_command(port, str(tmp_path / "data"), tls=certificates, binary=tls_redis), url)
+    server = RedisServer(str(tmp_path / "data"), tls=certificates, binary=tls_redis)
+    server.start()
     try:
-        start_workers(url, PRICE_SOURCE="synthetic")
-        app = create_app({"REDIS_URL": url, "DASHBOARD_PASSWORD": "pw"})
+        start_workers(server.url, PRICE_SOURCE="synthetic")
+        app = create_app({"REDIS_URL": server.url, "DASHBOARD_PASSWORD": "pw"})
         client = app.test_client()
         assert client.post("/get_trends", json={"symbols": ["AAPL", "MSFT"]}).json["status"] == "success"
         auth = {"Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
         assert client.get("/rq/0/data/workers.json", headers=auth).json["workers"]
-        plain = Redis(port=port, socket_connect_timeout=0.5)
+        plain = Redis(port=server.port, socket_connect_timeout=0.5)
         with pytest.raises(Exception):
             plain.ping()  # the port speaks TLS only
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
 
 
 def test_acl_users_for_web_app_and_workers_have_what_they_need_and_no_more(tmp_path, start_workers):
     acl_file = tmp_path / "users.acl"
     acl_file.write_text(ACL)
-    port = free_port()
-    web_url = f"redis://web:web-password@127.0.0.1:{port}/0"
-    server = start_server(server_command(port, str(tmp_path / "data"), acl_file=str(acl_file)), web_url)
+    server = RedisServer(str(tmp_path / "data"), credentials="web:web-password", acl_file=str(acl_file))
+    server.start()
     try:
-        start_workers(f"redis://worker:worker-password@127.0.0.1:{port}/0", PRICE_SOURCE="synthetic")
-        client = create_app({"REDIS_URL": web_url}).test_client()
+        start_workers(server.url_for("worker:worker-password"), PRICE_SOURCE="synthetic")
+        client = create_app({"REDIS_URL": server.url}).test_client()
         body = client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]}).json
         assert body["status"] == "partial" and "predictions" in body["results"][0]
         assert client.get("/healthz").status_code == 200
         assert "trends_jobs_total" in client.get("/metrics").get_data(as_text=True)
-        web = Redis.from_url(web_url)
+        web = Redis.from_url(server.url)
         for forbidden in (web.flushall, web.config_get, lambda: web.set("other:key", 1)):
             with pytest.raises(NoPermissionError):
                 forbidden()
         with pytest.raises(Exception):
-            Redis(port=port).ping()  # the default user is off
+            Redis(port=server.port).ping()  # the default user is off
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
