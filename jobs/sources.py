@@ -5,6 +5,7 @@ returns a PriceHistory or raises a PriceDataError whose message a person can rea
 """
 import datetime as dt
 import functools
+import itertools
 import logging
 import os
 import random
@@ -91,7 +92,7 @@ class YahooSource:
 
     def history(self, symbol: str) -> PriceHistory:
         deadline = time.monotonic() + self._budget
-        for attempt in range(self._retries + 1):
+        for attempt in itertools.count():
             try:
                 return self._fetch(symbol)
             except self.transient as exc:
@@ -100,7 +101,6 @@ class YahooSource:
                     raise
                 log.info("retrying %s in %.2f s after: %s", symbol, delay, exc)
                 self._sleep(delay)
-        raise AssertionError("unreachable")
 
     def _fetch(self, symbol: str) -> PriceHistory:
         try:

@@ -3,7 +3,6 @@
 Arguments and results are plain JSON values because jobs are stored with RQ's JSONSerializer.
 """
 import json
-import logging
 
 import numpy as np
 
@@ -12,8 +11,6 @@ from jobs import records
 from jobs.analysis import moving_average, next_trading_days
 from jobs.forecast import backtest, forecast, interval
 from jobs.sources import CachedSource, PriceDataError, PriceHistory, price_source_from_config
-
-log = logging.getLogger(__name__)
 
 _price_source = None
 
