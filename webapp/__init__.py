@@ -1,4 +1,4 @@
-"""The web app: the page, the JSON API and their shared Redis connection and queue."""
+"""The web app: the page, the JSON API, operations, and their shared Redis connection and queues."""
 import logging
 
 from flask import Flask
@@ -15,7 +15,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.config.from_object(Config)
     app.config.update(overrides or {})
     app.json.sort_keys = False  # keep fields in the order the API contract lists them
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     # One pool for the process; short timeouts so a dead Redis becomes a quick 503, not a hang.
     app.redis = Redis.from_url(
