@@ -6,13 +6,11 @@ so neither the price cache nor the result reuse can help; each number is the med
 runs, with min and max.
 """
 import itertools
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -20,20 +18,13 @@ sys.path.insert(0, ROOT)
 from jobs.forecast import backtest  # noqa: E402
 from jobs.sources import SyntheticSource  # noqa: E402
 from jobs.tasks import analyze_history  # noqa: E402
-from tests.conftest import RedisServer, WebServer, Workers  # noqa: E402
+from tests.conftest import RedisServer, WebServer, Workers, http_json  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", 3))
 SIZES = (1, 100, 1000)
 FAST = {"LOG_LEVEL": "WARNING", "PRICE_SOURCE": "synthetic", "MAX_SYMBOLS": 1000, "BULK_THRESHOLD": 1000,
         "RATE_LIMIT_SUBMIT": "1000000/minute", "RATE_LIMIT_POLL": "1000000/minute", "TRENDS_TIMEOUT": 120}
 fresh = (f"B{n:06d}" for n in itertools.count())  # never the same symbol twice
-
-
-def post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(url + "/get_trends", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=300) as response:
-        return json.load(response)
 
 
 def timed(action) -> float:
@@ -55,7 +46,7 @@ def plain_loop(count: int) -> None:
 
 
 def through_api(url: str, count: int) -> None:
-    body = post(url, {"symbols": [next(fresh) for _ in range(count)]})
+    body = http_json("POST", url + "/get_trends", {"symbols": [next(fresh) for _ in range(count)]}, timeout=300)
     assert body["status"] == "success", body["message"]
 
 

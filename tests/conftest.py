@@ -1,11 +1,13 @@
 """Fixtures: a real Redis-compatible server on a free loopback port, real RQ worker processes."""
 import datetime as dt
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import numpy as np
 import pandas as pd
@@ -110,9 +112,10 @@ def weekdays(start: str, count: int) -> list[dt.date]:
     return [d.date() for d in pd.bdate_range(start, periods=count)]
 
 
-def random_walk(seed: int, count: int = 252) -> list[float]:
+def random_walk(seed: int, count: int = 252) -> np.ndarray:
+    """Seeded daily closes around 50, to four decimals (so they survive a CSV round trip)."""
     rng = np.random.default_rng(seed)
-    return list(np.round(50 * np.exp(np.cumsum(rng.normal(0, 0.02, count))), 4))
+    return np.round(50 * np.exp(np.cumsum(rng.normal(0, 0.02, count))), 4)
 
 
 @pytest.fixture
@@ -215,9 +218,15 @@ def web_server(redis_server, redis_client, tmp_path):
     server.stop()
 
 
-def _http_answers(url: str) -> bool:
-    import urllib.request
+def http_json(method: str, url: str, body: dict | None = None, timeout: float = 30) -> dict:
+    """A JSON request to a server the tests started, as a client outside the app would make it."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)
 
+
+def _http_answers(url: str) -> bool:
     try:
         return urllib.request.urlopen(url, timeout=1).status == 200
     except OSError:

@@ -9,10 +9,7 @@ from jobs.analysis import next_trading_days
 from jobs.forecast import MIN_TRAIN, backtest, forecast, interval, predictions_at, rolling_lines
 from jobs.sources import PriceHistory
 from jobs.tasks import analyze_history
-
-
-def random_walk(seed: int, count: int = 252) -> np.ndarray:
-    return 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 0.015, count)))
+from tests.conftest import random_walk
 
 
 def test_the_trend_method_is_the_owners_linear_regression_unchanged():

@@ -1,18 +1,16 @@
 """The fleet across real network hosts: Redis, the web app and two worker hosts, each its own address."""
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 from redis import Redis
 
 from jobs.records import shared_job_id
 from scripts.redis_server import answers
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, http_json, wait_until
 from tests.netns import Lan, unavailable_reason
 
 pytestmark = pytest.mark.multihost
@@ -21,13 +19,6 @@ WORKER_SETTINGS = {  # short timeouts so a lost host's job is re-run within seco
     "PRICE_SOURCE": "synthetic", "SYNTHETIC_LATENCY_MS": "100", "WORKERS": "2", "JOB_TIMEOUT": "3",
     "ABANDONED_JOB_GRACE": "1", "MAINTENANCE_INTERVAL": "1", "WORKER_TTL": "20",
 }
-
-
-def http_json(method: str, url: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
 """The page in a real browser: Debian's headless Chromium driven by Playwright, against the real app."""
-import json
 import os
 import shutil
-import urllib.request
 
 import pytest
+
+from tests.conftest import http_json
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = os.path.join(os.path.dirname(__file__), "artifacts")
@@ -34,11 +34,6 @@ def page(browser):
     page.set_default_timeout(20_000)
     yield page
     context.close()
-
-
-def api_status(base_url: str, status_url: str) -> dict:
-    with urllib.request.urlopen(base_url + status_url) as response:
-        return json.load(response)
 
 
 def submit(page, symbols: str) -> str:
@@ -84,7 +79,7 @@ def test_an_analysis_shows_progress_charts_numbers_and_errors(page, web_server, 
     wait_for_end(page, 3)
 
     assert page.eval_on_selector("#progress", "p => [p.value, p.max]") == [3, 3]
-    api = {entry["symbol"]: entry for entry in api_status(web_server, status_url)["symbols"]}
+    api = {entry["symbol"]: entry for entry in http_json("GET", web_server + status_url)["symbols"]}
     for symbol in ("AAPL", "MSFT"):
         row = page.locator(f'li[data-symbol="{symbol}"]')
         assert row.locator(".state").inner_text() == "done"
