@@ -9,7 +9,6 @@ import numpy as np
 import sklearn
 from sklearn.linear_model import LinearRegression
 
-METHODS = ("trend", "anchored")
 MIN_TRAIN = 60  # closes a backtest origin needs behind it
 INTERVAL_QUANTILES = (10, 90)  # percentiles of past percentage errors that bound a prediction
 

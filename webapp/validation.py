@@ -7,7 +7,7 @@ MAX_WINDOW = 250  # a year holds about 250 trading days
 MAX_HORIZON = 30
 DEFAULT_WINDOW = 20
 DEFAULT_HORIZON = 5
-METHODS = ("trend", "anchored")  # as in jobs/forecast.py; the web app does not import the math
+METHODS = ("trend", "anchored")  # the forecast methods jobs/forecast.py implements
 # Yahoo tickers: BRK-B, ^GSPC, 0700.HK, EURUSD=X, ES=F; a caret only in front.
 TICKER = re.compile(r"\^?[A-Z0-9][A-Z0-9.=-]*")
 
