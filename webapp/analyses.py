@@ -123,14 +123,15 @@ def analysis_status(redis: Redis, analysis_id: str, serializer) -> dict | None:
     symbols = json.loads(record["symbols"])
     results = {symbol.decode(): json.loads(raw) for symbol, raw in stored.items()}
     pending = [symbol for symbol in symbols if symbol not in results]
-    jobs = dict(zip(pending, Job.fetch_many(job_ids(record, pending), connection=redis, serializer=serializer)))
+    pending_ids = dict(zip(pending, job_ids(record, pending)))
+    statuses = dict(zip(pending, _statuses(redis, list(pending_ids.values()))))  # the status only: polled often
     entries = []
     for symbol in symbols:
         if symbol in results:
             result = results[symbol]
             entries.append({"symbol": symbol, "state": "error" if "error" in result else "done", "result": result})
         else:
-            entries.append(_pending_entry(symbol, jobs[symbol]))
+            entries.append(_pending_entry(redis, serializer, symbol, pending_ids[symbol], statuses[symbol]))
     return {
         "id": analysis_id,
         "state": _overall_state([entry["state"] for entry in entries]),
@@ -143,18 +144,17 @@ def analysis_status(redis: Redis, analysis_id: str, serializer) -> dict | None:
     }
 
 
-def _pending_entry(symbol: str, job: Job | None) -> dict:
-    """The state of a symbol without a result, from its RQ job."""
-    if job is None:
+def _pending_entry(redis: Redis, serializer, symbol: str, job_id: str, status: JobStatus | None) -> dict:
+    """The state of a symbol without a result, from its RQ job's status."""
+    if status is None:
         lost = _error(symbol, "its job is gone from the queue (expired or deleted) before it answered")
         return {"symbol": symbol, "state": "error", "result": lost}
-    status = job.get_status(refresh=False)
     if status in WAITING:
         return {"symbol": symbol, "state": "queued"}
     if status == JobStatus.STARTED:
         return {"symbol": symbol, "state": "running"}
     if status == JobStatus.FINISHED:  # its callback could not store the result; RQ kept it too
-        outcome = job.return_value(refresh=True)
+        outcome = Job.fetch(job_id, connection=redis, serializer=serializer).return_value(refresh=True)
         result = json.loads(outcome["result"]) if outcome else _error(symbol, "its job finished without a result")
         return {"symbol": symbol, "state": "error" if "error" in result else "done", "result": result}
     stopped = _error(symbol, f"its job ended as {status.value} without a result (for example, its worker died)")
