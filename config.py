@@ -3,6 +3,8 @@
 Each name below is documented in the README's settings table; change a default there too.
 """
 import os
+from collections.abc import Mapping
+from typing import Any
 
 
 def _int(name: str, default: int) -> int:
@@ -28,17 +30,18 @@ class Config:
     BULK_QUEUE = os.environ.get("BULK_QUEUE") or "trends-bulk"
     BULK_THRESHOLD = _int("BULK_THRESHOLD", 20)
     MAX_SYMBOLS = _int("MAX_SYMBOLS", 100)
-    TRENDS_TIMEOUT = _int("TRENDS_TIMEOUT", 30)
+    # /get_trends waits this long: enough for a job whose worker died to be found and run in full again.
+    TRENDS_TIMEOUT = _int("TRENDS_TIMEOUT", 40)
     JOB_TIMEOUT = _int("JOB_TIMEOUT", 20)
     RESULT_CACHE_TTL = _int("RESULT_CACHE_TTL", 300)
     PRICE_CACHE_TTL = _int("PRICE_CACHE_TTL", 3600)  # 0: no price cache
     RESULT_TTL = _int("RESULT_TTL", 600)
     JOB_RETRIES = _int("JOB_RETRIES", 2)
-    # A worker that stops heart-beating is dead after WORKER_TTL s; its job is abandoned
-    # JOB_TIMEOUT + ABANDONED_JOB_GRACE s after it started, and re-run at the next maintenance.
+    # A busy worker beats every WORKER_LOST_AFTER / 3 s; silent for WORKER_LOST_AFTER s, its job is
+    # abandoned and queued again by the next maintenance (every MAINTENANCE_INTERVAL s, by any worker).
     WORKER_TTL = _int("WORKER_TTL", 30)
-    ABANDONED_JOB_GRACE = _int("ABANDONED_JOB_GRACE", 5)
-    MAINTENANCE_INTERVAL = _int("MAINTENANCE_INTERVAL", 10)
+    WORKER_LOST_AFTER = _int("WORKER_LOST_AFTER", 6)
+    MAINTENANCE_INTERVAL = _int("MAINTENANCE_INTERVAL", 5)
     # Per client address, counted in Redis for all web processes (Flask-Limiter syntax).
     RATE_LIMIT_SUBMIT = os.environ.get("RATE_LIMIT_SUBMIT") or "60/minute"
     RATE_LIMIT_POLL = os.environ.get("RATE_LIMIT_POLL") or "600/minute"
@@ -58,3 +61,24 @@ class Config:
     WEB_THREADS = _int("WEB_THREADS", 16)
     SYNTHETIC_LATENCY_MS = _int("SYNTHETIC_LATENCY_MS", 0)
     MAX_CONTENT_LENGTH = _int("MAX_BODY_BYTES", 1_000_000)  # Flask answers 413 above this
+
+
+def check_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse settings that cannot work together, naming each and saying why (ValueError)."""
+    problems = [f"{name} must be at least {least}, got {settings[name]}" for name, least in _LEAST.items()
+                if settings[name] < least]
+    recovery = settings["WORKER_LOST_AFTER"] + settings["MAINTENANCE_INTERVAL"] + settings["JOB_TIMEOUT"]
+    if not problems and settings["TRENDS_TIMEOUT"] < recovery:
+        problems.append(
+            f"TRENDS_TIMEOUT ({settings['TRENDS_TIMEOUT']}) must be at least WORKER_LOST_AFTER + MAINTENANCE_INTERVAL "
+            f"+ JOB_TIMEOUT ({recovery}): a symbol whose worker dies is found and run again in that time")
+    if settings["RESULT_CACHE_TTL"] >= settings["RESULT_TTL"]:
+        problems.append(f"RESULT_CACHE_TTL ({settings['RESULT_CACHE_TTL']}) must be less than RESULT_TTL "
+                        f"({settings['RESULT_TTL']}): a reused result must outlive the request that reuses it")
+    if problems:
+        raise ValueError("settings that cannot work together: " + "; ".join(problems))
+
+
+# Smallest workable values: a busy worker beats every WORKER_LOST_AFTER / 3 s, at most once a second.
+_LEAST = {"TRENDS_TIMEOUT": 1, "JOB_TIMEOUT": 1, "WORKER_LOST_AFTER": 3, "MAINTENANCE_INTERVAL": 1,
+          "RESULT_TTL": 2, "RESULT_CACHE_TTL": 1}

@@ -9,3 +9,10 @@ threads = Config.WEB_THREADS
 accesslog = "-"
 # The control socket lives in $HOME by default and would clash between instances on one host.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """Each web process keeps open analyses readable (one at a time across the fleet: webapp/analyses.py)."""
+    from webapp.analyses import start_keeper
+
+    start_keeper(worker.wsgi)

@@ -21,7 +21,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-from config import Config
+from config import Config, check_settings
 
 log = logging.getLogger("worker")
 
@@ -38,34 +38,13 @@ def preload() -> None:
     analysis.next_trading_days(datetime.date.today(), 1, Config.EXCHANGE_CALENDAR)  # loads the exchange calendar
 
 
-def make_worker_class():
-    """SimpleWorker whose abandoned jobs are noticed within seconds of their timeout, not a minute later."""
-    from rq import SimpleWorker
-    from rq.utils import now
-
-    class TrendsWorker(SimpleWorker):
-        def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
-            # The job runs in this process under SIGALRM, so it cannot outlive its timeout;
-            # RQ's default adds 60 s on top, which would delay re-running a dead worker's job.
-            return int(job.timeout or Config.JOB_TIMEOUT) + Config.ABANDONED_JOB_GRACE
-
-        def heartbeat(self, timeout=None, pipeline=None):
-            # RQ beats around every job (three round trips each time). At most one a second keeps
-            # the worker just as alive for its WORKER_TTL and, measured here, halves RQ's own
-            # cost per job (no-op jobs: 4.7 → 2.4-2.9 ms).
-            recent = self.last_heartbeat and (now() - self.last_heartbeat).total_seconds() < 1
-            if timeout is None and pipeline is None and recent:
-                return
-            super().heartbeat(timeout, pipeline)
-
-    return TrendsWorker
-
-
 def run_worker() -> None:
     """One RQ worker process, named after this host so the dashboard shows where it runs."""
     from redis import Redis
     from rq import Queue
     from rq.serializers import JSONSerializer
+
+    from jobs.worker import TrendsWorker
 
     # Forget the supervisor's handlers: a signal that arrives before RQ installs its own must not
     # run the supervisor's code here. Until then it just ends this (still idle) process.
@@ -76,13 +55,14 @@ def run_worker() -> None:
     queues = [  # in priority order: RQ takes from the first non-empty queue
         Queue(name, connection=connection, serializer=JSONSerializer) for name in (Config.INTERACTIVE_QUEUE, Config.BULK_QUEUE)
     ]
-    worker = make_worker_class()(
+    worker = TrendsWorker(
         queues,
         connection=connection,
         serializer=JSONSerializer,
         name=f"{socket.gethostname()}.{os.getpid()}",
         worker_ttl=Config.WORKER_TTL,
         maintenance_interval=Config.MAINTENANCE_INTERVAL,
+        lost_after=Config.WORKER_LOST_AFTER,
     )
     worker.log_result_lifespan = False  # one INFO line per job is enough
     worker.work(logging_level=Config.LOG_LEVEL)
@@ -91,13 +71,13 @@ def run_worker() -> None:
 def supervise(count: int) -> None:
     """Keep `count` workers running; on SIGINT/SIGTERM ask each to finish its job and stop.
 
-    A worker still running JOB_TIMEOUT + ABANDONED_JOB_GRACE s after that is told again (RQ's
+    A worker still running JOB_TIMEOUT + WORKER_LOST_AFTER s after that is told again (RQ's
     cold shutdown), then killed: its job is then abandoned and RQ runs it again elsewhere.
     """
     context = multiprocessing.get_context("fork")
     workers: list = []
     stop_requested_at = None
-    patience = Config.JOB_TIMEOUT + Config.ABANDONED_JOB_GRACE
+    patience = Config.JOB_TIMEOUT + Config.WORKER_LOST_AFTER
 
     def signal_workers(signum: int) -> None:
         for process in workers:
@@ -140,6 +120,10 @@ def main() -> None:
     logging.basicConfig(
         level=Config.LOG_LEVEL, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        check_settings(vars(Config))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     preload()
     redis_host = urlsplit(Config.REDIS_URL).hostname  # not the whole URL: it may hold a password
     log.info("starting %d workers against Redis at %s (price source %s)", Config.WORKERS, redis_host, Config.PRICE_SOURCE)

@@ -213,7 +213,7 @@ class CachedSource:
         self.ttl = ttl
 
     def history(self, symbol: str) -> PriceHistory:
-        key = records.prices_key(self.name, symbol, dt.date.today().isoformat())
+        key = records.prices_key(self.name, symbol, records.trading_day())
         pipe = self.connection.pipeline(transaction=False)
         pipe.hmget(key, "days", "closes")
         pipe.hincrby(records.PRICE_STATS_KEY, "lookups", 1)

@@ -84,8 +84,8 @@ def redis_client(redis_server):
 
 @pytest.fixture
 def app(redis_server, redis_client):
-    """The web app wired to the test Redis, with a short deadline for waiting on jobs."""
-    return create_app({"REDIS_URL": redis_server.url, "TRENDS_TIMEOUT": 15, "TESTING": True})
+    """The web app wired to the test Redis, with the default settings."""
+    return create_app({"REDIS_URL": redis_server.url, "TESTING": True})
 
 
 @pytest.fixture

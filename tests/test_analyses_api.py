@@ -61,15 +61,6 @@ def test_unknown_id_is_404_with_a_message(client):
     assert response.json["status"] == "error" and "expired" in response.json["message"]
 
 
-def test_the_record_expires_after_result_ttl(redis_server, redis_client):
-    app = create_app({"REDIS_URL": redis_server.url, "RESULT_TTL": 1})
-    client = app.test_client()
-    url = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json["status_url"]
-    assert client.get(url).status_code == 200
-    assert 0 < redis_client.ttl(f"trends:analysis:{url.rsplit('/', 1)[1]}") <= 1
-    wait_until(lambda: client.get(url).status_code == 404, timeout=5, what="the record to expire")
-
-
 def test_another_web_process_answers_for_the_same_analysis(redis_server, redis_client):
     first, second = (create_app({"REDIS_URL": redis_server.url}).test_client() for _ in range(2))
     url = first.post("/api/analyses", json={"symbols": ["AAPL"]}).json["status_url"]

@@ -45,9 +45,16 @@ def test_healthz_is_503_without_workers_and_200_with_one(client, redis_server, s
     assert up.json["queues"]["trends"] == {"depth": 0, "oldest_age_seconds": 0.0}
 
 
-def test_healthz_is_503_when_redis_is_unreachable():
+def test_livez_is_200_without_workers_so_load_balancers_keep_the_web_node(client):
+    response = client.get("/livez")
+    assert response.status_code == 200 and response.json == {"status": "ok", "redis": True}
+    assert client.get("/healthz").status_code == 503, "operators still see that no worker is alive"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/livez"])
+def test_health_is_503_when_redis_is_unreachable(path):
     app = create_app({"REDIS_URL": "redis://127.0.0.1:1/0"})
-    response = app.test_client().get("/healthz")
+    response = app.test_client().get(path)
     assert response.status_code == 503 and response.json["redis"] is False
 
 
@@ -55,7 +62,8 @@ def test_metrics_count_jobs_queues_workers_and_latency(client, synthetic_worker)
     client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]})
     client.post("/api/analyses", json={"symbols": [f"Q{i}" for i in range(30)]})  # bulk; may still be queued
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'trends_jobs_total{queue="trends",outcome="finished"} 2' in text
+    assert 'trends_jobs_total{queue="trends",outcome="finished"} 1' in text
+    assert 'trends_jobs_total{queue="trends",outcome="failed"} 1' in text, "NOPE is a failed job, not a finished one"
     assert 'trends_queue_depth{queue="trends-bulk"}' in text
     assert 'trends_workers{host="' in text
     assert 'trends_http_request_duration_seconds_count{endpoint="get_trends"} 1' in text

@@ -6,7 +6,7 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from config import Config
+from config import Config, check_settings
 
 
 def create_app(overrides: dict | None = None) -> Flask:
@@ -14,6 +14,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_object(Config)
     app.config.update(overrides or {})
+    check_settings(app.config)
     app.json.sort_keys = False  # keep fields in the order the API contract lists them
     logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

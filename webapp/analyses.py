@@ -1,137 +1,94 @@
-"""An analysis: a record in Redis that any web process can answer for, fed by shared RQ jobs.
+"""Analyses: what a request asked and which shared jobs answer it; every state and result is read from RQ.
 
-Concurrent or repeated requests for the same symbol, window, horizon, method and day share one
-job (its id is derived from them), and a fresh result is reused without running it again; the
-keys and the delivery of results are in jobs/records.py. `/get_trends` and `/api/analyses`
-both start analyses here; the first also waits for them.
+`/get_trends` claims its jobs and blocks on their result streams. `/api/analyses` keeps a small
+record (symbols, parameters, day, job ids) so any web process can answer for it later; the
+keeper keeps an analysis and the results it has so far readable until `RESULT_TTL` after its
+last symbol is answered, however long its jobs waited in the queue.
 """
-import datetime as dt
+from __future__ import annotations
+
 import json
+import logging
+import threading
 import time
 import uuid
+from typing import Any
 
+from flask import Flask
 from redis import Redis
-from rq import Callback, Queue, Retry
+from redis.exceptions import RedisError
+from rq import Queue
 from rq.job import Job, JobStatus
+from rq.results import Result
 
-from jobs.records import deliver, recent_key, record_key, shared_job_id, subscribers_key
+from jobs.records import OPEN_ANALYSES_KEY, record_key, trading_day
+from webapp.shared_jobs import (
+    LIVE,
+    claim_jobs,
+    error_object,
+    job_ids,
+    job_statuses,
+    latest_outcomes,
+    result_objects,
+    wait_for_outcomes,
+)
 from webapp.validation import TrendsRequest
 
-ANALYZE = "jobs.tasks.analyze_symbol"
-ON_SUCCESS = Callback("jobs.tasks.report_success")
-ON_FAILURE = Callback("jobs.tasks.report_failure")
+log = logging.getLogger(__name__)
+
 SUCCESS_MESSAGE = "Trends and predictions calculated successfully"
+KEEPER_LOCK_KEY = "trends:keeper:lock"
 WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
-LIVE = WAITING | {JobStatus.STARTED}
 
 
-def job_ids(record: dict, symbols: list[str]) -> list[str]:
-    return [shared_job_id(s, record["window"], record["horizon"], record["method"], record["day"]) for s in symbols]
+def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Any) -> dict:
+    """Claim a shared job per symbol, wait for them up to TRENDS_TIMEOUT, and give the /get_trends body."""
+    ids = job_ids(request, trading_day())
+    claim_jobs(redis, queue, request, ids, settings)
+    timeout = settings["TRENDS_TIMEOUT"]
+    objects = result_objects(redis, request.symbols, ids, wait_for_outcomes(redis, ids, timeout))
+    late = [(symbol, job_id) for symbol, job_id in zip(request.symbols, ids) if job_id not in objects]
+    statuses = dict(zip([job_id for _, job_id in late], job_statuses(redis, [job_id for _, job_id in late])))
+    for symbol, job_id in late:
+        objects[job_id] = error_object(symbol, _late_reason(statuses[job_id], timeout))
+    return response_body([objects[job_id] for job_id in ids])
 
 
-def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings) -> str:
-    """Subscribe to each symbol's shared job: reuse a fresh result, join a live job, or enqueue one."""
+def _late_reason(status: JobStatus | None, timeout: float) -> str:
+    if status in WAITING:
+        return f"no worker took this symbol within {timeout:g} s; are workers running, or is the queue long?"
+    if status == JobStatus.STARTED:
+        return f"its job was still running after {timeout:g} s"
+    return f"its job ended without an answer within {timeout:g} s"
+
+
+def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings: Any) -> str:
+    """Claim the jobs and keep a record of what was asked; answer with the analysis id."""
+    day = trading_day()
+    ids = job_ids(request, day)
+    claim_jobs(redis, queue, request, ids, settings)
     analysis_id = uuid.uuid4().hex
     record = {"symbols": json.dumps(request.symbols), "window": request.window, "horizon": request.horizon,
-              "method": request.method, "day": dt.datetime.now(dt.timezone.utc).date().isoformat()}
-    ids = job_ids(record, request.symbols)
-    recent = _subscribe(redis, analysis_id, record, ids, settings["RESULT_TTL"])
-    pending = [(symbol, job_id) for symbol, job_id, hit in zip(request.symbols, ids, recent) if hit is None]
-    statuses = _statuses(redis, [job_id for _, job_id in pending])
-    pipe = redis.pipeline(transaction=False)
-    for symbol, raw in zip(request.symbols, recent):
-        if raw is not None:
-            deliver(pipe, [analysis_id], symbol, raw, settings["RESULT_TTL"])
-    # A live job will deliver to this analysis too; the others are enqueued in the same round trip.
-    jobs = [_job_data(symbol, job_id, request, settings) for (symbol, job_id), status in zip(pending, statuses)
-            if status not in LIVE]
-    if jobs:
-        queue.enqueue_many(jobs, pipeline=pipe)
+              "method": request.method, "day": day, "jobs": json.dumps(ids)}
+    pipe = redis.pipeline(transaction=True)
+    pipe.hset(record_key(analysis_id), mapping=record)
+    pipe.expire(record_key(analysis_id), settings["RESULT_TTL"])  # the keeper extends it while it is open
+    pipe.zadd(OPEN_ANALYSES_KEY, {analysis_id: time.time()})
     pipe.execute()
     return analysis_id
 
 
-def _subscribe(redis: Redis, analysis_id: str, record: dict, ids: list[str], ttl: int) -> list[bytes | None]:
-    """Store the record and subscribe to the jobs; return their fresh results (None where there is none).
-
-    One MULTI, atomic with the jobs' publish script (see jobs/records.py).
-    """
-    pipe = redis.pipeline(transaction=True)
-    pipe.hset(record_key(analysis_id), mapping=record)
-    pipe.expire(record_key(analysis_id), ttl)
-    for job_id in ids:
-        pipe.sadd(subscribers_key(job_id), analysis_id)
-        pipe.expire(subscribers_key(job_id), ttl)
-    pipe.mget([recent_key(job_id) for job_id in ids])
-    return pipe.execute()[-1]
-
-
-def _job_data(symbol: str, job_id: str, request: TrendsRequest, settings):
-    retries = settings["JOB_RETRIES"]
-    return Queue.prepare_data(
-        ANALYZE,
-        args=(symbol, request.window, request.horizon, request.method),
-        job_id=job_id,
-        timeout=settings["JOB_TIMEOUT"],
-        result_ttl=settings["RESULT_TTL"],
-        failure_ttl=settings["RESULT_TTL"],
-        meta={"ttl": settings["RESULT_TTL"], "reuse": settings["RESULT_CACHE_TTL"]},
-        on_success=ON_SUCCESS,
-        on_failure=ON_FAILURE,
-        # A job that raised, or whose worker died (RQ's abandoned-job handling), is queued again at
-        # once. Not after an interval: that needs RQ's scheduler, and if the worker holding the
-        # scheduler lock is the one that died, others take over only after 60-120 s.
-        retry=Retry(max=retries) if retries else None,
-    )
-
-
-def _statuses(redis: Redis, ids: list[str]) -> list[JobStatus | None]:
-    """Each job's RQ status, in one round trip (None for no such job)."""
-    pipe = redis.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hget(Job.key_for(job_id), "status")
-    return [JobStatus(raw.decode()) if raw else None for raw in pipe.execute()]
-
-
-def wait_for_analysis(redis: Redis, analysis_id: str, symbols: list[str], timeout: float) -> dict:
-    """Block until every symbol has a result or `timeout` passed; return the /get_trends body."""
-    key = record_key(analysis_id)
-    deadline = time.monotonic() + timeout
-    while redis.hlen(f"{key}:results") < len(symbols):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        # Woken by each delivery; short slices keep the socket timeout small and the deadline exact.
-        if redis.blpop([f"{key}:done"], timeout=min(remaining, 1.0)):
-            redis.delete(f"{key}:done")  # one wake-up per batch of deliveries is enough
-    stored = redis.hmget(f"{key}:results", symbols)
-    timed_out = f"no worker finished this symbol within {timeout:g} s; are workers running?"
-    results = [json.loads(raw) if raw else _error(symbol, timed_out) for symbol, raw in zip(symbols, stored)]
-    return response_body(results)
-
-
-def analysis_status(redis: Redis, analysis_id: str, serializer) -> dict | None:
-    """Overall state, counts and per-symbol states and results; None if unknown or expired."""
-    key = record_key(analysis_id)
-    pipe = redis.pipeline(transaction=False)
-    pipe.hgetall(key)
-    pipe.hgetall(f"{key}:results")
-    raw_record, stored = pipe.execute()
-    if not raw_record:
+def analysis_status(redis: Redis, analysis_id: str) -> dict | None:
+    """Overall state, counts and per-symbol states and results, read from the jobs; None if unknown or expired."""
+    raw = redis.hgetall(record_key(analysis_id))
+    if not raw:
         return None
-    record = {k.decode(): v.decode() for k, v in raw_record.items()}
-    symbols = json.loads(record["symbols"])
-    results = {symbol.decode(): json.loads(raw) for symbol, raw in stored.items()}
-    pending = [symbol for symbol in symbols if symbol not in results]
-    pending_ids = dict(zip(pending, job_ids(record, pending)))
-    statuses = dict(zip(pending, _statuses(redis, list(pending_ids.values()))))  # the status only: polled often
-    entries = []
-    for symbol in symbols:
-        if symbol in results:
-            result = results[symbol]
-            entries.append({"symbol": symbol, "state": "error" if "error" in result else "done", "result": result})
-        else:
-            entries.append(_pending_entry(redis, serializer, symbol, pending_ids[symbol], statuses[symbol]))
+    record = {k.decode(): v.decode() for k, v in raw.items()}
+    symbols, ids = json.loads(record["symbols"]), json.loads(record["jobs"])
+    statuses = job_statuses(redis, ids)
+    answered = [job_id for job_id, status in zip(ids, statuses) if status not in LIVE]
+    objects = result_objects(redis, symbols, ids, latest_outcomes(redis, answered))
+    entries = [_entry(symbol, status, objects.get(job_id)) for symbol, job_id, status in zip(symbols, ids, statuses)]
     return {
         "id": analysis_id,
         "state": _overall_state([entry["state"] for entry in entries]),
@@ -144,21 +101,14 @@ def analysis_status(redis: Redis, analysis_id: str, serializer) -> dict | None:
     }
 
 
-def _pending_entry(redis: Redis, serializer, symbol: str, job_id: str, status: JobStatus | None) -> dict:
-    """The state of a symbol without a result, from its RQ job's status."""
-    if status is None:
-        lost = _error(symbol, "its job is gone from the queue (expired or deleted) before it answered")
-        return {"symbol": symbol, "state": "error", "result": lost}
+def _entry(symbol: str, status: JobStatus | None, result: dict | None) -> dict:
     if status in WAITING:
         return {"symbol": symbol, "state": "queued"}
     if status == JobStatus.STARTED:
         return {"symbol": symbol, "state": "running"}
-    if status == JobStatus.FINISHED:  # its callback could not store the result; RQ kept it too
-        outcome = Job.fetch(job_id, connection=redis, serializer=serializer).return_value(refresh=True)
-        result = json.loads(outcome["result"]) if outcome else _error(symbol, "its job finished without a result")
-        return {"symbol": symbol, "state": "error" if "error" in result else "done", "result": result}
-    stopped = _error(symbol, f"its job ended as {status.value} without a result (for example, its worker died)")
-    return {"symbol": symbol, "state": "error", "result": stopped}
+    if result is None:
+        result = error_object(symbol, "its job and result are gone (expired or deleted) before it was read")
+    return {"symbol": symbol, "state": "error" if "error" in result else "done", "result": result}
 
 
 def _overall_state(states: list[str]) -> str:
@@ -169,10 +119,6 @@ def _overall_state(states: list[str]) -> str:
     if all(state == "done" for state in states):
         return "finished"
     return "failed" if all(state == "error" for state in states) else "partial"
-
-
-def _error(symbol: str, reason: str) -> dict:
-    return {"symbol": symbol, "error": f"{symbol}: {reason}"}
 
 
 def response_body(results: list[dict]) -> dict:
@@ -187,3 +133,57 @@ def response_body(results: list[dict]) -> dict:
         "status": "partial",
         "message": f"{len(failed)} of {len(results)} symbols failed ({', '.join(failed)}); each result's error says why",
     }
+
+
+def keep_analyses(redis: Redis, ttl: int) -> int:
+    """Keep each open analysis and its results so far readable for `ttl` s more; close the answered ones.
+
+    An analysis is answered when none of its jobs is live; from then on its record and results
+    expire `ttl` s later. Returns how many analyses are still open.
+    """
+    open_ids = [raw.decode() for raw in redis.zrange(OPEN_ANALYSES_KEY, 0, -1)]
+    pipe = redis.pipeline(transaction=False)
+    for analysis_id in open_ids:
+        pipe.hget(record_key(analysis_id), "jobs")
+    jobs_of = {a: json.loads(raw) if raw else None for a, raw in zip(open_ids, pipe.execute())}
+    all_ids = sorted({job_id for ids in jobs_of.values() if ids for job_id in ids})
+    live = {job_id for job_id, status in zip(all_ids, job_statuses(redis, all_ids)) if status in LIVE}
+    still_open = 0
+    for analysis_id, ids in jobs_of.items():
+        if ids is None:  # its record expired (no keeper ran for RESULT_TTL): nothing left to keep
+            pipe.zrem(OPEN_ANALYSES_KEY, analysis_id)
+            continue
+        for job_id in set(ids) - live:  # GT: never shortens, and leaves live jobs' keys (no expiry) alone
+            pipe.expire(Job.key_for(job_id), ttl, gt=True)
+            pipe.expire(Result.get_key(job_id), ttl, gt=True)
+        pipe.expire(record_key(analysis_id), ttl)
+        if live.isdisjoint(ids):
+            pipe.zrem(OPEN_ANALYSES_KEY, analysis_id)
+        else:
+            still_open += 1
+    pipe.execute()
+    return still_open
+
+
+def keeper_interval(ttl: int) -> int:
+    """Often enough that nothing it keeps expires between two runs."""
+    return max(1, min(ttl // 4, 60))
+
+
+def start_keeper(app: Flask) -> threading.Thread:
+    """Run keep_analyses in the background of this web process; one process at a time across the fleet does it."""
+    ttl = app.config["RESULT_TTL"]
+    interval = keeper_interval(ttl)
+
+    def keep() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                if app.redis.set(KEEPER_LOCK_KEY, 1, nx=True, ex=interval):
+                    keep_analyses(app.redis, ttl)
+            except RedisError as exc:
+                log.warning("could not keep analyses alive: %s", exc)
+
+    thread = threading.Thread(target=keep, name="analysis-keeper", daemon=True)
+    thread.start()
+    return thread

@@ -1,4 +1,4 @@
-"""Operations: /healthz, /metrics (Prometheus text) and rq-dashboard at /rq behind basic auth."""
+"""Operations: /livez for load balancers, /healthz for operators, /metrics (Prometheus text), rq-dashboard at /rq."""
 import hmac
 import time
 from collections import Counter
@@ -23,9 +23,19 @@ def queue_report(queue) -> dict:
     return {"depth": queue.count, "oldest_age_seconds": round(age, 3)}
 
 
+@bp.get("/livez")
+def livez():
+    """For load balancers: 200 while this web process and Redis answer; the fleet's state does not matter here."""
+    try:
+        current_app.redis.ping()
+    except RedisError as exc:
+        return jsonify({"status": "error", "redis": False, "reason": f"Redis is unreachable: {exc}"}), 503
+    return jsonify({"status": "ok", "redis": True})
+
+
 @bp.get("/healthz")
 def healthz():
-    """200 when Redis answers and at least one worker is alive; 503 with the reason otherwise."""
+    """For operators: the fleet (workers per host, queues); 503 when Redis is unreachable or no worker is alive."""
     try:
         workers = Worker.all(connection=current_app.redis)
         queues = {queue.name: queue_report(queue) for queue in current_app.queues}

@@ -1,0 +1,194 @@
+"""One shared RQ job per (symbol, window, horizon, method, day): claimed atomically, waited on, read back.
+
+RQ is the one source of truth: each job's state is its hash (`Job.key_for`), its outcome the
+entry its worker adds to the job's result stream (`Result.get_key`). Requests for the same work
+share the job: a fresh result is reused, a live job is joined, and only a missing, stale or
+failed job is (re)created, inside a WATCH/MULTI transaction so exactly one request creates it
+however many arrive at once. Jobs know nothing of the requests waiting for them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import WatchError
+from rq import Queue, Retry
+from rq.job import Job, JobStatus
+from rq.results import Result
+from rq.serializers import JSONSerializer
+from rq.utils import utcparse
+
+from jobs.records import shared_job_id
+from webapp.validation import TrendsRequest
+
+ANALYZE = "jobs.tasks.analyze_symbol"
+SERIALIZER = JSONSerializer  # never pickle: nothing read from Redis is unpickled
+LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
+FINAL_RESULTS = {Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED, Result.Type.MAX_RETRIES_EXCEEDED}
+FAILURE_REUSE_SECONDS = 10  # a failure is answered again for this long, then the symbol is retried
+WAIT_SLICE = 2.0  # seconds per blocking read: below the client's socket timeout
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a claim needs to know of an existing job (from its RQ hash)."""
+
+    status: JobStatus | None
+    ended_at: float | None
+    enqueued_at: float | None
+    origin: str
+
+
+def job_ids(request: TrendsRequest, day: str) -> list[str]:
+    return [shared_job_id(symbol, request.window, request.horizon, request.method, day) for symbol in request.symbols]
+
+
+def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, ids: list[str], settings: Any) -> None:
+    """Make sure each symbol has a job that is live or freshly done: reuse, join, or (re)create atomically."""
+    while True:
+        to_create = _needing_a_job(redis, ids, settings)
+        if not to_create:
+            return
+        keys = [Job.key_for(ids[i]) for i in to_create]
+        with redis.pipeline(transaction=True) as pipe:
+            pipe.watch(*keys)  # a request that creates or replaces any of them first makes our EXEC fail
+            if _needing_a_job(redis, [ids[i] for i in to_create], settings) != list(range(len(to_create))):
+                continue  # another request got there between the two reads
+            stale = [job for job in Job.fetch_many([ids[i] for i in to_create], redis, serializer=SERIALIZER) if job]
+            pipe.multi()
+            for job in stale:
+                job.delete(pipeline=pipe)  # its hash, result stream and registry entries: replaced cleanly
+            queue.enqueue_many([_job_data(request, i, ids[i], settings) for i in to_create], pipeline=pipe)
+            try:
+                pipe.execute()
+                return
+            except WatchError:
+                continue
+
+
+def _needing_a_job(redis: Redis, ids: list[str], settings: Any) -> list[int]:
+    """Positions of the jobs that must be (re)created: missing, lost from their queue, stale, or failed a while ago."""
+    states = _states(redis, ids)
+    now = time.time()
+    reuse = {JobStatus.FINISHED: settings["RESULT_CACHE_TTL"],
+             JobStatus.FAILED: min(FAILURE_REUSE_SECONDS, settings["RESULT_CACHE_TTL"])}
+    needed, suspects = [], []
+    for position, state in enumerate(states):
+        if state.status in LIVE:
+            # A job queued for longer than a request waits may have been dropped from its queue
+            # (a worker killed between taking it and registering it): check it is still there.
+            if state.status == JobStatus.QUEUED and now - (state.enqueued_at or now) > settings["TRENDS_TIMEOUT"]:
+                suspects.append(position)
+        elif state.status is None or state.ended_at is None or now - state.ended_at > reuse.get(state.status, 0):
+            needed.append(position)
+    if suspects:
+        pipe = redis.pipeline(transaction=False)
+        for position in suspects:
+            pipe.lpos(Queue(states[position].origin, connection=redis).key, ids[position])
+        needed += [position for position, found in zip(suspects, pipe.execute()) if found is None]
+    return sorted(needed)
+
+
+def _states(redis: Redis, ids: list[str]) -> list[JobState]:
+    """Status and times of each job from its RQ hash, in one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(Job.key_for(job_id), "status", "ended_at", "enqueued_at", "origin")
+    return [JobState(JobStatus(status.decode()) if status else None, _timestamp(ended), _timestamp(enqueued),
+                     origin.decode() if origin else "")
+            for status, ended, enqueued, origin in pipe.execute()]
+
+
+def _timestamp(raw: bytes | None) -> float | None:
+    return utcparse(raw.decode()).timestamp() if raw else None
+
+
+def _job_data(request: TrendsRequest, position: int, job_id: str, settings: Any):
+    retries = settings["JOB_RETRIES"]
+    return Queue.prepare_data(
+        ANALYZE,
+        args=(request.symbols[position], request.window, request.horizon, request.method),
+        job_id=job_id,
+        timeout=settings["JOB_TIMEOUT"],
+        result_ttl=settings["RESULT_TTL"],
+        failure_ttl=settings["RESULT_TTL"],
+        # A job whose worker died (RQ's abandoned-job handling) is queued again at once. Not after an
+        # interval: that needs RQ's scheduler, which another worker takes over only after 60-120 s.
+        retry=Retry(max=retries) if retries else None,
+    )
+
+
+def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str, Result]:
+    """Block (no polling) until each job's result stream holds its final outcome, or `timeout` passed.
+
+    Reads from the start of each stream, so outcomes that are already there count. Blocks on one
+    stream at a time, the last one pending (FIFO queues finish it about last), then collects every
+    other outcome that arrived meanwhile in one non-blocking read: a few reads per request, not one
+    per symbol.
+    """
+    cursors = {Result.get_key(job_id): "0-0" for job_id in ids}
+    job_of = dict(zip(cursors, ids))
+    outcomes: dict[str, Result] = {}
+    deadline = time.monotonic() + timeout
+    while cursors and (remaining := deadline - time.monotonic()) > 0:
+        last = next(reversed(cursors))
+        replies = redis.xread({last: cursors[last]}, block=max(1, int(min(remaining, WAIT_SLICE) * 1000))) or []
+        if len(cursors) > 1:
+            replies += redis.xread(cursors) or []
+        for key, entries in replies:
+            key = key.decode()
+            if key not in cursors:
+                continue
+            entry_id, payload = entries[-1]
+            cursors[key] = entry_id
+            result = Result.restore(job_of[key], entry_id.decode(), payload, connection=redis, serializer=SERIALIZER)
+            if result.type in FINAL_RESULTS:  # only the job's current attempt writes one (jobs/worker.py)
+                outcomes[job_of[key]] = result
+                del cursors[key]
+    return outcomes
+
+
+def latest_outcomes(redis: Redis, ids: list[str]) -> dict[str, Result]:
+    """The final outcome of each job that has one, in one round trip (RQ's `latest_result`, batched)."""
+    pipe = redis.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.xrevrange(Result.get_key(job_id), count=1)
+    outcomes = {}
+    for job_id, entries in zip(ids, pipe.execute()):
+        if entries:
+            result = Result.restore(job_id, entries[0][0].decode(), entries[0][1], connection=redis, serializer=SERIALIZER)
+            if result.type in FINAL_RESULTS:
+                outcomes[job_id] = result
+    return outcomes
+
+
+def job_statuses(redis: Redis, ids: list[str]) -> list[JobStatus | None]:
+    return [state.status for state in _states(redis, ids)]
+
+
+def result_objects(redis: Redis, symbols: list[str], ids: list[str], outcomes: dict[str, Result]) -> dict[str, dict]:
+    """Each answered job's result object: its return value, or its error in words (job ids → objects)."""
+    failed = [(symbol, job_id) for symbol, job_id in zip(symbols, ids)
+              if job_id in outcomes and outcomes[job_id].type != Result.Type.SUCCESSFUL]
+    jobs = dict(zip([job_id for _, job_id in failed], Job.fetch_many([job_id for _, job_id in failed], redis,
+                                                                         serializer=SERIALIZER)))
+    objects = {}
+    for symbol, job_id in zip(symbols, ids):
+        outcome = outcomes.get(job_id)
+        if outcome is None:
+            continue
+        if outcome.type == Result.Type.SUCCESSFUL:
+            objects[job_id] = outcome.return_value
+            continue
+        job = jobs.get(job_id)
+        message = job.meta.get("error") if job else None  # written by the worker that failed it
+        if not message and "AbandonedJobError" in (outcome.exc_string or ""):
+            message = f"{symbol}: the worker running this analysis stopped before finishing it, on every attempt"
+        objects[job_id] = error_object(symbol, message or "the analysis failed; the worker log has details")
+    return objects
+
+
+def error_object(symbol: str, message: str) -> dict:
+    return {"symbol": symbol, "error": message if message.startswith(f"{symbol}: ") else f"{symbol}: {message}"}
