@@ -59,7 +59,8 @@ class TrendsWorker(SimpleWorker):
         recent = self.last_heartbeat and (now() - self.last_heartbeat).total_seconds() < 1
         if timeout is None and pipeline is None and recent:
             return
-        super().heartbeat(timeout, pipeline)
+        # The worker stays listed WORKER_TTL s after its last beat (RQ asks less before a job, more when idle).
+        super().heartbeat(self.worker_ttl, pipeline)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if self._beater is None:
@@ -83,7 +84,7 @@ class TrendsWorker(SimpleWorker):
             job, execution = running
             try:
                 with self.connection.pipeline() as pipe:
-                    super().heartbeat(self.worker_ttl + 60, pipeline=pipe)
+                    self.heartbeat(pipeline=pipe)
                     execution.heartbeat(job.started_job_registry, self.lost_after, pipeline=pipe)  # ZADD XX: never revives
                     pipe.execute()
             except RedisError as exc:

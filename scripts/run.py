@@ -1,6 +1,9 @@
-"""`make run`: the whole system on one machine — Redis (unless one answers), workers, web app.
+"""`make run`: the whole system on one machine — Redis (unless one answers), workers, web app — kept running.
 
-Ctrl-C stops the web app first, then the workers (after their current jobs), then Redis.
+A part that exits is started again after a backoff (0.5 s, doubling to 30 s; reset once it has
+run for a minute): Redis from its append-only file, while the web app and the workers stay up and
+reconnect by themselves. Ctrl-C stops the web app first, then the workers (after their current
+jobs), then Redis.
 """
 import os
 import signal
@@ -14,35 +17,57 @@ sys.path.insert(0, ROOT)
 from config import Config  # noqa: E402
 from scripts.redis_server import answers, is_loopback  # noqa: E402
 
-
-def start(name: str, command: list[str]) -> tuple[str, subprocess.Popen]:
-    # Own session: the terminal's Ctrl-C comes to this script, which stops children in order.
-    return name, subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+FIRST_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
 
 
-def wait_for_redis(redis: subprocess.Popen) -> None:
+class Part:
+    """One supervised process of the system, restarted with backoff whenever it exits."""
+
+    def __init__(self, name: str, command: list[str]):
+        self.name, self.command = name, command
+        self.backoff = FIRST_BACKOFF
+        self.restart_at: float | None = None
+        self.start()
+
+    def start(self) -> None:
+        # Own session: the terminal's Ctrl-C comes to this script, which stops the parts in order.
+        self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def tend(self) -> None:
+        """Schedule a restart once the process has exited; start it when its backoff has passed."""
+        if self.restart_at is None and self.process.poll() is not None:
+            ran_for = time.monotonic() - self.started_at
+            self.backoff = FIRST_BACKOFF if ran_for > STABLE_AFTER else min(self.backoff * 2, MAX_BACKOFF)
+            self.restart_at = time.monotonic() + self.backoff
+            print(f"{self.name} exited with code {self.process.returncode}; starting it again in {self.backoff:g} s",
+                  flush=True)
+        elif self.restart_at is not None and time.monotonic() >= self.restart_at:
+            self.start()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            print(f"stopping {self.name}…", flush=True)
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=Config.JOB_TIMEOUT + Config.WORKER_LOST_AFTER + 10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def wait_for_redis(redis: Part) -> None:
     for _ in range(100):
         if answers(Config.REDIS_URL):
             return
-        if redis.poll() is not None:
+        if redis.process.poll() is not None:
             raise SystemExit("the Redis server exited at start; see its output above")
         time.sleep(0.1)
     raise SystemExit("the Redis server did not answer within 10 s")
 
 
-def stop(processes: list[tuple[str, subprocess.Popen]]) -> None:
-    for name, process in reversed(processes):  # web, then workers, then Redis
-        if process.poll() is None:
-            print(f"stopping {name}…", flush=True)
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=Config.JOB_TIMEOUT + 10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 def main() -> None:
-    processes = []
+    parts: list[Part] = []
     stopping = False
 
     def request_stop(signum, frame):
@@ -56,19 +81,18 @@ def main() -> None:
             host = urlsplit(Config.REDIS_URL).hostname or "127.0.0.1"
             if not is_loopback(host):
                 raise SystemExit(f"no Redis answers at {host}; start it there, or point REDIS_URL at this machine")
-            processes.append(start("redis", [sys.executable, "scripts/redis_server.py"]))
-            wait_for_redis(processes[-1][1])
-        processes.append(start("workers", [sys.executable, "worker.py"]))
-        processes.append(start("web app", [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "webapp:create_app()"]))
+            parts.append(Part("redis", [sys.executable, "scripts/redis_server.py"]))
+            wait_for_redis(parts[-1])
+        parts.append(Part("workers", [sys.executable, "worker.py"]))
+        parts.append(Part("web app", [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "webapp:create_app()"]))
         print(f"\n  Stock trends is running at http://{Config.HOST}:{Config.PORT}/  (Ctrl-C stops it)\n", flush=True)
         while not stopping:
-            exited = [name for name, process in processes if process.poll() is not None]
-            if exited:
-                print(f"{', '.join(exited)} exited; stopping everything", flush=True)
-                break
-            time.sleep(0.5)
+            for part in parts:
+                part.tend()
+            time.sleep(0.2)
     finally:
-        stop(processes)
+        for part in reversed(parts):  # web, then workers, then Redis
+            part.stop()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from redis import Redis
+from rq.serializers import JSONSerializer
 
+from jobs import tasks
+from jobs.sources import SyntheticSource
+from jobs.worker import TrendsWorker
 from scripts.redis_server import answers, server_command
 from webapp import create_app
 
@@ -94,6 +98,21 @@ def client(app):
 
 
 @pytest.fixture
+def run_jobs(monkeypatch):
+    """Runs queued jobs in this process with the project's worker class (RQ's testing path), on synthetic prices.
+
+    run_jobs(app, max_jobs=None) works until the queues are empty or max_jobs ran.
+    """
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
+
+    def run(app, max_jobs: int | None = None) -> None:
+        worker = TrendsWorker(app.queues, connection=app.redis, serializer=JSONSerializer, lost_after=3)
+        worker.work(burst=True, max_jobs=max_jobs, logging_level="WARNING")
+
+    return run
+
+
+@pytest.fixture
 def price_dir(tmp_path):
     """A folder for CSV price files that the workers read (PRICE_SOURCE=csv:DIR)."""
     return tmp_path
@@ -142,6 +161,11 @@ class Workers:
         except AssertionError:
             self.kill()
             raise
+
+    def log_text(self) -> str:
+        self.log.flush()
+        with open(self.log.name) as log:
+            return log.read()
 
     def names(self) -> set[str]:
         return {key.decode().rsplit(":", 1)[1] for key in self.client.smembers("rq:workers")}

@@ -3,8 +3,10 @@ import time
 
 import pytest
 
+from jobs.records import OPEN_ANALYSES_KEY, record_key
 from tests.conftest import wait_until
 from webapp import create_app
+from webapp.analyses import keep_analyses
 
 
 def follow(client, url, timeout=15):
@@ -59,6 +61,31 @@ def test_unknown_id_is_404_with_a_message(client):
     response = client.get("/api/analyses/0123456789abcdef")
     assert response.status_code == 404
     assert response.json["status"] == "error" and "expired" in response.json["message"]
+
+
+def test_an_open_analysis_outlives_result_ttl_then_expires_result_ttl_after_its_last_answer(redis_server, redis_client,
+                                                                                            run_jobs):
+    app = create_app({"REDIS_URL": redis_server.url, "RESULT_TTL": 3, "RESULT_CACHE_TTL": 1})
+    client = app.test_client()
+    created = client.post("/api/analyses", json={"symbols": ["EARLY", "LATE"]}).json
+    run_jobs(app, max_jobs=1)  # EARLY is answered, LATE waits in the queue
+    for _ in range(5):  # twice RESULT_TTL, with the keeper running as often as the web app runs it (every second)
+        time.sleep(1)
+        keep_analyses(app.redis, 3)
+    body = client.get(created["status_url"]).json
+    assert [s["state"] for s in body["symbols"]] == ["done", "queued"]
+    assert len(body["symbols"][0]["result"]["predictions"]) == 5, "the early result is kept while the analysis is open"
+    run_jobs(app)
+    assert keep_analyses(app.redis, 3) == 0 and redis_client.zscore(OPEN_ANALYSES_KEY, created["id"]) is None
+    assert client.get(created["status_url"]).json["state"] == "finished"
+    assert 0 < redis_client.ttl(record_key(created["id"])) <= 3
+    wait_until(lambda: client.get(created["status_url"]).status_code == 404, timeout=10, what="the record to expire")
+
+
+@pytest.mark.parametrize("analysis_id", ["x", "0123456789abcdef0123456789abcdeg", "a" * 32 + ":jobs", "../etc"])
+def test_ids_that_are_not_ours_are_404_without_touching_redis(client, analysis_id):
+    response = client.get(f"/api/analyses/{analysis_id}")
+    assert response.status_code == 404 and response.json["status"] == "error"
 
 
 def test_another_web_process_answers_for_the_same_analysis(redis_server, redis_client):

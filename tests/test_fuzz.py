@@ -5,6 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import Workers
 from webapp import create_app
 
 ENDPOINTS = ["/get_trends", "/api/analyses"]
@@ -27,10 +28,14 @@ bodies = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def fuzz_client(redis_server):
-    app = create_app({"REDIS_URL": redis_server.url, "TRENDS_TIMEOUT": 0, "MAX_SYMBOLS": 5,
+def fuzz_client(redis_server, tmp_path_factory):
+    """The app with its default waiting, and two real workers on synthetic prices answering the valid bodies."""
+    workers = Workers(redis_server.url, tmp_path_factory.mktemp("fuzz") / "workers.log", 2, PRICE_SOURCE="synthetic",
+                      LOG_LEVEL="WARNING")
+    app = create_app({"REDIS_URL": redis_server.url, "MAX_SYMBOLS": 5,
                       "RATE_LIMIT_SUBMIT": "1000000/minute", "RATE_LIMIT_POLL": "1000000/minute"})
-    return app, app.test_client()
+    yield app, app.test_client()
+    workers.stop()
 
 
 def check(response) -> None:

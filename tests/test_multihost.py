@@ -1,5 +1,4 @@
 """The fleet across real network hosts: Redis, the web app and two worker hosts, each its own address."""
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import time
 import pytest
 from redis import Redis
 
-from jobs.records import shared_job_id
+from jobs.records import shared_job_id, trading_day
 from scripts.redis_server import answers
 from tests.conftest import ROOT, http_json, wait_until
 from tests.netns import Lan, unavailable_reason
@@ -17,7 +16,7 @@ pytestmark = pytest.mark.multihost
 PASSWORD = "lan-test-password"
 WORKER_SETTINGS = {  # short timeouts so a lost host's job is re-run within seconds
     "PRICE_SOURCE": "synthetic", "SYNTHETIC_LATENCY_MS": "100", "WORKERS": "2", "JOB_TIMEOUT": "3",
-    "ABANDONED_JOB_GRACE": "1", "MAINTENANCE_INTERVAL": "1", "WORKER_TTL": "20",
+    "WORKER_LOST_AFTER": "3", "MAINTENANCE_INTERVAL": "1",
 }
 
 
@@ -90,7 +89,7 @@ def run_analysis(fleet, symbols: list[str], during=None) -> dict:
 
 
 def job_keys(analysis: dict) -> list[str]:
-    day = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    day = trading_day()
     return [f"rq:job:{shared_job_id(s['symbol'], analysis['window'], analysis['horizon'], analysis['method'], day)}"
             for s in analysis["symbols"]]
 

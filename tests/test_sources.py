@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import requests
 
+from jobs.records import trading_day
 from jobs.sources import (
     CachedSource,
     CsvSource,
@@ -216,6 +217,7 @@ def test_the_price_cache_fetches_once_and_serves_the_same_prices_after(redis_cli
     assert second.source == "synthetic"
     assert redis_client.hgetall("trends:stats:prices") == {b"lookups": b"2", b"misses": b"1"}
     (key,) = redis_client.keys("trends:prices:synthetic:AAPL:*")
+    assert key.decode().endswith(":" + trading_day()), "the same day as the shared job ids, on every host"
     assert 0 < redis_client.ttl(key) <= 60
     stored = redis_client.hgetall(key)
     assert len(stored[b"days"]) == 4 * 252 and len(stored[b"closes"]) == 8 * 252, "raw numpy bytes, no pickle"
