@@ -6,7 +6,9 @@ own work is about 1 ms, so forking per job would cost most of the time. Without 
 imports a forked child re-imports pandas and scikit-learn for every job (~800 ms). Running
 the job in the worker process loses the fork's isolation, so this supervisor gives back what
 matters: one process per core, each restarted if it dies, and RQ's job timeout still applies
-(SIGALRM in-process).
+(SIGALRM in-process). The worker class (jobs/worker.py) adds heartbeats while a job runs, so a
+lost worker's job runs again within seconds, and lets only a job's current attempt store its
+outcome.
 
 The heavy imports (pandas, scikit-learn, yfinance) and the price source are loaded once in
 the supervisor before forking, so every worker starts warm and shares those pages.

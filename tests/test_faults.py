@@ -161,15 +161,22 @@ def test_a_slow_symbol_is_cut_off_at_the_job_timeout(redis_server, redis_client,
 def test_a_fresh_result_is_reused_and_a_stale_one_replaced(redis_server, redis_client, start_workers):
     start_workers(redis_server.url, 1, PRICE_SOURCE="synthetic")
     client = create_app({"REDIS_URL": redis_server.url, "RESULT_CACHE_TTL": 3, "RESULT_TTL": 20}).test_client()
-    first = client.post("/get_trends", json={"symbols": ["AAPL"]}).json
-    again = client.post("/get_trends", json={"symbols": ["AAPL"]}).json
-    assert again == first
-    assert [w.successful_job_count for w in Worker.all(connection=redis_client)] == [1], "reused, not run again"
-    time.sleep(3.5)  # past RESULT_CACHE_TTL
-    assert client.post("/get_trends", json={"symbols": ["AAPL"]}).json["status"] == "success"
-    assert [w.successful_job_count for w in Worker.all(connection=redis_client)] == [2], "stale: run again"
-    job_key = next(iter(redis_client.keys("rq:job:*")))
-    assert redis_client.xlen(job_key.replace(b"job", b"results")) == 1, "the replaced job's old result is gone"
+
+    def ask() -> dict:
+        return client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]}).json
+
+    def executions() -> list[tuple[int, int]]:
+        return [(w.successful_job_count, w.failed_job_count) for w in Worker.all(connection=redis_client)]
+
+    first = ask()
+    assert first["status"] == "partial"
+    assert ask() == first
+    assert executions() == [(1, 1)], "the result and the failure are reused, not run again"
+    time.sleep(3.5)  # past RESULT_CACHE_TTL (and a failure's shorter reuse)
+    assert ask()["status"] == "partial"
+    assert executions() == [(2, 2)], "stale: both run again"
+    for job_key in redis_client.keys("rq:job:*"):
+        assert redis_client.xlen(job_key.replace(b"job", b"results")) == 1, "the replaced job's old outcome is gone"
 
 
 def test_a_pickle_planted_in_a_job_is_rejected_not_executed(redis_server, redis_client, tmp_path, start_workers):
