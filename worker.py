@@ -46,7 +46,7 @@ def run_worker() -> None:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from jobs.worker import TrendsWorker
+    from jobs.worker import TrendsJob, TrendsWorker
 
     # Forget the supervisor's handlers: a signal that arrives before RQ installs its own must not
     # run the supervisor's code here. Until then it just ends this (still idle) process.
@@ -55,7 +55,8 @@ def run_worker() -> None:
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it stops workers one signal at a time
     connection = Redis.from_url(Config.REDIS_URL)
     queues = [  # in priority order: RQ takes from the first non-empty queue
-        Queue(name, connection=connection, serializer=JSONSerializer) for name in (Config.INTERACTIVE_QUEUE, Config.BULK_QUEUE)
+        Queue(name, connection=connection, serializer=JSONSerializer, job_class=TrendsJob)
+        for name in (Config.INTERACTIVE_QUEUE, Config.BULK_QUEUE)
     ]
     worker = TrendsWorker(
         queues,

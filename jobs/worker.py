@@ -11,6 +11,8 @@ RQ's own maintenance read it as usual. What changes, and why:
 - Symbol errors and timeouts fail the job without retries (the source already retried; a slow
   symbol would only be slow again); a dead worker's job is retried. Each failure carries a
   message for people in `job.meta["error"]`.
+- Only the project's own job function runs (TrendsJob): RQ imports and calls whatever dotted
+  path a job in Redis names, so anyone able to write to Redis could run code on every worker.
 We use neither job dependencies, repeats nor RQ's rate limits, so their bookkeeping is left out.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 
 from redis.exceptions import RedisError, WatchError
 from rq import SimpleWorker, worker_registration
+from rq.exceptions import DeserializationError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -35,12 +38,55 @@ from jobs.tasks import failure_message
 
 log = logging.getLogger(__name__)
 
+JOB_FUNCTIONS = frozenset({"jobs.tasks.analyze_symbol"})  # all a worker will import and call
+
+
+class RefusedJobError(Exception):
+    """A job named something other than the project's job functions; nothing it named was imported."""
+
+
+class TrendsJob(Job):
+    """An RQ Job that imports only JOB_FUNCTIONS: any other function, method or callback is refused before import.
+
+    Used by the workers for running jobs and for RQ's registry maintenance (which calls failure callbacks).
+    """
+
+    @property
+    def func(self):
+        self._refuse_foreign_code()
+        return super().func
+
+    @property
+    def success_callback(self):
+        self._refuse_foreign_code()
+        return super().success_callback
+
+    @property
+    def failure_callback(self):
+        self._refuse_foreign_code()
+        return super().failure_callback
+
+    @property
+    def stopped_callback(self):
+        self._refuse_foreign_code()
+        return super().stopped_callback
+
+    def _refuse_foreign_code(self) -> None:
+        named = [self.func_name] if self.func_name not in JOB_FUNCTIONS or self.instance is not None else []
+        named += [name for name in (self._success_callback_name, self._failure_callback_name,
+                                    self._stopped_callback_name) if name]
+        if named:
+            raise RefusedJobError(f"refused to run {', '.join(map(repr, named))}: workers run only "
+                                  f"{', '.join(sorted(JOB_FUNCTIONS))}")
+
 
 class TrendsWorker(SimpleWorker):
     """SimpleWorker (no fork per job) with in-job heartbeats, fenced outcomes and plain-words failures."""
 
+    job_class = TrendsJob
+
     def __init__(self, *args, lost_after: int, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, job_class=TrendsJob, **kwargs)
         self.lost_after = lost_after
         self._running: tuple[Job, Execution] | None = None  # (job, execution) while a job runs
         self._beater: threading.Thread | None = None
@@ -97,7 +143,13 @@ class TrendsWorker(SimpleWorker):
     def handle_exception(self, job: Job, *exc_info) -> None:
         """Say in words what went wrong; expected failures (symbol errors, timeouts) get no traceback and no retry."""
         exc_type, exc_value = exc_info[0], exc_info[1]
-        symbol = str(job.args[0]) if _has_args(job) else job.id
+        if issubclass(exc_type, (RefusedJobError, DeserializationError)):
+            job.meta["error"] = f"{job.id}: {exc_value}"
+            job.retries_left = 0
+            self.log.warning("Worker %s: job %s from queue %s %s", self.name, job.id, job.origin, exc_value)
+            self.connection.hincrby(JOB_STATS_KEY, f"{job.origin}:refused", 1)
+            return
+        symbol = str(job.args[0]) if job.args else job.id
         job.meta["error"] = failure_message(symbol, exc_type, job.timeout, exc_value)
         if issubclass(exc_type, (PriceDataError, JobTimeoutException)):
             job.retries_left = 0
@@ -173,10 +225,3 @@ class TrendsWorker(SimpleWorker):
                 queue.intermediate_queue.cleanup(self, queue)
                 queue.release_maintenance_lock()
         self.last_cleaned_at = now()
-
-
-def _has_args(job: Job) -> bool:
-    try:
-        return bool(job.args)
-    except Exception:  # a job whose data can't be read (planted by someone else)
-        return False

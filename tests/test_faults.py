@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from redis import Redis
-from rq import Queue, Worker
+from rq import Callback, Queue, Worker
 from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from jobs.records import OPEN_ANALYSES_KEY
 from tests.conftest import RedisServer, WebServer, http_json, wait_until
@@ -191,3 +192,25 @@ def test_a_pickle_planted_in_a_job_is_rejected_not_executed(redis_server, redis_
     assert not marker.exists(), "the pickle was executed"
     client = create_app({"REDIS_URL": redis_server.url}).test_client()
     assert client.post("/get_trends", json={"symbols": ["AAPL"]}).json["status"] == "success", "worker still serves"
+
+
+@pytest.mark.parametrize("planted", [
+    {"f": "os.system"},  # a JSON job naming another function: the attack RQ itself allows
+    {"f": "jobs.tasks.analyze_symbol", "on_failure": Callback("os.system")},  # ours, with someone else's callback
+    {"f": "jobs.tasks.analyze_symbol", "on_success": Callback("os.system")},
+])
+def test_a_job_naming_code_that_is_not_ours_is_refused_before_import(redis_server, redis_client, tmp_path, start_workers,
+                                                                     planted):
+    marker = tmp_path / "pwned"
+    workers = start_workers(redis_server.url, PRICE_SOURCE="synthetic")
+    queue = Queue("trends", connection=redis_client, serializer=JSONSerializer)
+    args = (f"touch {marker}",) if planted["f"] == "os.system" else ("AAPL", 20, 5, "trend")
+    job = queue.enqueue(planted["f"], *args, on_failure=planted.get("on_failure"), on_success=planted.get("on_success"))
+    wait_until(lambda: job.get_status() == "failed", what="the planted job to fail")
+    assert not marker.exists(), "foreign code ran"
+    job.refresh()
+    assert "refused to run 'os.system': workers run only jobs.tasks.analyze_symbol" in job.meta["error"]
+    assert "refused to run 'os.system'" in workers.log_text()
+    assert redis_client.hget("trends:stats:jobs", "trends:refused") == b"1"
+    client = create_app({"REDIS_URL": redis_server.url}).test_client()
+    assert client.post("/get_trends", json={"symbols": ["MSFT"]}).json["status"] == "success", "our own jobs still run"
