@@ -58,7 +58,7 @@ class Config:
         os.path.dirname(os.path.abspath(__file__)), ".data", "redis"
     )
     WEB_PROCESSES = _int("WEB_PROCESSES", 2)
-    WEB_THREADS = _int("WEB_THREADS", 16)
+    WEB_CONNECTIONS = _int("WEB_CONNECTIONS", 1000)  # per web process: open client connections at most
     SYNTHETIC_LATENCY_MS = _int("SYNTHETIC_LATENCY_MS", 0)
     MAX_CONTENT_LENGTH = _int("MAX_BODY_BYTES", 1_000_000)  # Flask answers 413 above this
 

@@ -3,9 +3,10 @@ from config import Config
 
 bind = f"{Config.HOST}:{Config.PORT}"
 workers = Config.WEB_PROCESSES
-# Threads, because each /get_trends request waits on Redis for its jobs while holding one.
-worker_class = "gthread"
-threads = Config.WEB_THREADS
+# gevent: each connection is a greenlet, so slow or idle clients (and /get_trends requests waiting
+# on Redis) hold no thread; measured against gthread in README "Security". A cap bounds them.
+worker_class = "gevent"
+worker_connections = Config.WEB_CONNECTIONS
 accesslog = "-"
 # The control socket lives in $HOME by default and would clash between instances on one host.
 control_socket_disable = True

@@ -6,11 +6,12 @@ reconnect by themselves. Ctrl-C stops the web app first, then the workers (after
 jobs), then Redis.
 """
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -56,9 +57,27 @@ class Part:
                 self.process.kill()
 
 
+def with_local_password(url: str, data_dir: str) -> str:
+    """`url` with the password of the Redis make run starts: made once, kept in DATA_DIR/password (mode 600)."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url
+    path = os.path.join(data_dir, "password")
+    os.makedirs(data_dir, exist_ok=True)
+    try:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as new:
+            new.write(secrets.token_urlsafe(32))
+    except FileExistsError:
+        pass
+    with open(path) as kept:
+        password = kept.read().strip()
+    netloc = f"{parts.username or ''}:{quote(password, safe='')}@{parts.hostname}:{parts.port or 6379}"
+    return parts._replace(netloc=netloc).geturl()
+
+
 def wait_for_redis(redis: Part) -> None:
     for _ in range(100):
-        if answers(Config.REDIS_URL):
+        if answers(os.environ["REDIS_URL"]):
             return
         if redis.process.poll() is not None:
             raise SystemExit("the Redis server exited at start; see its output above")
@@ -81,8 +100,11 @@ def main() -> None:
             host = urlsplit(Config.REDIS_URL).hostname or "127.0.0.1"
             if not is_loopback(host):
                 raise SystemExit(f"no Redis answers at {host}; start it there, or point REDIS_URL at this machine")
-            parts.append(Part("redis", [sys.executable, "scripts/redis_server.py"]))
-            wait_for_redis(parts[-1])
+            # Our own Redis asks for a password: the workers and web app started below are given it.
+            os.environ["REDIS_URL"] = with_local_password(Config.REDIS_URL, Config.REDIS_DATA_DIR)
+            if not answers(os.environ["REDIS_URL"]):  # not still running from an earlier make run
+                parts.append(Part("redis", [sys.executable, "scripts/redis_server.py"]))
+                wait_for_redis(parts[-1])
         parts.append(Part("workers", [sys.executable, "worker.py"]))
         parts.append(Part("web app", [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "webapp:create_app()"]))
         print(f"\n  Stock trends is running at http://{Config.HOST}:{Config.PORT}/  (Ctrl-C stops it)\n", flush=True)

@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 from redis import Redis
+from redis.exceptions import AuthenticationError
 
 from tests.conftest import ROOT, free_port, http_json, wait_until
 
@@ -25,7 +26,8 @@ def make_run(tmp_path):
     url = f"http://127.0.0.1:{web_port}"
     try:
         wait_until(lambda: _get(url + "/healthz") == 200, timeout=60, what="make run to serve with live workers")
-        yield process, url, env["REDIS_URL"]
+        password = (tmp_path / "redis" / "password").read_text()
+        yield process, url, env["REDIS_URL"].replace("redis://", f"redis://:{password}@")
     finally:
         process.send_signal(signal.SIGINT)  # as Ctrl-C would
         try:
@@ -54,6 +56,16 @@ def _succeeds(url: str) -> bool:
         return http_json("POST", url + "/get_trends", {"symbols": ["AFTER"]}, timeout=40)["status"] == "success"
     except OSError:  # 503 while Redis is down, or a refused connection
         return False
+
+
+def test_make_run_gives_its_redis_a_password_only_its_owner_can_read(make_run, tmp_path):
+    _, url, redis_url = make_run
+    password_file = tmp_path / "redis" / "password"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(AuthenticationError):  # no password: refused
+        Redis.from_url(redis_url.replace(f":{password_file.read_text()}@", "")).get("rq:queues")
+    assert Redis.from_url(redis_url).ping()
+    assert http_json("POST", url + "/get_trends", {"symbols": ["AAPL"]})["status"] == "success", "web app and workers have it"
 
 
 def test_redis_killed_under_make_run_comes_back_and_loses_no_queued_job(make_run):
