@@ -60,7 +60,8 @@ def test_a_symbol_with_fewer_closes_than_the_window_gets_its_own_error(client, w
 
 def test_a_job_that_crashes_is_reported_in_words_without_a_traceback(app, workers, prices):
     """A bug in a job (here: a bad argument that validation would have stopped) still answers."""
-    body = get_trends(app.redis, app.interactive_queue, TrendsRequest(["AAPL"], window="x", horizon=5), app.config)
+    unchecked = TrendsRequest.model_construct(symbols=["AAPL"], window="x", horizon=5, method="trend")
+    body = get_trends(app.redis, app.interactive_queue, unchecked, app.config)
     error = body["results"][0]["error"]
     assert "failed unexpectedly (TypeError)" in error and "Traceback" not in error
 

@@ -49,5 +49,5 @@ def test_a_worker_host_refuses_them_at_start_up():
 
 def test_job_ids_and_the_price_cache_share_one_day_the_utc_date():
     assert trading_day() == dt.datetime.now(dt.timezone.utc).date().isoformat()
-    request = TrendsRequest(["AAPL"])
+    request = TrendsRequest(symbols=["AAPL"])
     assert job_ids(request, trading_day()) != job_ids(request, "2000-01-01"), "the day is part of the job id"

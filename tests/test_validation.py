@@ -1,58 +1,70 @@
 """Every class of bad input is refused with 4xx and a message naming the problem; nothing is enqueued."""
+import http.client
+import json
+
 import pytest
 
-from webapp.validation import InvalidRequest, parse_trends_request
+from webapp.validation import InvalidRequestError, parse_trends_request
+
+
+def parse(body, max_symbols: int = 10):
+    return parse_trends_request(json.dumps(body).encode(), max_symbols)
 
 
 def test_symbols_are_trimmed_upper_cased_and_deduplicated_in_order():
-    request = parse_trends_request({"symbols": [" msft", "AAPL", "msft ", "aapl"]}, max_symbols=10)
+    request = parse({"symbols": [" msft", "AAPL", "msft ", "aapl"]})
     assert request.symbols == ["MSFT", "AAPL"]
     assert (request.window, request.horizon, request.method) == (20, 5, "trend")
 
 
 @pytest.mark.parametrize("symbol", ["BRK-B", "^GSPC", "0700.HK", "EURUSD=X", "ES=F", "BTC-USD"])
 def test_real_world_tickers_are_accepted(symbol):
-    assert parse_trends_request({"symbols": [symbol]}, max_symbols=10).symbols == [symbol]
+    assert parse({"symbols": [symbol]}).symbols == [symbol]
 
 
 @pytest.mark.parametrize(
     "body, words",
     [
-        (["AAPL"], "JSON object"),
-        ({}, '"symbols" is required'),
-        ({"symbols": "AAPL"}, "must be a list"),
-        ({"symbols": []}, "is empty"),
-        ({"symbols": [42]}, "must be a string"),
-        ({"symbols": ["   "]}, "symbols[0] is empty"),
-        ({"symbols": ["A" * 16]}, "longer than 15"),
-        ({"symbols": ["AAPL", "<script>"]}, "symbols[1]"),
-        ({"symbols": ["A B"]}, "not a ticker"),
-        ({"symbols": ["../etc/passwd"]}, "not a ticker"),
-        ({"symbols": ["GS^PC"]}, "not a ticker"),
-        ({"symbols": ["AAPL"], "window": 0}, '"window"'),
+        (["AAPL"], 'the body: input should be an object, not ["AAPL"]'),
+        ({}, '"symbols": field required'),
+        ({"symbols": "AAPL"}, '"symbols": input should be a valid array, not "AAPL"'),
+        ({"symbols": []}, '"symbols": list should have at least 1 item'),
+        ({"symbols": [42]}, '"symbols"[0]: input should be a valid string, not 42'),
+        ({"symbols": [None]}, "not null"),  # JSON's words, not Python's
+        ({"symbols": ["   "]}, '"symbols"[0]: string should match pattern'),
+        ({"symbols": ["A" * 16]}, '"symbols"[0]: string should match pattern'),
+        ({"symbols": ["AAPL", "<script>"]}, '"symbols"[1]'),
+        ({"symbols": ["A B"]}, "should match pattern"),
+        ({"symbols": ["../etc/passwd"]}, "should match pattern"),
+        ({"symbols": ["GS^PC"]}, "should match pattern"),
+        ({"symbols": ["ß"]}, "should match pattern"),  # not accepted as "SS": the schema's pattern rejects it too
+        ({"symbols": ["AAPL"], "window": 0}, '"window": input should be greater than or equal to 1, not 0'),
         ({"symbols": ["AAPL"], "window": 251}, '"window"'),
-        ({"symbols": ["AAPL"], "window": "20"}, '"window"'),
+        ({"symbols": ["AAPL"], "window": "20"}, '"window": input should be a valid integer, not "20"'),
         ({"symbols": ["AAPL"], "window": 2.5}, '"window"'),
-        ({"symbols": ["AAPL"], "horizon": True}, '"horizon"'),
+        ({"symbols": ["AAPL"], "horizon": True}, '"horizon": input should be a valid integer, not true'),
         ({"symbols": ["AAPL"], "horizon": 31}, '"horizon"'),
-        ({"symbols": ["AAPL"], "symbol": "X"}, "unknown field"),
-        ({"symbols": ["AAPL"], "method": "magic"}, '"method"'),
+        ({"symbols": ["AAPL"], "symbol": "X"}, '"symbol": extra inputs are not permitted'),
+        ({"symbols": ["AAPL"], "method": "magic"}, '"method": input should be \'trend\' or \'anchored\''),
         ({"symbols": ["AAPL"], "method": 1}, '"method"'),
     ],
 )
 def test_bad_requests_are_refused_with_a_message_naming_the_problem(body, words):
-    with pytest.raises(InvalidRequest) as refused:
-        parse_trends_request(body, max_symbols=10)
+    with pytest.raises(InvalidRequestError) as refused:
+        parse(body)
     assert words in str(refused.value)
 
 
-def test_more_than_max_symbols_is_refused():
-    with pytest.raises(InvalidRequest, match="at most 3"):
-        parse_trends_request({"symbols": ["A", "B", "C", "D"]}, max_symbols=3)
+def test_more_than_max_symbols_is_refused_counting_every_item_as_the_schema_says():
+    with pytest.raises(InvalidRequestError, match="at most 3 items"):
+        parse({"symbols": ["A", "B", "C", "D"]}, max_symbols=3)
+    with pytest.raises(InvalidRequestError, match="at most 3 items"):
+        parse({"symbols": ["A"] * 10_000}, max_symbols=3)
 
 
-def test_duplicates_do_not_count_against_max_symbols():
-    assert parse_trends_request({"symbols": ["A", "a", "B", "C"]}, max_symbols=3).symbols == ["A", "B", "C"]
+def test_deeply_nested_json_is_refused_not_a_recursion_error():
+    with pytest.raises(InvalidRequestError, match="not valid JSON"):
+        parse_trends_request(b'{"symbols": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 10)
 
 
 @pytest.mark.parametrize(
@@ -61,6 +73,7 @@ def test_duplicates_do_not_count_against_max_symbols():
         (b'{"symbols": ["AAPL"', 400),
         (b"", 400),
         (b'{"symbols": ["AAPL"], "horizon": -1}', 400),
+        (b"[" * 1000 + b"]" * 1000, 400),
         (b'{"symbols": ["' + b"A," * 600_000 + b'"]}', 413),
     ],
 )
@@ -71,7 +84,37 @@ def test_the_api_answers_bad_bodies_with_the_error_shape_and_enqueues_nothing(cl
     assert app.interactive_queue.count == 0
 
 
-def test_wrong_method_and_unknown_path_are_json_errors(client):
-    assert client.get("/get_trends").status_code == 405
+def test_413_names_the_limit(client):
+    response = client.post("/api/analyses", data=b" " * 1_000_001, content_type="application/json")
+    assert response.status_code == 413
+    assert "limit of 1,000,000 bytes" in response.json["message"]
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          "application/json; charset=utf-16"])
+@pytest.mark.parametrize("path", ["/get_trends", "/api/analyses"])
+def test_only_json_bodies_are_accepted(client, app, path, content_type, redis_client):
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post(path, data=b'{"symbols": ["AAPL"]}', headers=headers)
+    assert response.status_code == 415 and response.json["status"] == "error"
+    assert "application/json" in response.json["message"]
+    assert app.interactive_queue.count == 0 and not redis_client.keys("rq:job:*")
+
+
+def test_a_chunked_body_over_the_limit_is_413_naming_it(web_server):
+    host, port = web_server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    chunks = (b'{"symbols": ["' + b"A" * 100_000 for _ in range(20))  # 2 MB with no Content-Length
+    connection.request("POST", "/get_trends", body=chunks, headers={"Content-Type": "application/json"},
+                       encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 413
+    assert "limit of 1,000,000 bytes" in json.loads(response.read())["message"]
+
+
+def test_wrong_method_is_405_with_allow_and_unknown_path_404(client):
+    wrong = client.get("/get_trends")
+    assert wrong.status_code == 405 and wrong.json["status"] == "error"
+    assert set(wrong.headers["Allow"].split(", ")) >= {"POST"}
     missing = client.get("/no/such/page")
     assert missing.status_code == 404 and missing.json["status"] == "error"

@@ -2,21 +2,33 @@
 import re
 
 from flask import Blueprint, current_app, jsonify, request, url_for
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge, UnsupportedMediaType
 
 from webapp import analyses
 from webapp.openapi import openapi_spec
-from webapp.validation import InvalidRequest, TrendsRequest, parse_trends_request
+from webapp.validation import TrendsRequest, parse_trends_request
 
 bp = Blueprint("api", __name__)
 ANALYSIS_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as start_analysis makes them
 
 
 def _trends_request() -> TrendsRequest:
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise InvalidRequest('the body is not valid JSON; send {"symbols": ["AAPL", "MSFT"]}')
-    return parse_trends_request(body, current_app.config["MAX_SYMBOLS"])
+    # Only JSON: a form or text/plain body is what a cross-site page can send without a preflight.
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if request.mimetype != "application/json" or charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"send the body as Content-Type: application/json (UTF-8), not "
+                                   f"{request.content_type or 'no Content-Type'}")
+    return parse_trends_request(_body(current_app.config["MAX_CONTENT_LENGTH"]), current_app.config["MAX_SYMBOLS"])
+
+
+def _body(limit: int) -> bytes:
+    """The request body, refused with 413 past `limit` bytes, also when it is chunked (no Content-Length)."""
+    body = bytearray()
+    while chunk := request.stream.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            raise RequestEntityTooLarge()
+    return bytes(body)
 
 
 def _queue_for(trends_request: TrendsRequest):

@@ -5,9 +5,9 @@ from flask import Flask, jsonify
 from flask_limiter.errors import RateLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from webapp.validation import InvalidRequest
+from webapp.validation import InvalidRequestError
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +17,14 @@ def error_response(status: int, message: str):
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(InvalidRequest)
+    @app.errorhandler(InvalidRequestError)
     def invalid_request(exc):
         return error_response(400, str(exc))
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc):
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return error_response(413, f"the body is larger than the limit of {limit:,} bytes (MAX_BODY_BYTES)")
 
     @app.errorhandler(RedisConnectionError)
     @app.errorhandler(RedisTimeoutError)
@@ -33,7 +38,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
-        return error_response(exc.code or 500, exc.description or exc.name)
+        body, status = error_response(exc.code or 500, exc.description or exc.name)
+        # Keep what the exception says in headers (405's Allow, 401's WWW-Authenticate), not its HTML type.
+        return body, status, [(name, value) for name, value in exc.get_headers() if name.lower() != "content-type"]
 
     @app.errorhandler(Exception)
     def unexpected(exc):

@@ -1,5 +1,8 @@
-"""The OpenAPI description of the JSON API, served at /openapi.json (and used by the fuzz tests)."""
-from webapp.validation import MAX_HORIZON, MAX_SYMBOL_LENGTH, MAX_WINDOW, METHODS, TICKER
+"""The OpenAPI description of the JSON API, served at /openapi.json (and used by the fuzz tests).
+
+The request schema is the pydantic model's own (webapp/validation.py), so what is documented is what is accepted.
+"""
+from webapp.validation import METHODS, request_model
 
 
 def openapi_spec(max_symbols: int) -> dict:
@@ -9,7 +12,7 @@ def openapi_spec(max_symbols: int) -> dict:
     limited = {"description": "Too many requests from this client", "content": {"application/json": {"schema": error}}}
     body = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TrendsRequest"}}}}
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "Stock trends", "version": "1.0.0",
                  "description": "Per symbol: the moving average of a year of daily closes and a linear-regression forecast."},
         "paths": {
@@ -18,18 +21,20 @@ def openapi_spec(max_symbols: int) -> dict:
                 "requestBody": body,
                 "responses": {"200": {"description": "Per-symbol results", "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/TrendsResponse"}}}},
-                    "400": bad_request, "413": bad_request, "429": limited, "503": unavailable},
+                    "400": bad_request, "413": bad_request, "415": bad_request, "429": limited, "503": unavailable},
             }},
             "/api/analyses": {"post": {
                 "summary": "Start an analysis and answer at once",
                 "requestBody": body,
                 "responses": {"202": {"description": "Started", "headers": {"Location": {"schema": {"type": "string"}}},
                                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Started"}}}},
-                              "400": bad_request, "413": bad_request, "429": limited, "503": unavailable},
+                              "400": bad_request, "413": bad_request, "415": bad_request, "429": limited,
+                              "503": unavailable},
             }},
             "/api/analyses/{analysis_id}": {"get": {
                 "summary": "State, counts and per-symbol results of an analysis",
-                "parameters": [{"name": "analysis_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [{"name": "analysis_id", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}],
                 "responses": {"200": {"description": "The analysis", "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Analysis"}}}},
                     "404": {"description": "Unknown or expired", "content": {"application/json": {"schema": error}}},
@@ -37,14 +42,7 @@ def openapi_spec(max_symbols: int) -> dict:
             }},
         },
         "components": {"schemas": {
-            "TrendsRequest": {"type": "object", "required": ["symbols"], "additionalProperties": False, "properties": {
-                "symbols": {"type": "array", "minItems": 1, "maxItems": max_symbols, "items": {
-                    "type": "string", "pattern": rf"^\s*{TICKER.pattern}\s*$", "maxLength": MAX_SYMBOL_LENGTH,
-                    "description": "A ticker; trimmed and upper-cased, duplicates collapse"}},
-                "window": {"type": "integer", "minimum": 1, "maximum": MAX_WINDOW, "default": 20},
-                "horizon": {"type": "integer", "minimum": 1, "maximum": MAX_HORIZON, "default": 5},
-                "method": {"type": "string", "enum": list(METHODS), "default": "trend",
-                           "description": "trend: the fitted line extrapolated; anchored: its slope from the last close"}}},
+            "TrendsRequest": request_model(max_symbols).model_json_schema(),
             "Result": {"type": "object", "required": ["symbol"], "properties": {
                 "symbol": {"type": "string"}, "source": {"type": "string", "enum": ["yahoo", "csv", "synthetic"]},
                 "error": {"type": "string"}, "window": {"type": "integer"}, "horizon": {"type": "integer"},
@@ -54,9 +52,9 @@ def openapi_spec(max_symbols: int) -> dict:
                 "predictions": {"type": "array", "items": {"type": "number"}},
                 "prediction_dates": {"type": "array", "items": {"type": "string", "format": "date"}},
                 "last_close": {"type": "number"}, "method": {"type": "string", "enum": list(METHODS)},
-                "prediction_lower": {"type": "array", "nullable": True, "items": {"type": "number"}},
-                "prediction_upper": {"type": "array", "nullable": True, "items": {"type": "number"}},
-                "backtest": {"type": "object", "nullable": True, "description": "errors per horizon day over past origins",
+                "prediction_lower": {"type": ["array", "null"], "items": {"type": "number"}},
+                "prediction_upper": {"type": ["array", "null"], "items": {"type": "number"}},
+                "backtest": {"type": ["object", "null"], "description": "errors per horizon day over past origins",
                              "properties": {"origins": {"type": "integer"},
                                             **{name: {"type": "array", "items": {"type": "number"}}
                                                for name in ("mape", "mae", "naive_mape", "naive_mae")}}}}},

@@ -1,86 +1,80 @@
-"""Checks a trends request before anything is enqueued, so bad input changes nothing."""
-import re
-from dataclasses import dataclass
+"""The trends request: one pydantic model both validates every body and gives /openapi.json its schema.
+
+Bodies are parsed and validated in one step by pydantic's JSON parser, which bounds nesting
+depth, so nothing a client sends reaches Python's recursive json module.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 MAX_SYMBOL_LENGTH = 15
 MAX_WINDOW = 250  # a year holds about 250 trading days
 MAX_HORIZON = 30
-DEFAULT_WINDOW = 20
-DEFAULT_HORIZON = 5
 METHODS = ("trend", "anchored")  # the forecast methods jobs/forecast.py implements
-# Yahoo tickers: BRK-B, ^GSPC, 0700.HK, EURUSD=X, ES=F; a caret only in front.
-TICKER = re.compile(r"\^?[A-Z0-9][A-Z0-9.=-]*")
+# Yahoo tickers (BRK-B, ^GSPC, 0700.HK, EURUSD=X, ES=F), ASCII only, a caret only in front; checked
+# before upper-casing, so what the schema allows is exactly what is accepted. Spaces and tabs are
+# spelled out: regex engines disagree on what \s matches.
+TICKER_PATTERN = r"^[ \t]*\^?[A-Za-z0-9][A-Za-z0-9.=\-]{0,%d}[ \t]*$" % (MAX_SYMBOL_LENGTH - 1)
+
+Ticker = Annotated[str, Field(pattern=TICKER_PATTERN, max_length=MAX_SYMBOL_LENGTH + 8,
+                              description="A ticker; trimmed and upper-cased, duplicates collapse"),
+                   AfterValidator(lambda raw: raw.strip().upper())]
 
 
-class InvalidRequest(Exception):
+class InvalidRequestError(Exception):
     """A request that is refused with 400; the message says what is wrong with it."""
 
 
-@dataclass(frozen=True)
-class TrendsRequest:
-    symbols: list[str]
-    window: int = DEFAULT_WINDOW
-    horizon: int = DEFAULT_HORIZON
-    method: str = "trend"
+class TrendsRequest(BaseModel):
+    """What /get_trends and /api/analyses take."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    symbols: list[Ticker] = Field(min_length=1)
+    window: int = Field(20, ge=1, le=MAX_WINDOW, description="moving-average days")
+    horizon: int = Field(5, ge=1, le=MAX_HORIZON, description="trading days to forecast")
+    method: Literal["trend", "anchored"] = Field(
+        "trend", description="trend: the fitted line extrapolated; anchored: its slope from the last close")
+
+    def distinct_symbols(self) -> list[str]:
+        """The symbols in request order, each once."""
+        return list(dict.fromkeys(self.symbols))
 
 
-def parse_trends_request(body: object, max_symbols: int) -> TrendsRequest:
-    """Validate a decoded JSON body; symbols come back trimmed, upper-cased and de-duplicated in order."""
-    if not isinstance(body, dict):
-        raise InvalidRequest('the body must be a JSON object such as {"symbols": ["AAPL", "MSFT"]}')
-    unknown = sorted(set(body) - {"symbols", "window", "horizon", "method"})
-    if unknown:
-        raise InvalidRequest(f"unknown field(s): {', '.join(map(_shown, unknown))}; allowed are symbols, window, horizon, method")
-    method = body.get("method", "trend")
-    if method not in METHODS:
-        raise InvalidRequest(f'"method" must be one of {", ".join(METHODS)}, not {_shown(method)}')
-    if "symbols" not in body:
-        raise InvalidRequest('"symbols" is required: a list of ticker strings such as ["AAPL", "MSFT"]')
-    return TrendsRequest(
-        symbols=_symbols(body["symbols"], max_symbols),
-        window=_bounded_int(body, "window", DEFAULT_WINDOW, MAX_WINDOW),
-        horizon=_bounded_int(body, "horizon", DEFAULT_HORIZON, MAX_HORIZON),
-        method=method,
-    )
+@functools.lru_cache(maxsize=4)
+def request_model(max_symbols: int) -> type[TrendsRequest]:
+    """TrendsRequest with this deployment's MAX_SYMBOLS as the most items `symbols` may have."""
+    return create_model("TrendsRequest", __base__=TrendsRequest,
+                        symbols=(list[Ticker], Field(min_length=1, max_length=max_symbols)))
 
 
-def _symbols(raw: object, max_symbols: int) -> list[str]:
-    if not isinstance(raw, list):
-        raise InvalidRequest(f'"symbols" must be a list of strings, not {type(raw).__name__}')
-    if not raw:
-        raise InvalidRequest('"symbols" is empty: give at least one ticker')
-    symbols: dict[str, None] = {}  # an ordered set
-    for index, item in enumerate(raw):
-        symbols[_symbol(index, item)] = None
-    if len(symbols) > max_symbols:
-        raise InvalidRequest(f'"symbols" has {len(symbols)} distinct tickers; at most {max_symbols} per request')
-    return list(symbols)
+def parse_trends_request(body: bytes, max_symbols: int) -> TrendsRequest:
+    """Parse and validate a JSON body; raise InvalidRequestError naming every problem, in JSON's words."""
+    try:
+        request = request_model(max_symbols).model_validate_json(body)
+    except ValidationError as exc:
+        raise InvalidRequestError("; ".join(_described(error) for error in exc.errors()[:5])) from None
+    return request.model_copy(update={"symbols": request.distinct_symbols()})
 
 
-def _symbol(index: int, item: object) -> str:
-    if not isinstance(item, str):
-        raise InvalidRequest(f"symbols[{index}] must be a string, not {type(item).__name__}")
-    symbol = item.strip().upper()
-    if not symbol:
-        raise InvalidRequest(f"symbols[{index}] is empty")
-    if len(symbol) > MAX_SYMBOL_LENGTH:
-        raise InvalidRequest(f"symbols[{index}] is longer than {MAX_SYMBOL_LENGTH} characters")
-    if not TICKER.fullmatch(symbol):
-        raise InvalidRequest(
-            f"symbols[{index}] ({_shown(item)}) is not a ticker: use letters, digits and . - = "
-            "(and ^ in front for an index)"
-        )
-    return symbol
-
-
-def _bounded_int(body: dict, name: str, default: int, maximum: int) -> int:
-    value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise InvalidRequest(f'"{name}" must be a whole number from 1 to {maximum}, not {_shown(value)}')
-    return value
+def _described(error: dict) -> str:
+    if error["type"] == "json_invalid":
+        return f'the body is not valid JSON ({error["ctx"]["error"]}); send {{"symbols": ["AAPL", "MSFT"]}}'
+    where = "".join(f"[{part}]" if isinstance(part, int) else f'"{part}"' for part in error["loc"]) or "the body"
+    message = f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}"
+    if error["type"] != "missing" and "input" in error:
+        message += f", not {_shown(error['input'])}"
+    return message
 
 
 def _shown(value: object) -> str:
-    """A short, quoted rendering of user input for error messages."""
-    text = repr(value)
-    return text if len(text) <= 24 else text[:21] + "..."
+    """User input as JSON (null, true, "text"), cut short for error messages."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
