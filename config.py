@@ -42,11 +42,17 @@ class Config:
     WORKER_TTL = _int("WORKER_TTL", 30)
     WORKER_LOST_AFTER = _int("WORKER_LOST_AFTER", 6)
     MAINTENANCE_INTERVAL = _int("MAINTENANCE_INTERVAL", 5)
-    # Per client address, counted in Redis for all web processes (Flask-Limiter syntax).
-    RATE_LIMIT_SUBMIT = os.environ.get("RATE_LIMIT_SUBMIT") or "60/minute"
+    # Per client address, counted in Redis for all web processes (Flask-Limiter syntax): symbols
+    # submitted through both POST endpoints together, and polls.
+    RATE_LIMIT_SYMBOLS = os.environ.get("RATE_LIMIT_SYMBOLS") or "3000/minute"
     RATE_LIMIT_POLL = os.environ.get("RATE_LIMIT_POLL") or "600/minute"
+    # Past either bound, requests of more than BULK_THRESHOLD symbols get 503 + Retry-After.
+    MAX_BACKLOG = _int("MAX_BACKLOG", 10_000)  # symbols waiting in the queues
+    MAX_QUEUE_WAIT = _int("MAX_QUEUE_WAIT", 300)  # seconds the oldest waiting job has waited
     DASHBOARD_USER = os.environ.get("DASHBOARD_USER") or "admin"
     DASHBOARD_PASSWORD = os.environ.get("DASHBOARD_PASSWORD") or ""
+    DASHBOARD_READ_ONLY = (os.environ.get("DASHBOARD_READ_ONLY") or "").lower() in ("1", "true", "yes")
+    DASHBOARD_LOGIN_LIMIT = os.environ.get("DASHBOARD_LOGIN_LIMIT") or "10/minute"  # failed logins per address
     EXCHANGE_CALENDAR = os.environ.get("EXCHANGE_CALENDAR") or "XNYS"  # exchange_calendars name, for forecast dates
     YAHOO_TIMEOUT = _int("YAHOO_TIMEOUT", 10)
     YAHOO_RETRIES = _int("YAHOO_RETRIES", 2)
@@ -57,6 +63,7 @@ class Config:
     REDIS_DATA_DIR = os.environ.get("REDIS_DATA_DIR") or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), ".data", "redis"
     )
+    REDIS_MAXMEMORY = os.environ.get("REDIS_MAXMEMORY") or "1gb"  # for the Redis make run / make redis start
     WEB_PROCESSES = _int("WEB_PROCESSES", 2)
     WEB_CONNECTIONS = _int("WEB_CONNECTIONS", 1000)  # per web process: open client connections at most
     SYNTHETIC_LATENCY_MS = _int("SYNTHETIC_LATENCY_MS", 0)

@@ -23,7 +23,7 @@ from tests.conftest import RedisServer, WebServer, Workers, http_json  # noqa: E
 RUNS = int(os.environ.get("BENCH_RUNS", 3))
 SIZES = (1, 100, 1000)
 FAST = {"LOG_LEVEL": "WARNING", "PRICE_SOURCE": "synthetic", "MAX_SYMBOLS": 1000, "BULK_THRESHOLD": 1000,
-        "RATE_LIMIT_SUBMIT": "1000000/minute", "RATE_LIMIT_POLL": "1000000/minute", "TRENDS_TIMEOUT": 120}
+        "RATE_LIMIT_SYMBOLS": "1000000/minute", "RATE_LIMIT_POLL": "1000000/minute", "TRENDS_TIMEOUT": 120}
 fresh = (f"B{n:06d}" for n in itertools.count())  # never the same symbol twice
 
 

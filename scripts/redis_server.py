@@ -31,7 +31,9 @@ def server_command(port: int, data_dir: str, bind: str = "127.0.0.1", password: 
 
     tls: {"cert": ..., "key": ..., "ca": ...} serves TLS only on `port`.
     """
-    lines = [f"bind {bind}", f"dir {data_dir}", "appendonly yes", "appendfsync everysec", 'save ""']
+    # noeviction: when full, Redis refuses writes (the web app answers 503) and never drops a queued job.
+    lines = [f"bind {bind}", f"dir {data_dir}", "appendonly yes", "appendfsync everysec", 'save ""',
+             f"maxmemory {Config.REDIS_MAXMEMORY}", "maxmemory-policy noeviction"]
     lines.append(f"port 0\ntls-port {port}\ntls-cert-file {tls['cert']}\ntls-key-file {tls['key']}\n"
                  f"tls-ca-cert-file {tls['ca']}\ntls-auth-clients optional" if tls else f"port {port}")
     if password:

@@ -6,10 +6,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from webapp.openapi import openapi_spec
-
 from tests.conftest import Workers
 from webapp import create_app
+from webapp.openapi import openapi_spec
 
 ENDPOINTS = ["/get_trends", "/api/analyses"]
 FUZZ = settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -36,7 +35,7 @@ def fuzz_client(redis_server, tmp_path_factory):
     workers = Workers(redis_server.url, tmp_path_factory.mktemp("fuzz") / "workers.log", 2, PRICE_SOURCE="synthetic",
                       LOG_LEVEL="WARNING")
     app = create_app({"REDIS_URL": redis_server.url, "MAX_SYMBOLS": 5,
-                      "RATE_LIMIT_SUBMIT": "1000000/minute", "RATE_LIMIT_POLL": "1000000/minute"})
+                      "RATE_LIMIT_SYMBOLS": "1000000/minute", "RATE_LIMIT_POLL": "1000000/minute"})
     yield app, app.test_client()
     workers.stop()
 
@@ -51,7 +50,8 @@ def bodies_allowed_by(schema: dict):
     optional = {name: st.integers(field["minimum"], field["maximum"]) for name, field in fields.items()
                 if field.get("type") == "integer"}
     optional["method"] = st.sampled_from(fields["method"]["enum"])
-    ticker = st.from_regex(symbols["items"]["pattern"], fullmatch=True).filter(lambda text: len(text) <= symbols["items"]["maxLength"])
+    items = symbols["items"]
+    ticker = st.from_regex(items["pattern"], fullmatch=True).filter(lambda text: len(text) <= items["maxLength"])
     return st.fixed_dictionaries(
         {"symbols": st.lists(ticker, min_size=symbols["minItems"], max_size=symbols["maxItems"])}, optional=optional)
 

@@ -15,7 +15,7 @@ def test_a_short_load_run_fails_no_request_and_loses_no_job(redis_server, redis_
     start_workers(redis_server.url, 2, PRICE_SOURCE="synthetic")
     web = None
     try:
-        web = WebServer(redis_server.url, tmp_path / "web.log", WEB_PROCESSES=2, RATE_LIMIT_SUBMIT="1000000/minute",
+        web = WebServer(redis_server.url, tmp_path / "web.log", WEB_PROCESSES=2, RATE_LIMIT_SYMBOLS="1000000/minute",
                         RATE_LIMIT_POLL="1000000/minute")
         locust = os.path.join(os.path.dirname(sys.executable), "locust")
         run = subprocess.run([locust, "-f", "bench/locustfile.py", "--headless", "--host", web.url, "-u", "20", "-r", "10",

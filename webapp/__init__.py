@@ -29,10 +29,10 @@ def create_app(overrides: dict | None = None) -> Flask:
     from webapp import api, errors, ops, page, security
 
     errors.register_error_handlers(app)
-    security.protect(app, api.bp)
+    limiter = security.protect(app, api.bp)
     app.register_blueprint(page.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
     ops.record_latency(app)
-    ops.mount_dashboard(app)
+    ops.mount_dashboard(app, limiter)
     return app

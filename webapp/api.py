@@ -6,6 +6,7 @@ from werkzeug.exceptions import NotFound, RequestEntityTooLarge, UnsupportedMedi
 
 from webapp import analyses
 from webapp.openapi import openapi_spec
+from webapp.security import admit
 from webapp.validation import TrendsRequest, parse_trends_request
 
 bp = Blueprint("api", __name__)
@@ -32,9 +33,11 @@ def _body(limit: int) -> bytes:
 
 
 def _queue_for(trends_request: TrendsRequest):
-    """The interactive queue, or the bulk one for large lists so they can't starve it."""
+    """Admit the request, then give its queue: interactive, or bulk for large lists so they can't starve it."""
     app = current_app
-    return app.bulk_queue if len(trends_request.symbols) > app.config["BULK_THRESHOLD"] else app.interactive_queue
+    bulk = len(trends_request.symbols) > app.config["BULK_THRESHOLD"]
+    admit(trends_request, bulk)
+    return app.bulk_queue if bulk else app.interactive_queue
 
 
 @bp.post("/get_trends")

@@ -4,6 +4,7 @@ import logging
 from flask import Flask, jsonify
 from flask_limiter.errors import RateLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -31,6 +32,13 @@ def register_error_handlers(app: Flask) -> None:
     def redis_unreachable(exc):
         log.warning("redis unreachable: %s", exc)
         return error_response(503, "The job queue (Redis) is unreachable; try again shortly")
+
+    @app.errorhandler(OutOfMemoryError)
+    def redis_full(exc):
+        log.error("redis refuses writes: %s", exc)
+        body, status = error_response(503, "The job queue (Redis) is full and takes no new work; nothing queued is "
+                                           "lost; try again shortly")
+        return body, status, {"Retry-After": "30"}
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc):

@@ -8,6 +8,7 @@ from redis.exceptions import RedisError
 from rq import Worker
 
 from jobs.records import JOB_STATS_KEY, PRICE_STATS_KEY
+from webapp.security import guard_dashboard
 
 bp = Blueprint("ops", __name__)
 
@@ -124,7 +125,7 @@ def record_latency(app: Flask) -> None:
         return response
 
 
-def mount_dashboard(app: Flask) -> None:
+def mount_dashboard(app: Flask, limiter) -> None:
     """rq-dashboard at /rq, only with DASHBOARD_PASSWORD set: it can delete and requeue jobs."""
     password = app.config["DASHBOARD_PASSWORD"]
     if not password:
@@ -136,6 +137,7 @@ def mount_dashboard(app: Flask) -> None:
     app.config["RQ_DASHBOARD_REDIS_URL"] = app.config["REDIS_URL"]
     rq_dashboard.web.setup_rq_connection(app)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
+    guard_dashboard(app, limiter)
     user = app.config["DASHBOARD_USER"]
 
     @app.before_request

@@ -1,7 +1,13 @@
-"""Per-client rate limits on the API (Flask-Limiter, counted in the shared Redis) and security headers."""
-from flask import Flask, request
+"""Admission control (per-client budgets counted in Redis, a backlog bound), dashboard protection, security headers."""
+import time
+
+from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import parse as parse_limit
+from werkzeug.exceptions import Forbidden, MethodNotAllowed, ServiceUnavailable, TooManyRequests
+
+from webapp.validation import TrendsRequest
 
 # The page runs only its own scripts and styles, and may not be framed.
 PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -9,10 +15,11 @@ PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src
 # rq-dashboard (behind its login) has inline scripts and compiles templates in the browser.
 DASHBOARD_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
                     "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+BACKLOG_RETRY_AFTER = 30  # seconds a bulk request refused for the backlog is told to wait
 
 
-def protect(app: Flask, api_blueprint) -> None:
-    """Rate-limit the API per client address and add security headers to every answer."""
+def protect(app: Flask, api_blueprint) -> Limiter:
+    """Rate-limit polling per client address and add security headers to every answer; return the limiter."""
     limiter = Limiter(
         get_remote_address,  # behind a reverse proxy, wrap the app in werkzeug's ProxyFix first
         app=app,
@@ -22,7 +29,9 @@ def protect(app: Flask, api_blueprint) -> None:
         swallow_errors=True,  # Redis down: the request itself then answers 503
         headers_enabled=True,
     )
-    limiter.limit(lambda: app.config["RATE_LIMIT_POLL" if request.method == "GET" else "RATE_LIMIT_SUBMIT"])(api_blueprint)
+    # Submissions are charged per symbol by admit() instead, once the body is read.
+    limiter.limit(lambda: app.config["RATE_LIMIT_POLL"], exempt_when=lambda: request.method != "GET")(api_blueprint)
+    app.extensions["trends_limiter"] = limiter
 
     @app.after_request
     def security_headers(response):
@@ -32,3 +41,71 @@ def protect(app: Flask, api_blueprint) -> None:
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
+
+    return limiter
+
+
+def admit(trends_request: TrendsRequest, bulk: bool) -> None:
+    """Charge the client's symbol budget (both submit endpoints share it); refuse bulk work past the backlog bound."""
+    config = current_app.config
+    limit = parse_limit(config["RATE_LIMIT_SYMBOLS"])
+    strategy = current_app.extensions["trends_limiter"].limiter
+    client = ("symbols", get_remote_address())
+    if not strategy.hit(limit, *client, cost=len(trends_request.symbols)):
+        retry_after = max(1, int(strategy.get_window_stats(limit, *client).reset_time - time.time()))
+        raise _with_retry_after(TooManyRequests(
+            f"this address has used its budget of {limit} symbols; retry in {retry_after} s"), retry_after)
+    if bulk:
+        depth, oldest_age = backlog(current_app.redis, current_app.queues)
+        if depth > config["MAX_BACKLOG"] or oldest_age > config["MAX_QUEUE_WAIT"]:
+            raise _with_retry_after(ServiceUnavailable(
+                f"the queue is full ({depth} symbols waiting, the oldest for {oldest_age:.0f} s); large requests "
+                f"are refused until it drains (small ones are still served); retry in {BACKLOG_RETRY_AFTER} s"),
+                BACKLOG_RETRY_AFTER)
+
+
+def backlog(redis, queues) -> tuple[int, float]:
+    """Jobs waiting in all queues, and the age in seconds of the oldest one at a queue's head."""
+    pipe = redis.pipeline(transaction=False)
+    for queue in queues:
+        pipe.llen(queue.key)
+        pipe.lindex(queue.key, 0)
+    replies = pipe.execute()
+    depth = sum(replies[0::2])
+    heads = [queue.fetch_job(head.decode()) for queue, head in zip(queues, replies[1::2]) if head]
+    ages = [time.time() - job.enqueued_at.timestamp() for job in heads if job and job.enqueued_at]
+    return depth, max(ages, default=0.0)
+
+
+def _with_retry_after(exc, seconds: int):
+    exc.retry_after = seconds  # werkzeug adds the Retry-After header
+    return exc
+
+
+def guard_dashboard(app: Flask, limiter: Limiter) -> None:
+    """rq-dashboard's actions only from its own pages (no cross-site requests), none in read-only mode;
+    failed logins throttled per address."""
+    import rq_dashboard
+
+    limiter.limit(lambda: app.config["DASHBOARD_LOGIN_LIMIT"], deduct_when=lambda response: response.status_code == 401)(
+        rq_dashboard.blueprint)
+
+    @app.before_request
+    def refuse_cross_site_and_read_only_actions():
+        if request.blueprint != "rq_dashboard" or _is_view(request.path):
+            return
+        if request.method == "GET":  # rq-dashboard also requeues on GET; only its POSTs come from its pages
+            raise MethodNotAllowed(valid_methods=["POST"], description="dashboard actions must be POST requests")
+        if app.config["DASHBOARD_READ_ONLY"]:
+            raise Forbidden("the dashboard is read-only here (DASHBOARD_READ_ONLY)")
+        site = request.headers.get("Sec-Fetch-Site")
+        origin = request.headers.get("Origin")
+        if (site and site != "same-origin") or (origin and origin != request.host_url.rstrip("/")):
+            raise Forbidden("dashboard actions are accepted only from the dashboard's own pages")
+
+
+def _is_view(path: str) -> bool:
+    """Dashboard pages and data (read-only): /rq/, /rq/<n>/..., /rq/static/..., /rq/favicon.ico."""
+    rest = path.removeprefix("/rq").strip("/")
+    first = rest.split("/", 1)[0]
+    return request.method in ("GET", "HEAD") and (not rest or first.isdigit() or first in ("static", "favicon.ico"))
