@@ -76,7 +76,6 @@ def test_generated_json_bodies(fuzz_client, endpoint, body):
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-@FUZZ
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.deferred(lambda: bodies_allowed_by(SPEC["components"]["schemas"]["TrendsRequest"])))
 def test_every_body_the_served_schema_allows_is_accepted(fuzz_client, endpoint, body):

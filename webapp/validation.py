@@ -65,6 +65,9 @@ def _described(error: dict) -> str:
     if error["type"] == "json_invalid":
         return f'the body is not valid JSON ({error["ctx"]["error"]}); send {{"symbols": ["AAPL", "MSFT"]}}'
     where = "".join(f"[{part}]" if isinstance(part, int) else f'"{part}"' for part in error["loc"]) or "the body"
+    if error["type"] == "string_pattern_mismatch":  # the only pattern is the ticker's
+        return (f"{where} is not a ticker: use letters, digits and . - = (and ^ in front for an index), at most "
+                f"{MAX_SYMBOL_LENGTH} characters, not {_shown(error['input'])}")
     message = f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}"
     if error["type"] != "missing" and "input" in error:
         message += f", not {_shown(error['input'])}"
