@@ -30,9 +30,10 @@ class Config:
     BULK_QUEUE = os.environ.get("BULK_QUEUE") or "trends-bulk"
     BULK_THRESHOLD = _int("BULK_THRESHOLD", 20)
     MAX_SYMBOLS = _int("MAX_SYMBOLS", 100)
-    # /get_trends waits this long: enough for a job whose worker died to be found and run in full again.
-    TRENDS_TIMEOUT = _int("TRENDS_TIMEOUT", 40)
-    JOB_TIMEOUT = _int("JOB_TIMEOUT", 20)
+    # /get_trends waits this long: enough for a job whose worker died just before its timeout to be
+    # found and run in full again (check_settings).
+    TRENDS_TIMEOUT = _int("TRENDS_TIMEOUT", 45)
+    JOB_TIMEOUT = _int("JOB_TIMEOUT", 15)
     RESULT_CACHE_TTL = _int("RESULT_CACHE_TTL", 300)
     PRICE_CACHE_TTL = _int("PRICE_CACHE_TTL", 3600)  # 0: no price cache
     RESULT_TTL = _int("RESULT_TTL", 600)
@@ -74,11 +75,12 @@ def check_settings(settings: Mapping[str, Any]) -> None:
     """Refuse settings that cannot work together, naming each and saying why (ValueError)."""
     problems = [f"{name} must be at least {least}, got {settings[name]}" for name, least in _LEAST.items()
                 if settings[name] < least]
-    recovery = settings["WORKER_LOST_AFTER"] + settings["MAINTENANCE_INTERVAL"] + settings["JOB_TIMEOUT"]
+    recovery = 2 * settings["JOB_TIMEOUT"] + settings["WORKER_LOST_AFTER"] + settings["MAINTENANCE_INTERVAL"]
     if not problems and settings["TRENDS_TIMEOUT"] < recovery:
         problems.append(
-            f"TRENDS_TIMEOUT ({settings['TRENDS_TIMEOUT']}) must be at least WORKER_LOST_AFTER + MAINTENANCE_INTERVAL "
-            f"+ JOB_TIMEOUT ({recovery}): a symbol whose worker dies is found and run again in that time")
+            f"TRENDS_TIMEOUT ({settings['TRENDS_TIMEOUT']}) must be at least 2 × JOB_TIMEOUT + WORKER_LOST_AFTER + "
+            f"MAINTENANCE_INTERVAL ({recovery}): a job whose worker dies just before its timeout is found and run "
+            "in full again in that time")
     if settings["RESULT_CACHE_TTL"] >= settings["RESULT_TTL"]:
         problems.append(f"RESULT_CACHE_TTL ({settings['RESULT_CACHE_TTL']}) must be less than RESULT_TTL "
                         f"({settings['RESULT_TTL']}): a reused result must outlive the request that reuses it")

@@ -1,9 +1,14 @@
 """The Redis keys and names that jobs, workers and the web app share.
 
 RQ keeps each job and its result (`rq:job:ID`, `rq:results:ID`); ours are around it:
+- `trends:work:WORK`                 the id of the RQ job currently doing WORK (one symbol's analysis with
+                                     given parameters on a day); a new job gets a new id, so a result
+                                     someone still reads is never replaced under them
 - `trends:analysis:ID`               hash: what an async analysis asked (symbols, parameters, day, job ids)
 - `trends:analyses:open`             sorted set: analyses not yet answered in full, by creation time
 - `trends:prices:SOURCE:SYMBOL:DAY`  the price cache (jobs/sources.py CachedSource)
+- `trends:inflight:WORKER`, `trends:alive:WORKER`  jobs a worker has taken but not yet registered,
+                                     and its heartbeat (jobs/worker.py)
 Imported by the web app too, so it must stay free of heavy imports.
 """
 import datetime as dt
@@ -28,7 +33,11 @@ def prices_key(source: str, symbol: str, day: str) -> str:
     return f"trends:prices:{source}:{symbol}:{day}"
 
 
-def shared_job_id(symbol: str, window: int, horizon: int, method: str, day: str) -> str:
+def work_id(symbol: str, window: int, horizon: int, method: str, day: str) -> str:
     """The same id for the same work on the same day; RQ ids allow only letters, digits, - and _."""
     digest = hashlib.sha1(f"{symbol}|{window}|{horizon}|{method}|{day}".encode()).hexdigest()[:16]
     return f"{re.sub(r'[^A-Za-z0-9-]', '_', symbol)}-{digest}"
+
+
+def current_job_key(work: str) -> str:
+    return f"trends:work:{work}"

@@ -2,8 +2,12 @@
 
 RQ's data model is kept as it is (job hashes, result streams, registries), so rq-dashboard and
 RQ's own maintenance read it as usual. What changes, and why:
-- Heartbeats while a job runs (a thread), with a short expiry (WORKER_LOST_AFTER): a worker that
-  dies or is paused mid-job is noticed within seconds, not after the job's timeout plus a minute.
+- Taking a job is never a bare pop: the job moves into this worker's in-flight list and is
+  registered there, as started, in one transaction. A worker that dies or is paused while idle
+  or between pop and start is noticed (its `alive` key expires) and what it held goes back to
+  the front of its queue (RQ's BLPOP on two queues would lose it).
+- Heartbeats from a thread, with a short expiry (WORKER_LOST_AFTER): a worker that dies or is
+  paused mid-job is noticed within seconds, not after the job's timeout plus a minute.
 - Fencing: success and failure are written in one transaction that WATCHes the job and checks
   that this attempt's execution is still registered. After a worker was presumed lost, its job is
   queued again; if the lost worker comes back (SIGCONT, a healed network), its late outcome
@@ -21,9 +25,11 @@ import logging
 import threading
 import time
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker, worker_registration
-from rq.exceptions import DeserializationError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -39,6 +45,33 @@ from jobs.tasks import failure_message
 log = logging.getLogger(__name__)
 
 JOB_FUNCTIONS = frozenset({"jobs.tasks.analyze_symbol"})  # all a worker will import and call
+INFLIGHT_WORKERS_KEY = "trends:inflight-workers"  # set: workers that may hold jobs in an in-flight list
+RECOVERY_LOCK_KEY = "trends:inflight:recovery-lock"
+
+# Move the first job of the first non-empty queue (KEYS[2..], in priority order) to this worker's
+# in-flight list KEYS[1]; return {queue key, job id}, or false when every queue is empty.
+TAKE_SCRIPT = """
+for i = 2, #KEYS do
+  local job_id = redis.call('LMOVE', KEYS[i], KEYS[1], 'LEFT', 'RIGHT')
+  if job_id then return {KEYS[i], job_id} end
+end
+return false
+"""
+# A worker whose alive key (KEYS[1]) has expired: put each job in its in-flight list (KEYS[2]) that
+# is still queued back at the front of its queue, then forget the list. Atomic, so a worker coming
+# back either finds its job still in the list (and runs it) or not (and leaves it).
+RECOVER_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local ids = redis.call('LRANGE', KEYS[2], 0, -1)
+for _, id in ipairs(ids) do
+  local status = redis.call('HGET', 'rq:job:' .. id, 'status')
+  local origin = redis.call('HGET', 'rq:job:' .. id, 'origin')
+  if status == 'queued' and origin then redis.call('LPUSH', 'rq:queue:' .. origin, id) end
+end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return #ids
+"""
 
 
 class RefusedJobError(Exception):
@@ -88,6 +121,10 @@ class TrendsWorker(SimpleWorker):
     def __init__(self, *args, lost_after: int, **kwargs):
         super().__init__(*args, job_class=TrendsJob, **kwargs)
         self.lost_after = lost_after
+        self.inflight_key = f"trends:inflight:{self.name}"
+        self.alive_key = f"trends:alive:{self.name}"
+        self._take = self.connection.register_script(TAKE_SCRIPT)
+        self._recover = self.connection.register_script(RECOVER_SCRIPT)
         self._running: tuple[Job, Execution] | None = None  # (job, execution) while a job runs
         self._beater: threading.Thread | None = None
 
@@ -108,11 +145,52 @@ class TrendsWorker(SimpleWorker):
         # The worker stays listed WORKER_TTL s after its last beat (RQ asks less before a job, more when idle).
         super().heartbeat(self.worker_ttl, pipeline)
 
-    def execute_job(self, job: Job, queue: Queue) -> None:
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        """Take the next job into this worker's in-flight list, interactive queue first.
+
+        Blocks on the interactive queue only (a blocking move takes one list), a second at a time,
+        so an idle fleet notices a bulk job within a second. timeout None: don't block (burst mode).
+        """
         if self._beater is None:
-            self._beater = threading.Thread(target=self._beat_while_busy, name="heartbeat", daemon=True)
+            self._beat()
+            self._beater = threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True)
             self._beater.start()
-        execution = self.prepare_execution(job)
+        self.set_state(WorkerStatus.IDLE)
+        self.procline("Listening on " + ",".join(self.queue_names()))
+        wait = 1.0
+        while True:
+            try:
+                self.heartbeat()
+                if self.should_run_maintenance_tasks:
+                    self.run_maintenance_tasks()
+                taken = self._take(keys=[self.inflight_key, *self.queue_keys()])
+                if not taken and timeout is not None:
+                    moved = self.connection.blmove(self.queues[0].key, self.inflight_key, min(timeout, 1))
+                    taken = [self.queues[0].key.encode(), moved] if moved else None
+                if not taken:
+                    if timeout is None:
+                        return None
+                    continue
+                queue = next(q for q in self.queues if q.key == taken[0].decode())
+                job_id = taken[1].decode()
+                try:
+                    job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
+                except NoSuchJobError:
+                    self.connection.lrem(self.inflight_key, 1, job_id)
+                    continue
+                self.log.info("Worker %s: %s: %s", self.name, queue.name, job_id)
+                return job, queue
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                self.log.error("Worker %s: Redis unreachable (%s); retrying in %g s", self.name, exc, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 30)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self._register(job)
+        if execution is None:
+            self.log.warning("Worker %s: job %s went back to its queue while this worker was away; not running "
+                             "it here", self.name, job.id)
+            return
         self._running = (job, execution)
         try:
             self.perform_job(job, queue, execution)
@@ -120,21 +198,50 @@ class TrendsWorker(SimpleWorker):
             self._running = None
         self.set_state(WorkerStatus.IDLE)
 
-    def _beat_while_busy(self) -> None:
-        """Keep the running job's execution (and this worker) alive, three beats per WORKER_LOST_AFTER."""
+    def _register(self, job: Job) -> Execution | None:
+        """Register this attempt and mark the job started, in one transaction, if we still hold it in flight."""
+        with self.connection.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(self.inflight_key)
+                    if pipe.lpos(self.inflight_key, job.id) is None:
+                        return None
+                    pipe.multi()
+                    execution = Execution.create(job, self.lost_after, pipeline=pipe, worker_name=self.name)
+                    self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+                    job.prepare_for_execution(self.name, pipeline=pipe)
+                    pipe.persist(job.key)
+                    pipe.lrem(self.inflight_key, 1, job.id)
+                    pipe.execute()
+                    self.executions[execution.id] = execution
+                    return execution
+                except WatchError:
+                    continue
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        # RQ marks the job started here; _register already did, atomically with registering the attempt,
+        # so a worker paused in between cannot mark started a job that went on elsewhere.
+        self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
+
+    def _beat_forever(self) -> None:
         while True:  # a daemon thread: it ends with the process
             time.sleep(self.lost_after / 3)
-            running = self._running
-            if running is None:
-                continue
-            job, execution = running
-            try:
-                with self.connection.pipeline() as pipe:
+            self._beat()
+
+    def _beat(self) -> None:
+        """Say this worker is alive (busy or not) and keep its running job's execution alive; never revive one."""
+        running = self._running
+        try:
+            with self.connection.pipeline() as pipe:
+                pipe.set(self.alive_key, 1, ex=self.lost_after)
+                pipe.sadd(INFLIGHT_WORKERS_KEY, self.name)
+                if running:
                     self.heartbeat(pipeline=pipe)
-                    execution.heartbeat(job.started_job_registry, self.lost_after, pipeline=pipe)  # ZADD XX: never revives
-                    pipe.execute()
-            except RedisError as exc:
-                log.warning("heartbeat for job %s failed: %s", job.id, exc)
+                    job, execution = running
+                    execution.heartbeat(job.started_job_registry, self.lost_after, pipeline=pipe)  # ZADD XX
+                pipe.execute()
+        except RedisError as exc:
+            log.warning("Worker %s: heartbeat failed: %s", self.name, exc)
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         # RQ also writes a heartbeat into the job's hash here; a late attempt must not touch the job.
@@ -218,6 +325,14 @@ class TrendsWorker(SimpleWorker):
     def clean_registries(self) -> None:
         # RQ's cleaning lock lasts 899 s: a worker killed or paused while cleaning would stop the
         # re-queueing of lost jobs for 15 minutes. This one expires with the maintenance interval.
+        if self.connection.set(RECOVERY_LOCK_KEY, 1, nx=True, ex=self.maintenance_interval):
+            for name in self.connection.smembers(INFLIGHT_WORKERS_KEY):
+                name = name.decode()
+                recovered = self._recover(keys=[f"trends:alive:{name}", f"trends:inflight:{name}",
+                                                INFLIGHT_WORKERS_KEY], args=[name])
+                if recovered:
+                    self.log.warning("Worker %s: put %d job(s) held by lost worker %s back in their queues",
+                                     self.name, recovered, name)
         for queue in self.queues:
             if self.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=self.maintenance_interval):
                 clean_registries(queue, self._exc_handlers)

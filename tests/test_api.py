@@ -67,11 +67,11 @@ def test_a_job_that_crashes_is_reported_in_words_without_a_traceback(app, worker
 
 
 def test_symbols_no_worker_answers_in_time_get_a_timeout_error(redis_server, redis_client):
-    quick = {"TRENDS_TIMEOUT": 5, "JOB_TIMEOUT": 1, "WORKER_LOST_AFTER": 3, "MAINTENANCE_INTERVAL": 1}
+    quick = {"TRENDS_TIMEOUT": 6, "JOB_TIMEOUT": 1, "WORKER_LOST_AFTER": 3, "MAINTENANCE_INTERVAL": 1}
     app = create_app({"REDIS_URL": redis_server.url, **quick})
     body = app.test_client().post("/get_trends", json={"symbols": ["AAPL", "MSFT"]}).json
     assert body["status"] == "error"
-    assert all("no worker took this symbol within 5 s" in r["error"] for r in body["results"])
+    assert all("no worker took this symbol within 6 s" in r["error"] for r in body["results"])
 
 
 def test_jobs_and_results_in_redis_are_json_not_pickle(client, workers, prices, redis_client):

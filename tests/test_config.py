@@ -10,7 +10,7 @@ from config import Config, check_settings
 from jobs.records import trading_day
 from tests.conftest import ROOT
 from webapp import create_app
-from webapp.shared_jobs import job_ids
+from webapp.shared_jobs import work_ids
 from webapp.validation import TrendsRequest
 
 
@@ -23,8 +23,9 @@ def test_the_defaults_work_together():
 
 
 @pytest.mark.parametrize("changes, named", [
-    ({"TRENDS_TIMEOUT": 30}, "TRENDS_TIMEOUT (30) must be at least WORKER_LOST_AFTER + MAINTENANCE_INTERVAL + JOB_TIMEOUT (31)"),
-    ({"JOB_TIMEOUT": 60}, "JOB_TIMEOUT (71)"),
+    ({"TRENDS_TIMEOUT": 40}, "TRENDS_TIMEOUT (40) must be at least 2 × JOB_TIMEOUT + WORKER_LOST_AFTER + "
+                             "MAINTENANCE_INTERVAL (41)"),
+    ({"JOB_TIMEOUT": 20}, "MAINTENANCE_INTERVAL (51)"),
     ({"RESULT_CACHE_TTL": 600}, "RESULT_CACHE_TTL (600) must be less than RESULT_TTL (600)"),
     ({"WORKER_LOST_AFTER": 1}, "WORKER_LOST_AFTER must be at least 3, got 1"),
     ({"MAINTENANCE_INTERVAL": 0}, "MAINTENANCE_INTERVAL must be at least 1, got 0"),
@@ -50,4 +51,4 @@ def test_a_worker_host_refuses_them_at_start_up():
 def test_job_ids_and_the_price_cache_share_one_day_the_utc_date():
     assert trading_day() == dt.datetime.now(dt.timezone.utc).date().isoformat()
     request = TrendsRequest(symbols=["AAPL"])
-    assert job_ids(request, trading_day()) != job_ids(request, "2000-01-01"), "the day is part of the job id"
+    assert work_ids(request, trading_day()) != work_ids(request, "2000-01-01"), "the day names the shared work"

@@ -1,4 +1,5 @@
 """Faults with real processes: a worker SIGKILLed mid-job, Redis restarted, slow sources, duplicate work, pickles."""
+import json
 import os
 import pickle
 import signal
@@ -44,6 +45,33 @@ def test_with_default_settings_a_worker_killed_mid_job_costs_seconds_not_the_sym
     assert answer["status"] == "success", answer
     assert [r["symbol"] for r in answer["results"]] == ["AAPL", "MSFT"]
     assert all(len(r["predictions"]) == 5 for r in answer["results"])
+
+
+def test_a_job_taken_by_a_worker_paused_while_idle_runs_elsewhere_and_only_once(redis_server, redis_client,
+                                                                                 start_workers):
+    start_workers(redis_server.url, 2, PRICE_SOURCE="synthetic")
+    client = create_app({"REDIS_URL": redis_server.url}).test_client()
+    idle = [w.name for w in Worker.all(connection=redis_client)]
+    victim = idle[0]
+    os.kill(worker_pid(victim), signal.SIGSTOP)  # idle, blocked waiting for a job
+    try:
+        for n in range(20):  # until a job is handed to the paused worker (the other takes the rest)
+            url = client.post("/api/analyses", json={"symbols": [f"IDLE{n}"]}).json["status_url"]
+            if redis_client.llen(f"trends:inflight:{victim}"):
+                break
+            wait_until(lambda: client.get(url).json["state"] == "finished", what="the other worker to run it")
+        else:
+            raise AssertionError("the paused worker was never handed a job (taking must move it to its in-flight list)")
+        wait_until(lambda: client.get(url).json["state"] == "finished", timeout=15,
+                   what="the job the paused worker held to run elsewhere")
+    finally:
+        os.kill(worker_pid(victim), signal.SIGCONT)
+    good = client.get(url).json
+    wait_until(lambda: redis_client.get(f"trends:alive:{victim}"), what="the woken worker to beat again")
+    time.sleep(1)  # room for it to (wrongly) run the job it held
+    assert client.get(url).json == good
+    job_id = json.loads(redis_client.hget(f"trends:analysis:{good['id']}", "jobs"))[0]
+    assert redis_client.xlen(f"rq:results:{job_id}") == 1, "run once: the woken worker left it alone"
 
 
 def test_fifty_identical_requests_at_once_run_one_job_and_all_get_its_result(redis_server, redis_client, start_workers,
@@ -176,8 +204,9 @@ def test_a_fresh_result_is_reused_and_a_stale_one_replaced(redis_server, redis_c
     time.sleep(3.5)  # past RESULT_CACHE_TTL (and a failure's shorter reuse)
     assert ask()["status"] == "partial"
     assert executions() == [(2, 2)], "stale: both run again"
-    for job_key in redis_client.keys("rq:job:*"):
-        assert redis_client.xlen(job_key.replace(b"job", b"results")) == 1, "the replaced job's old outcome is gone"
+    job_keys = redis_client.keys("rq:job:*")
+    assert len(job_keys) == 4, "a stale job is followed by a new one, never overwritten: whoever reads it keeps it"
+    assert all(redis_client.xlen(key.replace(b"job", b"results")) == 1 for key in job_keys)
 
 
 def test_a_pickle_planted_in_a_job_is_rejected_not_executed(redis_server, redis_client, tmp_path, start_workers):

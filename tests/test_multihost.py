@@ -1,4 +1,5 @@
 """The fleet across real network hosts: Redis, the web app and two worker hosts, each its own address."""
+import json
 import os
 import subprocess
 import sys
@@ -7,7 +8,6 @@ import time
 import pytest
 from redis import Redis
 
-from jobs.records import shared_job_id, trading_day
 from scripts.redis_server import answers
 from tests.conftest import ROOT, http_json, wait_until
 from tests.netns import Lan, unavailable_reason
@@ -88,14 +88,13 @@ def run_analysis(fleet, symbols: list[str], during=None) -> dict:
     raise AssertionError(f"analysis did not finish: {body['state']} {body['done']}/{body['total']}")
 
 
-def job_keys(analysis: dict) -> list[str]:
-    day = trading_day()
-    return [f"rq:job:{shared_job_id(s['symbol'], analysis['window'], analysis['horizon'], analysis['method'], day)}"
-            for s in analysis["symbols"]]
+def job_keys(fleet, analysis: dict) -> list[str]:
+    """The RQ jobs that answered the analysis, as its record names them."""
+    return [f"rq:job:{job_id}" for job_id in json.loads(fleet["redis"].hget(f"trends:analysis:{analysis['id']}", "jobs"))]
 
 
 def hosts_that_ran(fleet, analysis: dict) -> set[str]:
-    names = {fleet["redis"].hget(key, "worker_name") for key in job_keys(analysis)}
+    names = {fleet["redis"].hget(key, "worker_name") for key in job_keys(fleet, analysis)}
     return {name.decode().split(".")[0] for name in names if name}
 
 
@@ -123,5 +122,5 @@ def test_a_worker_host_cut_off_mid_run_loses_no_symbol(fleet):
     assert body["state"] == "finished", [s for s in body["symbols"] if s["state"] != "done"]
     assert body["done"] == 60
     assert all("predictions" in s["result"] for s in body["symbols"])
-    retried = [key for key in job_keys(body) if fleet["redis"].hget(key, "retries_left") == b"1"]
+    retried = [key for key in job_keys(fleet, body) if fleet["redis"].hget(key, "retries_left") == b"1"]
     assert retried, "the jobs w1 was running when cut off were found abandoned and run again"

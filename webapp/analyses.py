@@ -26,11 +26,11 @@ from webapp.shared_jobs import (
     LIVE,
     claim_jobs,
     error_object,
-    job_ids,
     job_statuses,
-    latest_outcomes,
     result_objects,
+    snapshot,
     wait_for_outcomes,
+    work_ids,
 )
 from webapp.validation import TrendsRequest
 
@@ -43,8 +43,7 @@ WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.
 
 def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Any) -> dict:
     """Claim a shared job per symbol, wait for them up to TRENDS_TIMEOUT, and give the /get_trends body."""
-    ids = job_ids(request, trading_day())
-    claim_jobs(redis, queue, request, ids, settings)
+    ids = claim_jobs(redis, queue, request, work_ids(request, trading_day()), settings)
     timeout = settings["TRENDS_TIMEOUT"]
     objects = result_objects(redis, request.symbols, ids, wait_for_outcomes(redis, ids, timeout))
     late = [(symbol, job_id) for symbol, job_id in zip(request.symbols, ids) if job_id not in objects]
@@ -65,8 +64,7 @@ def _late_reason(status: JobStatus | None, timeout: float) -> str:
 def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings: Any) -> str:
     """Claim the jobs and keep a record of what was asked; answer with the analysis id."""
     day = trading_day()
-    ids = job_ids(request, day)
-    claim_jobs(redis, queue, request, ids, settings)
+    ids = claim_jobs(redis, queue, request, work_ids(request, day), settings)
     analysis_id = uuid.uuid4().hex
     record = {"symbols": json.dumps(request.symbols), "window": request.window, "horizon": request.horizon,
               "method": request.method, "day": day, "jobs": json.dumps(ids)}
@@ -85,9 +83,8 @@ def analysis_status(redis: Redis, analysis_id: str) -> dict | None:
         return None
     record = {k.decode(): v.decode() for k, v in raw.items()}
     symbols, ids = json.loads(record["symbols"]), json.loads(record["jobs"])
-    statuses = job_statuses(redis, ids)
-    answered = [job_id for job_id, status in zip(ids, statuses) if status not in LIVE]
-    objects = result_objects(redis, symbols, ids, latest_outcomes(redis, answered))
+    statuses, outcomes = snapshot(redis, ids)
+    objects = result_objects(redis, symbols, ids, outcomes)
     entries = [_entry(symbol, status, objects.get(job_id)) for symbol, job_id, status in zip(symbols, ids, statuses)]
     return {
         "id": analysis_id,

@@ -2,13 +2,16 @@
 
 RQ is the one source of truth: each job's state is its hash (`Job.key_for`), its outcome the
 entry its worker adds to the job's result stream (`Result.get_key`). Requests for the same work
-share the job: a fresh result is reused, a live job is joined, and only a missing, stale or
-failed job is (re)created, inside a WATCH/MULTI transaction so exactly one request creates it
-however many arrive at once. Jobs know nothing of the requests waiting for them.
+share the job that `trends:work:WORK` names: a fresh result is reused, a live job is joined, and
+only a missing, stale or failed job is followed by a new one, created with a new id inside a
+WATCH/MULTI transaction on that pointer, so exactly one request creates it however many arrive at
+once. Jobs are never deleted or overwritten: whoever still reads an older job's result keeps it
+until it expires. Jobs know nothing of the requests waiting for them.
 """
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +23,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from jobs.records import shared_job_id
+from jobs.records import current_job_key, work_id
 from webapp.validation import TrendsRequest
 
 ANALYZE = "jobs.tasks.analyze_symbol"
@@ -29,6 +32,7 @@ LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHED
 FINAL_RESULTS = {Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED, Result.Type.MAX_RETRIES_EXCEEDED}
 FAILURE_REUSE_SECONDS = 10  # a failure is answered again for this long, then the symbol is retried
 WAIT_SLICE = 2.0  # seconds per blocking read: below the client's socket timeout
+POINTER_TTL = 2 * 24 * 3600  # a work pointer outlives its day and any job it names
 
 
 @dataclass(frozen=True)
@@ -37,68 +41,60 @@ class JobState:
 
     status: JobStatus | None
     ended_at: float | None
-    enqueued_at: float | None
-    origin: str
 
 
-def job_ids(request: TrendsRequest, day: str) -> list[str]:
-    return [shared_job_id(symbol, request.window, request.horizon, request.method, day) for symbol in request.symbols]
+def work_ids(request: TrendsRequest, day: str) -> list[str]:
+    return [work_id(symbol, request.window, request.horizon, request.method, day) for symbol in request.symbols]
 
 
-def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, ids: list[str], settings: Any) -> None:
-    """Make sure each symbol has a job that is live or freshly done: reuse, join, or (re)create atomically."""
+def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[str], settings: Any) -> list[str]:
+    """The job answering each work: reused, joined, or created (atomically, with a new id); their ids in order."""
+    pointers = [current_job_key(work) for work in works]
     while True:
+        ids = [raw.decode() if raw else None for raw in redis.mget(pointers)]
         to_create = _needing_a_job(redis, ids, settings)
         if not to_create:
-            return
-        keys = [Job.key_for(ids[i]) for i in to_create]
+            return ids
         with redis.pipeline(transaction=True) as pipe:
-            pipe.watch(*keys)  # a request that creates or replaces any of them first makes our EXEC fail
-            if _needing_a_job(redis, [ids[i] for i in to_create], settings) != list(range(len(to_create))):
+            pipe.watch(*[pointers[i] for i in to_create])  # a request creating any of them first fails our EXEC
+            now_named = [raw.decode() if raw else None for raw in redis.mget([pointers[i] for i in to_create])]
+            if now_named != [ids[i] for i in to_create]:
                 continue  # another request got there between the two reads
-            stale = [job for job in Job.fetch_many([ids[i] for i in to_create], redis, serializer=SERIALIZER) if job]
+            new = {i: f"{works[i]}-{uuid.uuid4().hex[:8]}" for i in to_create}
             pipe.multi()
-            for job in stale:
-                job.delete(pipeline=pipe)  # its hash, result stream and registry entries: replaced cleanly
-            queue.enqueue_many([_job_data(request, i, ids[i], settings) for i in to_create], pipeline=pipe)
+            queue.enqueue_many([_job_data(request, i, new[i], settings) for i in to_create], pipeline=pipe)
+            for i in to_create:
+                pipe.set(pointers[i], new[i], ex=POINTER_TTL)
             try:
                 pipe.execute()
-                return
             except WatchError:
                 continue
+        return [new.get(i, job_id) for i, job_id in enumerate(ids)]
 
 
-def _needing_a_job(redis: Redis, ids: list[str], settings: Any) -> list[int]:
-    """Positions of the jobs that must be (re)created: missing, lost from their queue, stale, or failed a while ago."""
-    states = _states(redis, ids)
+def _needing_a_job(redis: Redis, ids: list[str | None], settings: Any) -> list[int]:
+    """Positions without a job, or whose job is gone, stale, or failed a while ago."""
+    named = [(i, job_id) for i, job_id in enumerate(ids) if job_id]
+    states = dict(zip([i for i, _ in named], _states(redis, [job_id for _, job_id in named])))
     now = time.time()
     reuse = {JobStatus.FINISHED: settings["RESULT_CACHE_TTL"],
              JobStatus.FAILED: min(FAILURE_REUSE_SECONDS, settings["RESULT_CACHE_TTL"])}
-    needed, suspects = [], []
-    for position, state in enumerate(states):
-        if state.status in LIVE:
-            # A job queued for longer than a request waits may have been dropped from its queue
-            # (a worker killed between taking it and registering it): check it is still there.
-            if state.status == JobStatus.QUEUED and now - (state.enqueued_at or now) > settings["TRENDS_TIMEOUT"]:
-                suspects.append(position)
-        elif state.status is None or state.ended_at is None or now - state.ended_at > reuse.get(state.status, 0):
-            needed.append(position)
-    if suspects:
-        pipe = redis.pipeline(transaction=False)
-        for position in suspects:
-            pipe.lpos(Queue(states[position].origin, connection=redis).key, ids[position])
-        needed += [position for position, found in zip(suspects, pipe.execute()) if found is None]
-    return sorted(needed)
+    needed = []
+    for i in range(len(ids)):
+        state = states.get(i)
+        if state is None or state.status is None:
+            needed.append(i)
+        elif state.status not in LIVE and (state.ended_at is None or now - state.ended_at > reuse.get(state.status, 0)):
+            needed.append(i)
+    return needed
 
 
 def _states(redis: Redis, ids: list[str]) -> list[JobState]:
-    """Status and times of each job from its RQ hash, in one round trip."""
+    """Status and end time of each job from its RQ hash, in one round trip."""
     pipe = redis.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hmget(Job.key_for(job_id), "status", "ended_at", "enqueued_at", "origin")
-    return [JobState(JobStatus(status.decode()) if status else None, _timestamp(ended), _timestamp(enqueued),
-                     origin.decode() if origin else "")
-            for status, ended, enqueued, origin in pipe.execute()]
+        pipe.hmget(Job.key_for(job_id), "status", "ended_at")
+    return [JobState(JobStatus(status.decode()) if status else None, _timestamp(ended)) for status, ended in pipe.execute()]
 
 
 def _timestamp(raw: bytes | None) -> float | None:
@@ -150,18 +146,22 @@ def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str,
     return outcomes
 
 
-def latest_outcomes(redis: Redis, ids: list[str]) -> dict[str, Result]:
-    """The final outcome of each job that has one, in one round trip (RQ's `latest_result`, batched)."""
-    pipe = redis.pipeline(transaction=False)
+def snapshot(redis: Redis, ids: list[str]) -> tuple[list[JobStatus | None], dict[str, Result]]:
+    """Each job's status and, for those that are answered, the final outcome (RQ's `get_status` and
+    `latest_result`, batched), read in one transaction so the two agree."""
+    pipe = redis.pipeline(transaction=True)
     for job_id in ids:
+        pipe.hget(Job.key_for(job_id), "status")
         pipe.xrevrange(Result.get_key(job_id), count=1)
+    replies = pipe.execute()
+    statuses = [JobStatus(raw.decode()) if raw else None for raw in replies[0::2]]
     outcomes = {}
-    for job_id, entries in zip(ids, pipe.execute()):
-        if entries:
+    for job_id, status, entries in zip(ids, statuses, replies[1::2]):
+        if entries and status not in LIVE:
             result = Result.restore(job_id, entries[0][0].decode(), entries[0][1], connection=redis, serializer=SERIALIZER)
             if result.type in FINAL_RESULTS:
                 outcomes[job_id] = result
-    return outcomes
+    return statuses, outcomes
 
 
 def job_statuses(redis: Redis, ids: list[str]) -> list[JobStatus | None]:
