@@ -46,7 +46,8 @@ def run_worker() -> None:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from jobs.worker import TrendsJob, TrendsWorker
+    from jobs.job_class import TrendsJob
+    from jobs.worker import TrendsWorker
 
     # Forget the supervisor's handlers: a signal that arrives before RQ installs its own must not
     # run the supervisor's code here. Until then it just ends this (still idle) process.

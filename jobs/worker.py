@@ -15,8 +15,7 @@ RQ's own maintenance read it as usual. What changes, and why:
 - Symbol errors and timeouts fail the job without retries (the source already retried; a slow
   symbol would only be slow again); a dead worker's job is retried. Each failure carries a
   message for people in `job.meta["error"]`.
-- Only the project's own job function runs (TrendsJob): RQ imports and calls whatever dotted
-  path a job in Redis names, so anyone able to write to Redis could run code on every worker.
+- Only the project's own job function runs (jobs/job_class.py TrendsJob).
 We use neither job dependencies, repeats nor RQ's rate limits, so their bookkeeping is left out.
 """
 from __future__ import annotations
@@ -38,13 +37,13 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from jobs.job_class import RefusedJobError, TrendsJob
 from jobs.records import JOB_STATS_KEY
 from jobs.sources import PriceDataError
 from jobs.tasks import failure_message
 
 log = logging.getLogger(__name__)
 
-JOB_FUNCTIONS = frozenset({"jobs.tasks.analyze_symbol"})  # all a worker will import and call
 INFLIGHT_WORKERS_KEY = "trends:inflight-workers"  # set: workers that may hold jobs in an in-flight list
 RECOVERY_LOCK_KEY = "trends:inflight:recovery-lock"
 
@@ -72,45 +71,6 @@ redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[1])
 return #ids
 """
-
-
-class RefusedJobError(Exception):
-    """A job named something other than the project's job functions; nothing it named was imported."""
-
-
-class TrendsJob(Job):
-    """An RQ Job that imports only JOB_FUNCTIONS: any other function, method or callback is refused before import.
-
-    Used by the workers for running jobs and for RQ's registry maintenance (which calls failure callbacks).
-    """
-
-    @property
-    def func(self):
-        self._refuse_foreign_code()
-        return super().func
-
-    @property
-    def success_callback(self):
-        self._refuse_foreign_code()
-        return super().success_callback
-
-    @property
-    def failure_callback(self):
-        self._refuse_foreign_code()
-        return super().failure_callback
-
-    @property
-    def stopped_callback(self):
-        self._refuse_foreign_code()
-        return super().stopped_callback
-
-    def _refuse_foreign_code(self) -> None:
-        named = [self.func_name] if self.func_name not in JOB_FUNCTIONS or self.instance is not None else []
-        named += [name for name in (self._success_callback_name, self._failure_callback_name,
-                                    self._stopped_callback_name) if name]
-        if named:
-            raise RefusedJobError(f"refused to run {', '.join(map(repr, named))}: workers run only "
-                                  f"{', '.join(sorted(JOB_FUNCTIONS))}")
 
 
 class TrendsWorker(SimpleWorker):
@@ -323,16 +283,9 @@ class TrendsWorker(SimpleWorker):
                     continue
 
     def clean_registries(self) -> None:
+        self._recover_lost_workers()
         # RQ's cleaning lock lasts 899 s: a worker killed or paused while cleaning would stop the
         # re-queueing of lost jobs for 15 minutes. This one expires with the maintenance interval.
-        if self.connection.set(RECOVERY_LOCK_KEY, 1, nx=True, ex=self.maintenance_interval):
-            for name in self.connection.smembers(INFLIGHT_WORKERS_KEY):
-                name = name.decode()
-                recovered = self._recover(keys=[f"trends:alive:{name}", f"trends:inflight:{name}",
-                                                INFLIGHT_WORKERS_KEY], args=[name])
-                if recovered:
-                    self.log.warning("Worker %s: put %d job(s) held by lost worker %s back in their queues",
-                                     self.name, recovered, name)
         for queue in self.queues:
             if self.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=self.maintenance_interval):
                 clean_registries(queue, self._exc_handlers)
@@ -340,3 +293,15 @@ class TrendsWorker(SimpleWorker):
                 queue.intermediate_queue.cleanup(self, queue)
                 queue.release_maintenance_lock()
         self.last_cleaned_at = now()
+
+    def _recover_lost_workers(self) -> None:
+        """Put the jobs that lost workers had taken but not started back in their queues (one worker at a time)."""
+        if not self.connection.set(RECOVERY_LOCK_KEY, 1, nx=True, ex=self.maintenance_interval):
+            return
+        for name in self.connection.smembers(INFLIGHT_WORKERS_KEY):
+            name = name.decode()
+            recovered = self._recover(keys=[f"trends:alive:{name}", f"trends:inflight:{name}", INFLIGHT_WORKERS_KEY],
+                                      args=[name])
+            if recovered:
+                self.log.warning("Worker %s: put %d job(s) held by lost worker %s back in their queues",
+                                 self.name, recovered, name)

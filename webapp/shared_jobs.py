@@ -23,10 +23,10 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
+from jobs.job_class import ANALYZE_SYMBOL
 from jobs.records import current_job_key, work_id
 from webapp.validation import TrendsRequest
 
-ANALYZE = "jobs.tasks.analyze_symbol"
 SERIALIZER = JSONSerializer  # never pickle: nothing read from Redis is unpickled
 LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
 FINAL_RESULTS = {Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED, Result.Type.MAX_RETRIES_EXCEEDED}
@@ -104,7 +104,7 @@ def _timestamp(raw: bytes | None) -> float | None:
 def _job_data(request: TrendsRequest, position: int, job_id: str, settings: Any):
     retries = settings["JOB_RETRIES"]
     return Queue.prepare_data(
-        ANALYZE,
+        ANALYZE_SYMBOL,
         args=(request.symbols[position], request.window, request.horizon, request.method),
         job_id=job_id,
         timeout=settings["JOB_TIMEOUT"],
