@@ -20,7 +20,7 @@ def test_a_client_is_charged_per_symbol_across_both_submit_endpoints(redis_serve
     assert client.post("/api/analyses", json={"symbols": ["A", "B", "C", "D", "E", "F"]}).status_code == 202
     assert client.post("/get_trends", json={"symbols": ["G", "H", "I", "J", "K"]}).status_code == 429  # 11 > 10
     refused = client.post("/api/analyses", json={"symbols": ["G", "H", "I", "J", "K"]})
-    assert refused.status_code == 429 and "budget of 10 per 1 minute symbols" in refused.json["message"]
+    assert refused.status_code == 429 and "symbol budget (10 per 1 minute symbols)" in refused.json["message"]
     assert int(refused.headers["Retry-After"]) > 0
     assert client.post("/api/analyses", json={"symbols": ["G", "H"]}).status_code == 202, "what is left can be used"
     other = client.post("/api/analyses", json={"symbols": ["A"] * 1}, environ_base={"REMOTE_ADDR": "10.9.9.9"})

@@ -54,7 +54,7 @@ def admit(trends_request: TrendsRequest, bulk: bool) -> None:
     if not strategy.hit(limit, *client, cost=len(trends_request.symbols)):
         retry_after = max(1, int(strategy.get_window_stats(limit, *client).reset_time - time.time()))
         raise _with_retry_after(TooManyRequests(
-            f"this address has used its budget of {limit} symbols; retry in {retry_after} s"), retry_after)
+            f"this address has used its symbol budget ({limit} symbols); retry in {retry_after} s"), retry_after)
     if bulk:
         depth, oldest_age = backlog(current_app.redis, current_app.queues)
         if depth > config["MAX_BACKLOG"] or oldest_age > config["MAX_QUEUE_WAIT"]:
