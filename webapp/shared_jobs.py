@@ -148,8 +148,9 @@ def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str,
 
 def snapshot(redis: Redis, ids: list[str]) -> tuple[list[JobStatus | None], dict[str, Result]]:
     """Each job's status and, for those that are answered, the final outcome (RQ's `get_status` and
-    `latest_result`, batched), read in one transaction so the two agree."""
-    pipe = redis.pipeline(transaction=True)
+    `latest_result`, batched in one round trip; no MULTI, which a full Redis refuses even for reads).
+    A job is never deleted or reused, so an answered job's result is there until it expires."""
+    pipe = redis.pipeline(transaction=False)
     for job_id in ids:
         pipe.hget(Job.key_for(job_id), "status")
         pipe.xrevrange(Result.get_key(job_id), count=1)
