@@ -46,9 +46,10 @@ def run_worker() -> None:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from jobs.job_class import TrendsJob
+    from jobs.job_class import TrendsJob, never_unpickle
     from jobs.worker import TrendsWorker
 
+    never_unpickle()
     # Forget the supervisor's handlers: a signal that arrives before RQ installs its own must not
     # run the supervisor's code here. Until then it just ends this (still idle) process.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

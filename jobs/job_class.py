@@ -4,7 +4,15 @@ RQ imports and calls whatever dotted path a job in Redis names, so anyone able t
 could otherwise run code on every worker. Used for running jobs and for RQ's registry maintenance
 (which calls failure callbacks).
 """
+import logging
+
+import rq.serializers
 from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from jobs.records import JOB_STATS_KEY
+
+log = logging.getLogger(__name__)
 
 ANALYZE_SYMBOL = "jobs.tasks.analyze_symbol"  # the job the web app enqueues, by name
 JOB_FUNCTIONS = frozenset({ANALYZE_SYMBOL})  # all a worker will import and call
@@ -40,10 +48,38 @@ class TrendsJob(Job):
         self._refuse_foreign_code()
         return super().stopped_callback
 
+    def send_webhooks(self, status, *, exc_string: str | None = None) -> None:
+        # We use none; a job planted with webhooks must not make workers send requests anywhere.
+        if self.webhooks:
+            self._refuse_foreign_code()
+
     def _refuse_foreign_code(self) -> None:
-        named = [self.func_name] if self.func_name not in JOB_FUNCTIONS or self.instance is not None else []
+        """Raise RefusedJobError, after recording it on the job and in the counts, if it names anything not ours."""
+        func_name = self.func_name
+        ours = isinstance(func_name, str) and func_name in JOB_FUNCTIONS and self.instance is None
+        named = [] if ours else [func_name]
         named += [name for name in (self._success_callback_name, self._failure_callback_name,
                                     self._stopped_callback_name) if name]
-        if named:
-            raise RefusedJobError(f"refused to run {', '.join(map(repr, named))}: workers run only "
-                                  f"{', '.join(sorted(JOB_FUNCTIONS))}")
+        named += [f"a webhook to {webhook.url}" for webhook in self.webhooks]
+        if not named:
+            return
+        error = RefusedJobError(f"refused to run {', '.join(map(repr, named))}: workers run only "
+                                f"{', '.join(sorted(JOB_FUNCTIONS))}")
+        if "error" not in self.meta:  # once per job, whichever path (run, clean-up) got here first
+            log.warning("job %s from queue %s: %s", self.id, self.origin, error)
+            self.meta["error"] = f"{self.id}: {error}"
+            with self.connection.pipeline() as pipe:
+                pipe.hset(self.key, "meta", JSONSerializer.dumps(self.meta))
+                pipe.hincrby(JOB_STATS_KEY, f"{self.origin}:refused", 1)
+                pipe.execute()
+        raise error
+
+
+def never_unpickle() -> None:
+    """Make JSON RQ's fallback serializer in this process.
+
+    RQ unpickles wherever a caller passes no serializer (rq-dashboard's job and worker views,
+    Worker.all's current jobs), so a pickle planted in Redis would otherwise run code here.
+    """
+    rq.serializers.PickleSerializer = JSONSerializer
+    rq.serializers.SERIALIZER_ALIASES["pickle"] = JSONSerializer

@@ -210,10 +210,13 @@ class TrendsWorker(SimpleWorker):
     def handle_exception(self, job: Job, *exc_info) -> None:
         """Say in words what went wrong; expected failures (symbol errors, timeouts) get no traceback and no retry."""
         exc_type, exc_value = exc_info[0], exc_info[1]
-        if issubclass(exc_type, (RefusedJobError, DeserializationError)):
-            job.meta["error"] = f"{job.id}: {exc_value}"
+        if issubclass(exc_type, RefusedJobError):  # already recorded by the job class
             job.retries_left = 0
-            self.log.warning("Worker %s: job %s from queue %s %s", self.name, job.id, job.origin, exc_value)
+            return
+        if issubclass(exc_type, DeserializationError):
+            job.meta["error"] = f"{job.id}: refused: its data is not JSON"
+            job.retries_left = 0
+            self.log.warning("Worker %s: job %s from queue %s: %s", self.name, job.id, job.origin, job.meta["error"])
             self.connection.hincrby(JOB_STATS_KEY, f"{job.origin}:refused", 1)
             return
         symbol = str(job.args[0]) if job.args else job.id
@@ -290,8 +293,7 @@ class TrendsWorker(SimpleWorker):
             if self.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=self.maintenance_interval):
                 clean_registries(queue, self._exc_handlers)
                 worker_registration.clean_worker_registry(queue)
-                queue.intermediate_queue.cleanup(self, queue)
-                queue.release_maintenance_lock()
+                queue.release_maintenance_lock()  # no intermediate queue to clean: in-flight lists replace it
         self.last_cleaned_at = now()
 
     def _recover_lost_workers(self) -> None:

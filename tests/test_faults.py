@@ -14,7 +14,8 @@ import pytest
 from redis import Redis
 from rq import Callback, Queue, Worker
 from rq.job import Job
-from rq.serializers import JSONSerializer
+from rq.serializers import DefaultSerializer, JSONSerializer
+from rq.webhook import Webhook
 
 from jobs.records import OPEN_ANALYSES_KEY
 from tests.conftest import RedisServer, WebServer, http_json, wait_until
@@ -212,8 +213,9 @@ def test_a_fresh_result_is_reused_and_a_stale_one_replaced(redis_server, redis_c
 def test_a_pickle_planted_in_a_job_is_rejected_not_executed(redis_server, redis_client, tmp_path, start_workers):
     marker = tmp_path / "pwned"
     start_workers(redis_server.url, PRICE_SOURCE="synthetic")
-    queue = Queue("trends", connection=redis_client)  # RQ's default serializer: pickle
-    job = Job.create(os.system, args=(f"touch {marker}",), connection=redis_client, id="planted")
+    queue = Queue("trends", connection=redis_client, serializer=DefaultSerializer)  # RQ's pickle serializer
+    job = Job.create(os.system, args=(f"touch {marker}",), connection=redis_client, id="planted",
+                     serializer=DefaultSerializer)
     job.save()
     assert zlib.decompress(redis_client.hget("rq:job:planted", "data")).startswith(pickle.dumps(0)[:1])
     queue.push_job_id(job.id)
@@ -227,6 +229,7 @@ def test_a_pickle_planted_in_a_job_is_rejected_not_executed(redis_server, redis_
     {"f": "os.system"},  # a JSON job naming another function: the attack RQ itself allows
     {"f": "jobs.tasks.analyze_symbol", "on_failure": Callback("os.system")},  # ours, with someone else's callback
     {"f": "jobs.tasks.analyze_symbol", "on_success": Callback("os.system")},
+    {"f": "jobs.tasks.analyze_symbol", "webhooks": [Webhook("http://127.0.0.1:9/x", "finished")]},  # no requests out
 ])
 def test_a_job_naming_code_that_is_not_ours_is_refused_before_import(redis_server, redis_client, tmp_path, start_workers,
                                                                      planted):
@@ -234,12 +237,14 @@ def test_a_job_naming_code_that_is_not_ours_is_refused_before_import(redis_serve
     workers = start_workers(redis_server.url, PRICE_SOURCE="synthetic")
     queue = Queue("trends", connection=redis_client, serializer=JSONSerializer)
     args = (f"touch {marker}",) if planted["f"] == "os.system" else ("AAPL", 20, 5, "trend")
-    job = queue.enqueue(planted["f"], *args, on_failure=planted.get("on_failure"), on_success=planted.get("on_success"))
+    job = queue.enqueue(planted["f"], *args, on_failure=planted.get("on_failure"), on_success=planted.get("on_success"),
+                        webhooks=planted.get("webhooks"))
     wait_until(lambda: job.get_status() == "failed", what="the planted job to fail")
     assert not marker.exists(), "foreign code ran"
     job.refresh()
-    assert "refused to run 'os.system': workers run only jobs.tasks.analyze_symbol" in job.meta["error"]
-    assert "refused to run 'os.system'" in workers.log_text()
+    named = "'a webhook to http://127.0.0.1:9/x'" if planted.get("webhooks") else "'os.system'"
+    assert f"refused to run {named}: workers run only jobs.tasks.analyze_symbol" in job.meta["error"]
+    assert f"refused to run {named}" in workers.log_text()
     assert redis_client.hget("trends:stats:jobs", "trends:refused") == b"1"
     client = create_app({"REDIS_URL": redis_server.url}).test_client()
     assert client.post("/get_trends", json={"symbols": ["MSFT"]}).json["status"] == "success", "our own jobs still run"

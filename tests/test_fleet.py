@@ -1,5 +1,7 @@
 """The fleet on one machine: dashboard auth, health, metrics, queue priority, graceful stop."""
 import base64
+import os
+import pickle
 import time
 
 import pytest
@@ -92,3 +94,26 @@ def test_sigterm_lets_the_running_job_finish(client, redis_server, redis_client,
     body = client.get(url).json
     assert body["state"] == "finished", body
     assert worker.names() == set(), "the worker deregistered"
+
+
+class _Touch:
+    """Unpickling this runs `touch path`: what a pickle planted in Redis could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.path}",)
+
+
+def test_the_dashboard_never_unpickles_a_planted_job(redis_server, redis_client, tmp_path):
+    app = create_app({"REDIS_URL": redis_server.url, "DASHBOARD_USER": "ops", "DASHBOARD_PASSWORD": "s3cret"})
+    client = app.test_client()
+    marker = tmp_path / "pwned"
+    client.post("/api/analyses", json={"symbols": ["AAPL"]})
+    job_key = next(iter(redis_client.keys("rq:job:*")))
+    redis_client.hset(job_key, mapping={"meta": pickle.dumps(_Touch(marker)), "result": pickle.dumps(_Touch(marker))})
+    job_id = job_key.decode().removeprefix("rq:job:")
+    for path in (f"/rq/0/view/job/{job_id}", f"/rq/0/data/job/{job_id}.json", "/rq/0/data/jobs/trends/queued/8/asc/1.json"):
+        client.get(path, headers=basic("ops", "s3cret"))
+    assert not marker.exists(), "a planted pickle was unpickled"

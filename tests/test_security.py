@@ -62,13 +62,21 @@ def test_past_the_backlog_bound_bulk_requests_get_503_and_small_ones_are_still_s
     client = app.test_client()
     statuses = [client.post("/api/analyses", json={"symbols": [f"F{i}-{k}" for k in range(50)]}).status_code
                 for i in range(8)]
-    assert statuses[:5] == [202] * 5 and set(statuses[5:]) == {503}, statuses  # 250 waiting > 200
+    assert statuses[:4] == [202] * 4 and set(statuses[4:]) == {503}, statuses  # 200 waiting: 50 more would pass 200
     refused = client.post("/api/analyses", json={"symbols": [f"X{k}" for k in range(30)]})
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
-    assert "queue is full (250 symbols waiting" in refused.json["message"]
+    assert "queue is full (200 symbols waiting" in refused.json["message"]
     start_workers(redis_server.url, 1, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=100)
     assert client.post("/get_trends", json={"symbols": ["SMALL"]}).json["status"] == "success"
     assert app.bulk_queue.count > 150, "the small request was served ahead of the backlog"
+
+
+def test_a_bulk_request_refused_for_the_backlog_costs_the_client_nothing(redis_server, redis_client):
+    client = create_app({"REDIS_URL": redis_server.url, "MAX_BACKLOG": 30, "RATE_LIMIT_SYMBOLS": "60/minute"}).test_client()
+    assert client.post("/api/analyses", json={"symbols": [f"A{k}" for k in range(25)]}).status_code == 202
+    for _ in range(3):
+        assert client.post("/api/analyses", json={"symbols": [f"B{k}" for k in range(25)]}).status_code == 503
+    assert client.post("/api/analyses", json={"symbols": [f"C{k}" for k in range(20)]}).status_code == 202
 
 
 def test_a_full_redis_refuses_new_work_with_503_and_keeps_what_is_queued(redis_server, redis_client):
@@ -137,10 +145,12 @@ def test_dashboard_actions_are_refused_from_other_sites(dashboard, redis_client,
     assert (dashboard.interactive_queue.count == 0) is allowed
 
 
-def test_dashboard_requeue_by_get_is_refused_and_read_only_mode_refuses_actions(redis_server, redis_client, dashboard):
+def test_dashboard_requeue_by_get_or_head_is_refused_and_read_only_mode_refuses_actions(redis_server, redis_client,
+                                                                                        dashboard):
     client = dashboard.test_client()
-    wrong = client.get("/rq/requeue/trends", headers=basic("ops", "s3cret"))
-    assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
+    for method in (client.get, client.head):
+        wrong = method("/rq/requeue/trends", headers=basic("ops", "s3cret"))
+        assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
     read_only = create_app({"REDIS_URL": redis_server.url, "DASHBOARD_PASSWORD": "s3cret", "DASHBOARD_USER": "ops",
                             "DASHBOARD_READ_ONLY": True}).test_client()
     assert read_only.get("/rq/0/data/queues.json", headers=basic("ops", "s3cret")).status_code == 200
@@ -148,9 +158,10 @@ def test_dashboard_requeue_by_get_is_refused_and_read_only_mode_refuses_actions(
     assert refused.status_code == 403 and "read-only" in refused.json["message"]
 
 
-def test_failed_dashboard_logins_are_throttled_per_address(dashboard, redis_client):
+def test_failed_dashboard_logins_are_throttled_per_address_across_pages(dashboard, redis_client):
     client = dashboard.test_client()
-    statuses = [client.get("/rq/", headers=basic("ops", f"guess{n}")).status_code for n in range(12)]
+    pages = ["/rq/", "/rq/0/view/workers", "/rq/0/data/queues.json", "/rq/0/view/jobs"]
+    statuses = [client.get(pages[n % 4], headers=basic("ops", f"guess{n}")).status_code for n in range(12)]
     assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
     assert client.get("/rq/", headers=basic("ops", "s3cret")).status_code == 429, "even the right password, for now"
     other = client.get("/rq/", headers=basic("ops", "s3cret"), environ_base={"REMOTE_ADDR": "10.9.9.9"})

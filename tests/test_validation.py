@@ -1,6 +1,7 @@
 """Every class of bad input is refused with 4xx and a message naming the problem; nothing is enqueued."""
 import http.client
 import json
+import socket
 
 import pytest
 
@@ -110,6 +111,16 @@ def test_a_chunked_body_over_the_limit_is_413_naming_it(web_server):
     response = connection.getresponse()
     assert response.status == 413
     assert "limit of 1,000,000 bytes" in json.loads(response.read())["message"]
+
+
+@pytest.mark.parametrize("broken", [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"])
+def test_a_broken_chunked_body_is_400_not_500(web_server, broken):
+    host, port = web_server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(b"POST /api/analyses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n" + broken)
+        answer = connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
 
 
 def test_wrong_method_is_405_with_allow_and_unknown_path_404(client):

@@ -7,6 +7,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from config import Config, check_settings
+from jobs.job_class import never_unpickle
 
 
 def create_app(overrides: dict | None = None) -> Flask:
@@ -15,6 +16,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.config.from_object(Config)
     app.config.update(overrides or {})
     check_settings(app.config)
+    never_unpickle()  # rq-dashboard reads jobs without naming a serializer
     app.json.sort_keys = False  # keep fields in the order the API contract lists them
     logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

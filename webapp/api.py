@@ -2,7 +2,7 @@
 import re
 
 from flask import Blueprint, current_app, jsonify, request, url_for
-from werkzeug.exceptions import NotFound, RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound, RequestEntityTooLarge, UnsupportedMediaType
 
 from webapp import analyses
 from webapp.openapi import openapi_spec
@@ -25,10 +25,15 @@ def _trends_request() -> TrendsRequest:
 def _body(limit: int) -> bytes:
     """The request body, refused with 413 past `limit` bytes, also when it is chunked (no Content-Length)."""
     body = bytearray()
-    while chunk := request.stream.read(limit + 1 - len(body)):
-        body += chunk
-        if len(body) > limit:
-            raise RequestEntityTooLarge()
+    try:
+        while chunk := request.stream.read(limit + 1 - len(body)):
+            body += chunk
+            if len(body) > limit:
+                raise RequestEntityTooLarge()
+    except HTTPException:
+        raise
+    except Exception as exc:  # the server's own errors for a broken body (a bad chunk size, a lost connection)
+        raise BadRequest(f"the request body could not be read ({type(exc).__name__}); send it again") from None
     return bytes(body)
 
 

@@ -48,6 +48,13 @@ def protect(app: Flask, api_blueprint) -> Limiter:
 def admit(trends_request: TrendsRequest, bulk: bool) -> None:
     """Charge the client's symbol budget (both submit endpoints share it); refuse bulk work past the backlog bound."""
     config = current_app.config
+    if bulk:  # checked first: a refused request costs the client nothing
+        depth, oldest_age = backlog(current_app.redis, current_app.queues)
+        if depth + len(trends_request.symbols) > config["MAX_BACKLOG"] or oldest_age > config["MAX_QUEUE_WAIT"]:
+            raise _with_retry_after(ServiceUnavailable(
+                f"the queue is full ({depth} symbols waiting, the oldest for {oldest_age:.0f} s); large requests "
+                f"are refused until it drains (small ones are still served); retry in {BACKLOG_RETRY_AFTER} s"),
+                BACKLOG_RETRY_AFTER)
     limit = parse_limit(config["RATE_LIMIT_SYMBOLS"])
     strategy = current_app.extensions["trends_limiter"].limiter
     client = ("symbols", get_remote_address())
@@ -55,13 +62,6 @@ def admit(trends_request: TrendsRequest, bulk: bool) -> None:
         retry_after = max(1, int(strategy.get_window_stats(limit, *client).reset_time - time.time()))
         raise _with_retry_after(TooManyRequests(
             f"this address has used its symbol budget ({limit} symbols); retry in {retry_after} s"), retry_after)
-    if bulk:
-        depth, oldest_age = backlog(current_app.redis, current_app.queues)
-        if depth > config["MAX_BACKLOG"] or oldest_age > config["MAX_QUEUE_WAIT"]:
-            raise _with_retry_after(ServiceUnavailable(
-                f"the queue is full ({depth} symbols waiting, the oldest for {oldest_age:.0f} s); large requests "
-                f"are refused until it drains (small ones are still served); retry in {BACKLOG_RETRY_AFTER} s"),
-                BACKLOG_RETRY_AFTER)
 
 
 def backlog(redis, queues) -> tuple[int, float]:
@@ -87,14 +87,14 @@ def guard_dashboard(app: Flask, limiter: Limiter) -> None:
     failed logins throttled per address."""
     import rq_dashboard
 
-    limiter.limit(lambda: app.config["DASHBOARD_LOGIN_LIMIT"], deduct_when=lambda response: response.status_code == 401)(
-        rq_dashboard.blueprint)
+    limiter.shared_limit(lambda: app.config["DASHBOARD_LOGIN_LIMIT"], scope="dashboard-login",  # all pages together
+                         deduct_when=lambda response: response.status_code == 401)(rq_dashboard.blueprint)
 
     @app.before_request
     def refuse_cross_site_and_read_only_actions():
         if request.blueprint != "rq_dashboard" or _is_view(request.path):
             return
-        if request.method == "GET":  # rq-dashboard also requeues on GET; only its POSTs come from its pages
+        if request.method in ("GET", "HEAD"):  # rq-dashboard also requeues on GET; only its POSTs come from its pages
             raise MethodNotAllowed(valid_methods=["POST"], description="dashboard actions must be POST requests")
         if app.config["DASHBOARD_READ_ONLY"]:
             raise Forbidden("the dashboard is read-only here (DASHBOARD_READ_ONLY)")
