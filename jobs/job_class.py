@@ -50,8 +50,12 @@ class TrendsJob(Job):
 
     def send_webhooks(self, status, *, exc_string: str | None = None) -> None:
         # We use none; a job planted with webhooks must not make workers send requests anywhere.
+        # Recorded, not raised: RQ calls this after a failure is stored, in loops a raise would cut short.
         if self.webhooks:
-            self._refuse_foreign_code()
+            try:
+                self._refuse_foreign_code()
+            except RefusedJobError:
+                pass
 
     def _refuse_foreign_code(self) -> None:
         """Raise RefusedJobError, after recording it on the job and in the counts, if it names anything not ours."""
