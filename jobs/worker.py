@@ -87,6 +87,7 @@ class TrendsWorker(SimpleWorker):
         self._recover = self.connection.register_script(RECOVER_SCRIPT)
         self._running: tuple[Job, Execution] | None = None  # (job, execution) while a job runs
         self._beater: threading.Thread | None = None
+        self._done = threading.Event()
 
     @property
     def dequeue_timeout(self) -> int:
@@ -184,9 +185,12 @@ class TrendsWorker(SimpleWorker):
         self.procline(f"Processing {job.func_name} from {job.origin} since {time.time()}")
 
     def _beat_forever(self) -> None:
-        while True:  # a daemon thread: it ends with the process
-            time.sleep(self.lost_after / 3)
+        while not self._done.wait(self.lost_after / 3):
             self._beat()
+
+    def teardown(self) -> None:
+        self._done.set()  # the worker has stopped: no more beats
+        super().teardown()
 
     def _beat(self) -> None:
         """Say this worker is alive (busy or not) and keep its running job's execution alive; never revive one."""
