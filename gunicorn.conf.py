@@ -7,6 +7,9 @@ workers = Config.WEB_PROCESSES
 # on Redis) hold no thread; measured against gthread in README "Security". A cap bounds them.
 worker_class = "gevent"
 worker_connections = Config.WEB_CONNECTIONS
+# An idle keep-alive connection costs a greenlet, not a thread: keep it longer than clients pause
+# between requests, so a client rarely sends on a connection the server is just closing.
+keepalive = 10
 accesslog = "-"
 # The control socket lives in $HOME by default and would clash between instances on one host.
 control_socket_disable = True
