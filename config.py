@@ -38,8 +38,8 @@ class Config:
     PRICE_CACHE_TTL = _int("PRICE_CACHE_TTL", 3600)  # 0: no price cache
     RESULT_TTL = _int("RESULT_TTL", 600)
     JOB_RETRIES = _int("JOB_RETRIES", 2)
-    # A busy worker beats every WORKER_LOST_AFTER / 3 s; silent for WORKER_LOST_AFTER s, its job is
-    # abandoned and queued again by the next maintenance (every MAINTENANCE_INTERVAL s, by any worker).
+    # Every worker beats every WORKER_LOST_AFTER / 3 s, busy or idle; silent for WORKER_LOST_AFTER s, it is
+    # lost, and the next maintenance (every MAINTENANCE_INTERVAL s, by any worker) puts its jobs back.
     WORKER_TTL = _int("WORKER_TTL", 30)
     WORKER_LOST_AFTER = _int("WORKER_LOST_AFTER", 6)
     MAINTENANCE_INTERVAL = _int("MAINTENANCE_INTERVAL", 5)

@@ -76,8 +76,9 @@ def run_worker() -> None:
 def supervise(count: int) -> None:
     """Keep `count` workers running; on SIGINT/SIGTERM ask each to finish its job and stop.
 
-    A worker still running JOB_TIMEOUT + WORKER_LOST_AFTER s after that is told again (RQ's
-    cold shutdown), then killed: its job is then abandoned and RQ runs it again elsewhere.
+    A worker still running JOB_TIMEOUT + WORKER_LOST_AFTER s after that is told again (RQ's cold
+    shutdown: its job ends as a failure, retried if it has retries left), and killed 5 s later (its
+    job is then abandoned and RQ runs it again elsewhere).
     """
     context = multiprocessing.get_context("fork")
     workers: list = []

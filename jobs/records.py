@@ -15,7 +15,9 @@ import datetime as dt
 import hashlib
 import re
 
-JOB_STATS_KEY = "trends:stats:jobs"  # hash "<queue>:<finished|failed>" → count, kept by the workers, read by /metrics
+# hash "<queue>:<finished|failed|refused>" → count, kept by the workers, read by /metrics; refused jobs
+# (naming code that is not ours) are counted as failed too
+JOB_STATS_KEY = "trends:stats:jobs"
 PRICE_STATS_KEY = "trends:stats:prices"  # hash lookups, misses of the price cache, read by /metrics
 OPEN_ANALYSES_KEY = "trends:analyses:open"
 

@@ -48,8 +48,12 @@ INFLIGHT_WORKERS_KEY = "trends:inflight-workers"  # set: workers that may hold j
 RECOVERY_LOCK_KEY = "trends:inflight:recovery-lock"
 
 # Move the first job of the first non-empty queue (KEYS[2..], in priority order) to this worker's
-# in-flight list KEYS[1]; return {queue key, job id}, or false when every queue is empty.
+# in-flight list KEYS[1]; return {queue key, job id}, or false when every queue is empty. A job
+# already in the list (taken, but its reply or registration lost to a Redis error) comes first, so
+# taking again after an error (redis-py retries commands) never strands one.
 TAKE_SCRIPT = """
+local held = redis.call('LINDEX', KEYS[1], 0)
+if held then return {'rq:queue:' .. (redis.call('HGET', 'rq:job:' .. held, 'origin') or ''), held} end
 for i = 2, #KEYS do
   local job_id = redis.call('LMOVE', KEYS[i], KEYS[1], 'LEFT', 'RIGHT')
   if job_id then return {KEYS[i], job_id} end
@@ -91,11 +95,9 @@ class TrendsWorker(SimpleWorker):
 
     @property
     def dequeue_timeout(self) -> int:
-        # An idle worker wakes this often to run maintenance, which re-queues lost workers' jobs.
+        # Not how long an idle worker blocks (a second at a time: see dequeue_job_and_maintain_ttl), but
+        # RQ also derives the connection's socket timeout from it.
         return self.maintenance_interval
-
-    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        return self.lost_after
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
         # RQ beats around every job (three round trips each time). At most one a second keeps the
@@ -132,11 +134,18 @@ class TrendsWorker(SimpleWorker):
                     if timeout is None:
                         return None
                     continue
-                queue = next(q for q in self.queues if q.key == taken[0].decode())
+                queue = next((q for q in self.queues if q.key == taken[0].decode()), None)
                 job_id = taken[1].decode()
                 try:
                     job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
-                except NoSuchJobError:
+                except (RedisConnectionError, RedisTimeoutError):
+                    raise
+                except Exception as exc:  # gone, or a hash RQ cannot read: drop it rather than die on it
+                    job = None
+                    if not isinstance(exc, NoSuchJobError):
+                        self.log.warning("Worker %s: dropped unreadable job %s: %r", self.name, job_id, exc)
+                        self.connection.hincrby(JOB_STATS_KEY, f"{queue.name if queue else 'unknown'}:refused", 1)
+                if job is None or queue is None:
                     self.connection.lrem(self.inflight_key, 1, job_id)
                     continue
                 self.log.info("Worker %s: %s: %s", self.name, queue.name, job_id)
@@ -199,11 +208,17 @@ class TrendsWorker(SimpleWorker):
             with self.connection.pipeline() as pipe:
                 pipe.set(self.alive_key, 1, ex=self.lost_after)
                 pipe.sadd(INFLIGHT_WORKERS_KEY, self.name)
+                pipe.hexists(self.key, "birth")
                 if running:
                     self.heartbeat(pipeline=pipe)
                     job, execution = running
                     execution.heartbeat(job.started_job_registry, self.lost_after, pipeline=pipe)  # ZADD XX
-                pipe.execute()
+                registered = pipe.execute()[2]
+                if not registered and self.birth_date:  # back after its registration expired (paused, cut off)
+                    pipe.hset(self.key, mapping=self.serialize())
+                    worker_registration.register(self, pipe)
+                    pipe.expire(self.key, self.worker_ttl)
+                    pipe.execute()
         except RedisError as exc:
             log.warning("Worker %s: heartbeat failed: %s", self.name, exc)
 
@@ -295,8 +310,13 @@ class TrendsWorker(SimpleWorker):
         # re-queueing of lost jobs for 15 minutes. This one expires with the maintenance interval.
         for queue in self.queues:
             if self.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=self.maintenance_interval):
-                clean_registries(queue, self._exc_handlers)
-                worker_registration.clean_worker_registry(queue)
+                try:
+                    clean_registries(queue, self._exc_handlers)
+                    worker_registration.clean_worker_registry(queue)
+                except (RedisConnectionError, RedisTimeoutError):
+                    raise
+                except Exception:  # a job RQ cannot read must not stop the clean-up, or kill each worker in turn
+                    self.log.exception("Worker %s: cleaning the registries of %s failed", self.name, queue.name)
                 queue.release_maintenance_lock()  # no intermediate queue to clean: in-flight lists replace it
         self.last_cleaned_at = now()
 

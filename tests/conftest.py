@@ -229,8 +229,8 @@ class WebServer:
             raise
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
+        self.process.terminate()  # gunicorn waits for open keep-alive connections (10 s) to go idle
+        self.process.wait(timeout=30)
         self.log.close()
 
 

@@ -180,6 +180,8 @@ def start_keeper(app: Flask) -> threading.Thread:
                     keep_analyses(app.redis, ttl)
             except RedisError as exc:
                 log.warning("could not keep analyses alive: %s", exc)
+            except Exception:  # a record it cannot read must not end the keeper for this process
+                log.exception("keeping analyses alive failed")
 
     thread = threading.Thread(target=keep, name="analysis-keeper", daemon=True)
     thread.start()

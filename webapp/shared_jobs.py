@@ -110,9 +110,9 @@ def _job_data(request: TrendsRequest, position: int, job_id: str, settings: Any)
         timeout=settings["JOB_TIMEOUT"],
         result_ttl=settings["RESULT_TTL"],
         failure_ttl=settings["RESULT_TTL"],
-        # A job whose worker died (RQ's abandoned-job handling) is queued again at once. Not after an
-        # interval: that needs RQ's scheduler, which another worker takes over only after 60-120 s.
-        retry=Retry(max=retries) if retries else None,
+        # A job whose worker died (RQ's abandoned-job handling) is queued again at once, at the front.
+        # Not after an interval: that needs RQ's scheduler, which another worker takes over only after 60-120 s.
+        retry=Retry(max=retries, enqueue_at_front=True) if retries else None,
     )
 
 
