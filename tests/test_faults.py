@@ -52,17 +52,20 @@ def test_a_job_taken_by_a_worker_paused_while_idle_runs_elsewhere_and_only_once(
                                                                                  start_workers):
     start_workers(redis_server.url, 2, PRICE_SOURCE="synthetic")
     client = create_app({"REDIS_URL": redis_server.url}).test_client()
-    idle = [w.name for w in Worker.all(connection=redis_client)]
-    victim = idle[0]
-    os.kill(worker_pid(victim), signal.SIGSTOP)  # idle, blocked waiting for a job
-    try:
-        for n in range(20):  # until a job is handed to the paused worker (the other takes the rest)
-            url = client.post("/api/analyses", json={"symbols": [f"IDLE{n}"]}).json["status_url"]
-            if redis_client.llen(f"trends:inflight:{victim}"):
-                break
+    victim = [w.name for w in Worker.all(connection=redis_client)][0]
+    held = False
+    for n in range(10):  # pause it while it waits for a job, then hand it one (the other may take it instead)
+        os.kill(worker_pid(victim), signal.SIGSTOP)
+        url = client.post("/api/analyses", json={"symbols": [f"IDLE{n}"]}).json["status_url"]
+        try:
+            wait_until(lambda: redis_client.llen(f"trends:inflight:{victim}") == 1, timeout=1, what="a handed job")
+            held = True
+            break
+        except AssertionError:
+            os.kill(worker_pid(victim), signal.SIGCONT)
             wait_until(lambda: client.get(url).json["state"] == "finished", what="the other worker to run it")
-        else:
-            raise AssertionError("the paused worker was never handed a job (taking must move it to its in-flight list)")
+    assert held, "the paused worker was never handed a job (taking must move it to its in-flight list)"
+    try:
         wait_until(lambda: client.get(url).json["state"] == "finished", timeout=15,
                    what="the job the paused worker held to run elsewhere")
     finally:

@@ -3,6 +3,7 @@ import os
 import shutil
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import http_json
 
@@ -45,11 +46,9 @@ def submit(page, symbols: str) -> str:
 
 
 def wait_for_end(page, total: int) -> None:
-    page.wait_for_function(
-        "total => document.getElementById('progress-text').textContent === `${total} / ${total}`"
-        " && !document.getElementById('download-csv').disabled",
-        arg=total,
-    )
+    # Locator waits, not wait_for_function: polling a string predicate needs eval, which the page's CSP forbids.
+    expect(page.locator("#progress-text")).to_have_text(f"{total} / {total}")
+    expect(page.locator("#download-csv")).to_be_enabled()
 
 
 def chart_pixels(page, symbol: str) -> int:
@@ -113,7 +112,7 @@ def test_a_lost_connection_shows_a_retry_notice_then_recovers(page, web_server, 
     page.goto(web_server)
     page.route("**/api/analyses/*", lambda route: route.abort())
     submit(page, "AAPL")
-    page.wait_for_function("document.getElementById('notice').textContent.includes('retrying')")
+    expect(page.locator("#notice")).to_contain_text("retrying")
     page.unroute("**/api/analyses/*")
     wait_for_end(page, 1)
     assert "retrying" not in page.inner_text("#notice")
@@ -123,8 +122,7 @@ def test_bad_input_shows_the_servers_message_and_starts_nothing(page, web_server
     page.goto(web_server)
     page.fill("#symbols", "AAPL, <b>x</b>")
     page.click("#submit")
-    page.wait_for_function("document.getElementById('form-error').textContent.length > 0")
-    assert "not a ticker" in page.inner_text("#form-error")
+    expect(page.locator("#form-error")).to_contain_text("not a ticker")
     assert page.locator("#form-error b").count() == 0, "server text must not become markup"
     assert page.locator("#analysis").is_hidden()
 
