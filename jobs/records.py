@@ -41,5 +41,13 @@ def work_id(symbol: str, window: int, horizon: int, method: str, day: str) -> st
     return f"{re.sub(r'[^A-Za-z0-9-]', '_', symbol)}-{digest}"
 
 
+def inflight_key(worker: str) -> str:
+    return f"trends:inflight:{worker}"
+
+
+def alive_key(worker: str) -> str:
+    return f"trends:alive:{worker}"
+
+
 def current_job_key(work: str) -> str:
     return f"trends:work:{work}"

@@ -38,7 +38,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 
 from jobs.job_class import RefusedJobError, TrendsJob
-from jobs.records import JOB_STATS_KEY
+from jobs.records import JOB_STATS_KEY, alive_key, inflight_key
 from jobs.sources import PriceDataError
 from jobs.tasks import failure_message
 
@@ -83,10 +83,10 @@ class TrendsWorker(SimpleWorker):
     job_class = TrendsJob
 
     def __init__(self, *args, lost_after: int, **kwargs):
-        super().__init__(*args, job_class=TrendsJob, **kwargs)
+        super().__init__(*args, **kwargs)
         self.lost_after = lost_after
-        self.inflight_key = f"trends:inflight:{self.name}"
-        self.alive_key = f"trends:alive:{self.name}"
+        self.inflight_key = inflight_key(self.name)
+        self.alive_key = alive_key(self.name)
         self._take = self.connection.register_script(TAKE_SCRIPT)
         self._recover = self.connection.register_script(RECOVER_SCRIPT)
         self._running: tuple[Job, Execution] | None = None  # (job, execution) while a job runs
@@ -326,7 +326,7 @@ class TrendsWorker(SimpleWorker):
             return
         for name in self.connection.smembers(INFLIGHT_WORKERS_KEY):
             name = name.decode()
-            recovered = self._recover(keys=[f"trends:alive:{name}", f"trends:inflight:{name}", INFLIGHT_WORKERS_KEY],
+            recovered = self._recover(keys=[alive_key(name), inflight_key(name), INFLIGHT_WORKERS_KEY],
                                       args=[name])
             if recovered:
                 self.log.warning("Worker %s: put %d job(s) held by lost worker %s back in their queues",

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 SUCCESS_MESSAGE = "Trends and predictions calculated successfully"
 KEEPER_LOCK_KEY = "trends:keeper:lock"
-WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
+WAITING = LIVE - {JobStatus.STARTED}
 
 
 def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Any) -> dict:

@@ -37,7 +37,7 @@ class TrendsRequest(BaseModel):
     symbols: list[Ticker] = Field(min_length=1)
     window: int = Field(20, ge=1, le=MAX_WINDOW, description="moving-average days")
     horizon: int = Field(5, ge=1, le=MAX_HORIZON, description="trading days to forecast")
-    method: Literal["trend", "anchored"] = Field(
+    method: Literal[METHODS] = Field(
         "trend", description="trend: the fitted line extrapolated; anchored: its slope from the last close")
 
     def distinct_symbols(self) -> list[str]:
