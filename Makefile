@@ -1,4 +1,5 @@
-# The front door: `make help` lists the commands. Settings come from the environment (see README).
+# The front door: `make help` lists the commands. Settings come from the environment (docs/operations.md).
+# Process commands live in the Procfile; tool settings in pyproject.toml.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,9 +10,10 @@ export PYTHONDONTWRITEBYTECODE := 1
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --editable .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
@@ -21,19 +23,19 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 venv: $(VENV)/.installed ## create the virtualenv with the pinned requirements
 
 run: venv ## the whole system on this machine: Redis (if none answers), workers, web app
-	$(PY) scripts/run.py
+	$(PY) -m scripts.run
 
 demo: venv ## `make run` with synthetic prices (no network needed)
-	PRICE_SOURCE=synthetic $(PY) scripts/run.py
+	PRICE_SOURCE=synthetic $(PY) -m scripts.run
 
 web: venv ## only the web app (gunicorn) on HOST:PORT
-	$(VENV)/bin/gunicorn 'webapp:create_app()'
+	$(PY) -m scripts.procfile web
 
 worker: venv ## WORKERS worker processes (default: one per core) against REDIS_URL
-	$(PY) worker.py
+	$(PY) -m scripts.procfile worker
 
 redis: venv ## only the Redis server for REDIS_URL's port, persistent in REDIS_DATA_DIR
-	$(PY) scripts/redis_server.py
+	$(PY) -m scripts.procfile redis
 
 test-system: ## Debian packages the tests use: headless Chromium, and a TLS-capable redis-server (apt, as root)
 	@command -v chromium >/dev/null && command -v redis-server >/dev/null || \
@@ -43,11 +45,14 @@ test: $(VENV)/.installed-test test-system ## the whole test suite (starts its ow
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+lint: $(VENV)/.installed-test ## ruff: style, imports, complexity, types and docstrings (pyproject.toml)
+	$(VENV)/bin/ruff check .
+
 bench: $(VENV)/.installed-test ## benchmark: plain loop vs 1 and 2 workers, I/O-bound case, memory; writes bench/results.md
-	$(PY) bench/bench.py
+	$(PY) -m bench.bench
 
 evaluate: venv ## forecast errors of each method over a folder of CSVs: make evaluate DATA=../shared/data/prices
-	$(PY) scripts/evaluate.py $(or $(DATA),../shared/data/prices)
+	$(PY) -m scripts.evaluate $(or $(DATA),../shared/data/prices)
 
 loadtest: $(VENV)/.installed-test ## Locust against a running system at URL (see README "Load"); USERS, SPAWN, TIME
 	$(VENV)/bin/locust -f bench/locustfile.py --headless --host $(or $(URL),http://127.0.0.1:5000) \
@@ -56,4 +61,4 @@ loadtest: $(VENV)/.installed-test ## Locust against a running system at URL (see
 clean: ## remove the virtualenv, caches and local Redis data
 	rm -rf $(VENV) .cache .data .pytest_cache
 
-.PHONY: help venv run demo web worker redis test-system test bench evaluate loadtest clean
+.PHONY: help venv run demo web worker redis test-system test lint bench evaluate loadtest clean

@@ -1,43 +1,81 @@
-"""Every setting of the project, read once from environment variables.
+"""Every setting of the project, read once from environment variables and checked at start-up.
 
-Each name below is documented in the README's settings table; change a default there too.
+Each name below is documented in docs/operations.md's settings table; change a default there too.
+Every process (web app, workers, `make run`, `make redis`) calls `check_settings` before it starts.
 """
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
+
+from limits import parse as parse_rate_limit
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# One line per record in every process: web app, workers and `make run` write to the same journal.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work, each named with what is wrong; processes refuse to start with them."""
+
+
+def _str(name: str, default: str) -> str:
+    """Read a text setting; empty means the default."""
+    return os.environ.get(name) or default
 
 
 def _int(name: str, default: int) -> int:
-    """Read an integer setting, failing at start-up with the setting's name if it is not one."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
+    """Read an integer setting, refusing anything else by name."""
+    raw = _str(name, str(default))
     try:
         return int(raw)
     except ValueError:
         raise SystemExit(f"setting {name} must be an integer, got {raw!r}") from None
 
 
+def _float(name: str, default: float) -> float:
+    """Read a number setting, refusing anything else by name."""
+    raw = _str(name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"setting {name} must be a number, got {raw!r}") from None
+
+
+def _bool(name: str, default: bool) -> bool:
+    """Read a yes/no setting (1/0, true/false, yes/no, on/off), refusing anything else by name."""
+    raw = _str(name, str(default)).lower()
+    if raw not in _FLAGS:
+        raise SystemExit(f"setting {name} must be one of {', '.join(_FLAGS)}, got {raw!r}")
+    return _FLAGS[raw]
+
+
 class Config:
-    REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    PRICE_SOURCE = os.environ.get("PRICE_SOURCE") or "yahoo"
-    HOST = os.environ.get("HOST") or "127.0.0.1"
+    """The settings, as class attributes: Flask reads them with `from_object`, workers and scripts directly."""
+
+    REDIS_URL = _str("REDIS_URL", "redis://127.0.0.1:6379/0")
+    PRICE_SOURCE = _str("PRICE_SOURCE", "yahoo")  # yahoo, synthetic or csv:DIR
+    HOST = _str("HOST", "127.0.0.1")  # the web app's address
     PORT = _int("PORT", 5000)
-    WORKERS = _int("WORKERS", os.cpu_count() or 1)
-    LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
+    WORKERS = _int("WORKERS", os.cpu_count() or 1)  # worker processes `make worker` starts on this host
+    LOG_LEVEL = _str("LOG_LEVEL", "INFO").upper()
     # Workers take interactive jobs first; requests with more than BULK_THRESHOLD symbols go to bulk.
-    INTERACTIVE_QUEUE = os.environ.get("INTERACTIVE_QUEUE") or "trends"
-    BULK_QUEUE = os.environ.get("BULK_QUEUE") or "trends-bulk"
+    INTERACTIVE_QUEUE = _str("INTERACTIVE_QUEUE", "trends")
+    BULK_QUEUE = _str("BULK_QUEUE", "trends-bulk")
     BULK_THRESHOLD = _int("BULK_THRESHOLD", 20)
-    MAX_SYMBOLS = _int("MAX_SYMBOLS", 100)
+    MAX_SYMBOLS = _int("MAX_SYMBOLS", 100)  # per POST /get_trends
     # /get_trends waits this long: enough for a job whose worker died just before its timeout to be
     # found and run in full again (check_settings).
     TRENDS_TIMEOUT = _int("TRENDS_TIMEOUT", 45)
     JOB_TIMEOUT = _int("JOB_TIMEOUT", 15)
-    RESULT_CACHE_TTL = _int("RESULT_CACHE_TTL", 300)
+    RESULT_CACHE_TTL = _int("RESULT_CACHE_TTL", 300)  # a finished symbol is reused this long (same day, same options)
     PRICE_CACHE_TTL = _int("PRICE_CACHE_TTL", 3600)  # 0: no price cache
-    RESULT_TTL = _int("RESULT_TTL", 600)
-    JOB_RETRIES = _int("JOB_RETRIES", 2)
+    RESULT_TTL = _int("RESULT_TTL", 600)  # results stay readable this long after an analysis's last answer
+    JOB_RETRIES = _int("JOB_RETRIES", 2)  # runs after a worker is lost or an unexpected error
     # Every worker beats every WORKER_LOST_AFTER / 3 s, busy or idle; silent for WORKER_LOST_AFTER s, it is
     # lost, and the next maintenance (every MAINTENANCE_INTERVAL s, by any worker) puts its jobs back.
     WORKER_TTL = _int("WORKER_TTL", 30)
@@ -45,38 +83,104 @@ class Config:
     MAINTENANCE_INTERVAL = _int("MAINTENANCE_INTERVAL", 5)
     # Per client address, counted in Redis for all web processes (Flask-Limiter syntax): symbols
     # submitted through both POST endpoints together, and polls.
-    RATE_LIMIT_SYMBOLS = os.environ.get("RATE_LIMIT_SYMBOLS") or "3000/minute"
-    RATE_LIMIT_POLL = os.environ.get("RATE_LIMIT_POLL") or "600/minute"
+    RATE_LIMIT_SYMBOLS = _str("RATE_LIMIT_SYMBOLS", "3000/minute")
+    RATE_LIMIT_POLL = _str("RATE_LIMIT_POLL", "600/minute")
     # Past either bound, requests of more than BULK_THRESHOLD symbols get 503 + Retry-After.
     MAX_BACKLOG = _int("MAX_BACKLOG", 10_000)  # symbols waiting in the queues
     MAX_QUEUE_WAIT = _int("MAX_QUEUE_WAIT", 300)  # seconds the oldest waiting job has waited
-    DASHBOARD_USER = os.environ.get("DASHBOARD_USER") or "admin"
-    DASHBOARD_PASSWORD = os.environ.get("DASHBOARD_PASSWORD") or ""
-    DASHBOARD_READ_ONLY = (os.environ.get("DASHBOARD_READ_ONLY") or "").lower() in ("1", "true", "yes")
-    DASHBOARD_LOGIN_LIMIT = os.environ.get("DASHBOARD_LOGIN_LIMIT") or "10/minute"  # failed logins per address
-    EXCHANGE_CALENDAR = os.environ.get("EXCHANGE_CALENDAR") or "XNYS"  # exchange_calendars name, for forecast dates
-    YAHOO_TIMEOUT = _int("YAHOO_TIMEOUT", 10)
+    MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1_000_000)  # request body bytes; Flask answers 413 above
+    DASHBOARD_USER = _str("DASHBOARD_USER", "admin")
+    DASHBOARD_PASSWORD = _str("DASHBOARD_PASSWORD", "")  # empty: no dashboard at /rq
+    DASHBOARD_READ_ONLY = _bool("DASHBOARD_READ_ONLY", False)
+    DASHBOARD_LOGIN_LIMIT = _str("DASHBOARD_LOGIN_LIMIT", "10/minute")  # failed logins per address
+    EXCHANGE_CALENDAR = _str("EXCHANGE_CALENDAR", "XNYS")  # exchange_calendars name, for forecast dates
+    YAHOO_TIMEOUT = _int("YAHOO_TIMEOUT", 10)  # seconds per Yahoo request
     YAHOO_RETRIES = _int("YAHOO_RETRIES", 2)
-    YAHOO_BACKOFF = float(os.environ.get("YAHOO_BACKOFF") or 1.0)
-    YFINANCE_CACHE_DIR = os.environ.get("YFINANCE_CACHE_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), ".cache", "yfinance"
-    )
-    REDIS_DATA_DIR = os.environ.get("REDIS_DATA_DIR") or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), ".data", "redis"
-    )
-    REDIS_MAXMEMORY = os.environ.get("REDIS_MAXMEMORY") or "1gb"  # for the Redis make run / make redis start
+    YAHOO_BACKOFF = _float("YAHOO_BACKOFF", 1.0)  # base seconds: the n-th retry waits up to YAHOO_BACKOFF * 2^(n-1)
+    YFINANCE_CACHE_DIR = _str("YFINANCE_CACHE_DIR", os.path.join(ROOT, ".cache", "yfinance"))
+    SYNTHETIC_LATENCY_MS = _int("SYNTHETIC_LATENCY_MS", 0)  # PRICE_SOURCE=synthetic: simulated fetch time
     WEB_PROCESSES = _int("WEB_PROCESSES", 2)
     WEB_CONNECTIONS = _int("WEB_CONNECTIONS", 1000)  # per web process: open client connections at most
-    SYNTHETIC_LATENCY_MS = _int("SYNTHETIC_LATENCY_MS", 0)
-    MAX_CONTENT_LENGTH = _int("MAX_BODY_BYTES", 1_000_000)  # Flask answers 413 above this
+    # The Redis server that `make run` / `make redis` start (scripts/redis_server.py).
+    REDIS_DATA_DIR = _str("REDIS_DATA_DIR", os.path.join(ROOT, ".data", "redis"))
+    REDIS_MAXMEMORY = _str("REDIS_MAXMEMORY", "1gb")
+    REDIS_BIND = _str("REDIS_BIND", "127.0.0.1")  # anything but loopback requires REDIS_REQUIREPASS or REDIS_ACL_FILE
+    # The password the server asks of clients (Redis's requirepass); by default the one in REDIS_URL.
+    REDIS_REQUIREPASS = _str("REDIS_REQUIREPASS", urlsplit(REDIS_URL).password or "")
+    REDIS_ACL_FILE = _str("REDIS_ACL_FILE", "")
+    REDIS_TLS_CERT = _str("REDIS_TLS_CERT", "")  # all three, or none: the port then speaks TLS only
+    REDIS_TLS_KEY = _str("REDIS_TLS_KEY", "")
+    REDIS_TLS_CA = _str("REDIS_TLS_CA", "")
+
+
+# A worker asked to stop finishes its job; one still running this long after is told again (worker.py).
+WORKER_STOP_PATIENCE = Config.JOB_TIMEOUT + Config.WORKER_LOST_AFTER
+
+
+def settings_of(config: object = Config) -> dict[str, Any]:
+    """The UPPER_CASE settings of a config object, as a mapping `check_settings` takes."""
+    return {name: getattr(config, name) for name in dir(config) if name.isupper()}
 
 
 def check_settings(settings: Mapping[str, Any]) -> None:
-    """Refuse settings that cannot work together, naming each and saying why (ValueError)."""
-    problems = [f"{name} must be at least {least}, got {settings[name]}" for name, least in _LEAST.items()
-                if settings[name] < least]
+    """Refuse settings that cannot work, alone or together, naming each and saying why (SettingsError)."""
+    problems = [*_out_of_range(settings), *_malformed(settings)]
+    if not problems:
+        problems += _incoherent(settings)
+    if problems:
+        raise SettingsError("settings that cannot work: " + "; ".join(problems))
+
+
+def exit_on_bad_settings() -> None:
+    """Check this process's settings before it starts anything; exit with the problems named."""
+    try:
+        check_settings(settings_of(Config))
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+# Workable bounds of each number. A busy worker beats every WORKER_LOST_AFTER / 3 s, at most once a second.
+_RANGES: dict[str, tuple[float, float]] = {
+    "PORT": (1, 65535), "WORKERS": (1, 1024), "BULK_THRESHOLD": (1, 10_000), "MAX_SYMBOLS": (1, 10_000),
+    "TRENDS_TIMEOUT": (1, 3600), "JOB_TIMEOUT": (1, 3600), "RESULT_CACHE_TTL": (1, 86_400),
+    "PRICE_CACHE_TTL": (0, 86_400), "RESULT_TTL": (2, 7 * 86_400), "JOB_RETRIES": (0, 10), "WORKER_TTL": (10, 3600),
+    "WORKER_LOST_AFTER": (3, 3600), "MAINTENANCE_INTERVAL": (1, 3600), "MAX_BACKLOG": (1, 10_000_000),
+    "MAX_QUEUE_WAIT": (1, 86_400), "MAX_CONTENT_LENGTH": (1024, 100_000_000), "YAHOO_TIMEOUT": (1, 300),
+    "YAHOO_RETRIES": (0, 10), "YAHOO_BACKOFF": (0, 60), "SYNTHETIC_LATENCY_MS": (0, 60_000),
+    "WEB_PROCESSES": (1, 256), "WEB_CONNECTIONS": (1, 100_000),
+}
+
+
+def _out_of_range(settings: Mapping[str, Any]) -> list[str]:
+    """Each number outside its workable bounds."""
+    return [f"{name} must be between {least:g} and {most:g}, got {settings[name]}"
+            for name, (least, most) in _RANGES.items() if not least <= settings[name] <= most]
+
+
+def _malformed(settings: Mapping[str, Any]) -> list[str]:
+    """Each text setting that does not have its expected form."""
+    problems = []
+    if urlsplit(settings["REDIS_URL"]).scheme not in ("redis", "rediss", "unix"):
+        problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+    if not re.fullmatch(r"yahoo|synthetic|csv:.+", settings["PRICE_SOURCE"]):
+        problems.append(f"PRICE_SOURCE must be yahoo, synthetic or csv:DIR, got {settings['PRICE_SOURCE']!r}")
+    if settings["LOG_LEVEL"] not in LOG_LEVELS:
+        problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {settings['LOG_LEVEL']!r}")
+    if not re.fullmatch(r"\d+([kmg]b?|b)?", settings["REDIS_MAXMEMORY"].lower()):
+        problems.append(f"REDIS_MAXMEMORY must be a size such as 512mb or 1gb, got {settings['REDIS_MAXMEMORY']!r}")
+    for name in ("RATE_LIMIT_SYMBOLS", "RATE_LIMIT_POLL", "DASHBOARD_LOGIN_LIMIT"):
+        try:
+            parse_rate_limit(settings[name])
+        except ValueError:
+            problems.append(f"{name} must be a rate such as 600/minute, got {settings[name]!r}")
+    return problems
+
+
+def _incoherent(settings: Mapping[str, Any]) -> list[str]:
+    """Each rule that settings break together."""
+    problems = []
     recovery = 2 * settings["JOB_TIMEOUT"] + settings["WORKER_LOST_AFTER"] + settings["MAINTENANCE_INTERVAL"]
-    if not problems and settings["TRENDS_TIMEOUT"] < recovery:
+    if settings["TRENDS_TIMEOUT"] < recovery:
         problems.append(
             f"TRENDS_TIMEOUT ({settings['TRENDS_TIMEOUT']}) must be at least 2 × JOB_TIMEOUT + WORKER_LOST_AFTER + "
             f"MAINTENANCE_INTERVAL ({recovery}): a job whose worker dies just before its timeout is found and run "
@@ -84,10 +188,23 @@ def check_settings(settings: Mapping[str, Any]) -> None:
     if settings["RESULT_CACHE_TTL"] >= settings["RESULT_TTL"]:
         problems.append(f"RESULT_CACHE_TTL ({settings['RESULT_CACHE_TTL']}) must be less than RESULT_TTL "
                         f"({settings['RESULT_TTL']}): a reused result must outlive the request that reuses it")
-    if problems:
-        raise ValueError("settings that cannot work together: " + "; ".join(problems))
+    if settings["INTERACTIVE_QUEUE"] == settings["BULK_QUEUE"]:
+        problems.append("INTERACTIVE_QUEUE and BULK_QUEUE must differ: interactive jobs are taken first")
+    tls = [settings[name] for name in ("REDIS_TLS_CERT", "REDIS_TLS_KEY", "REDIS_TLS_CA")]
+    if any(tls) and not all(tls):
+        problems.append("REDIS_TLS_CERT, REDIS_TLS_KEY and REDIS_TLS_CA go together: set all three or none")
+    asks_password = settings["REDIS_REQUIREPASS"] or settings["REDIS_ACL_FILE"]
+    if not all(map(is_loopback, settings["REDIS_BIND"].split())) and not asks_password:
+        problems.append(f"REDIS_BIND ({settings['REDIS_BIND']}) is not loopback: set REDIS_REQUIREPASS (or REDIS_ACL_FILE) "
+                        "so the server asks clients for one")
+    return problems
 
 
-# Smallest workable values: a busy worker beats every WORKER_LOST_AFTER / 3 s, at most once a second.
-_LEAST = {"TRENDS_TIMEOUT": 1, "JOB_TIMEOUT": 1, "WORKER_LOST_AFTER": 3, "MAINTENANCE_INTERVAL": 1,
-          "RESULT_TTL": 2, "RESULT_CACHE_TTL": 1}
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, as in a URL or a Redis `bind` line) is this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.lstrip("-")).is_loopback  # Redis marks optional addresses with "-"
+    except ValueError:
+        return False

@@ -10,8 +10,9 @@ matters: one process per core, each restarted if it dies, and RQ's job timeout s
 lost worker's job runs again within seconds, and lets only a job's current attempt store its
 outcome.
 
-The heavy imports (pandas, scikit-learn, yfinance) and the price source are loaded once in
-the supervisor before forking, so every worker starts warm and shares those pages.
+The heavy imports (pandas, scikit-learn, yfinance, at the top of this module and of jobs/) and
+the price source are loaded once in the supervisor before forking, so every worker starts warm
+and shares those pages.
 """
 import datetime
 import logging
@@ -21,34 +22,34 @@ import signal
 import socket
 import sys
 import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
 from urllib.parse import urlsplit
 
-from config import Config, check_settings
+from redis import Redis
+from rq.serializers import JSONSerializer
+
+from config import LOG_FORMAT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, settings_of
+from jobs import analysis, tasks
+from jobs.job_class import never_unpickle, trends_queues
+from jobs.worker import TrendsWorker
 
 log = logging.getLogger("worker")
 
+# After a stop request, a worker still running WORKER_STOP_PATIENCE s later is told again (RQ's cold
+# shutdown: its job ends as a failure, retried if it has retries left), and killed 5 s later (its job
+# is then abandoned and RQ runs it again elsewhere).
+KILL_AFTER = WORKER_STOP_PATIENCE + 5
+
 
 def preload() -> None:
-    """Import everything a job touches, so no job pays for it."""
-    import pandas  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
-    import yfinance  # noqa: F401
-
-    from jobs import analysis, tasks
-
+    """Load what the first job would otherwise load: the price source and the exchange calendar."""
     tasks.price_source()
-    analysis.next_trading_days(datetime.date.today(), 1, Config.EXCHANGE_CALENDAR)  # loads the exchange calendar
+    analysis.next_trading_days(datetime.date.today(), 1, Config.EXCHANGE_CALENDAR)
 
 
 def run_worker() -> None:
     """One RQ worker process, named after this host so the dashboard shows where it runs."""
-    from redis import Redis
-    from rq import Queue
-    from rq.serializers import JSONSerializer
-
-    from jobs.job_class import TrendsJob, never_unpickle
-    from jobs.worker import TrendsWorker
-
     never_unpickle()
     # Forget the supervisor's handlers: a signal that arrives before RQ installs its own must not
     # run the supervisor's code here. Until then it just ends this (still idle) process.
@@ -56,12 +57,8 @@ def run_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it stops workers one signal at a time
     connection = Redis.from_url(Config.REDIS_URL)
-    queues = [  # in priority order: RQ takes from the first non-empty queue
-        Queue(name, connection=connection, serializer=JSONSerializer, job_class=TrendsJob)
-        for name in (Config.INTERACTIVE_QUEUE, Config.BULK_QUEUE)
-    ]
     worker = TrendsWorker(
-        queues,
+        trends_queues(connection, settings_of(Config)),
         connection=connection,
         serializer=JSONSerializer,
         name=f"{socket.gethostname()}.{os.getpid()}",
@@ -73,67 +70,77 @@ def run_worker() -> None:
     worker.work(logging_level=Config.LOG_LEVEL)
 
 
-def supervise(count: int) -> None:
-    """Keep `count` workers running; on SIGINT/SIGTERM ask each to finish its job and stop.
+class Supervisor:
+    """Keeps `count` worker processes running; on SIGINT/SIGTERM asks each to finish its job and stop."""
 
-    A worker still running JOB_TIMEOUT + WORKER_LOST_AFTER s after that is told again (RQ's cold
-    shutdown: its job ends as a failure, retried if it has retries left), and killed 5 s later (its
-    job is then abandoned and RQ runs it again elsewhere).
-    """
-    context = multiprocessing.get_context("fork")
-    workers: list = []
-    stop_requested_at = None
-    patience = Config.JOB_TIMEOUT + Config.WORKER_LOST_AFTER
+    def __init__(self, count: int):
+        self.count = count
+        self.context = multiprocessing.get_context("fork")
+        self.workers: list[BaseProcess] = []
+        self.stop_requested_at: float | None = None
+        self.escalations = [(WORKER_STOP_PATIENCE, signal.SIGTERM), (KILL_AFTER, signal.SIGKILL)]
 
-    def signal_workers(signum: int) -> None:
-        for process in workers:
+    def run(self) -> None:
+        """Tend the workers until a stop was requested and every worker has exited."""
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        while True:
+            self.reap()
+            if self.stop_requested_at is None:
+                self.fill()
+            elif not self.workers:
+                return
+            else:
+                self.escalate()
+            time.sleep(0.2)
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """Ask every worker to stop after its current job (the first request only)."""
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.monotonic()
+            log.info("stopping %d workers after their current jobs", len(self.workers))
+            self.signal_workers(signal.SIGTERM)
+
+    def reap(self) -> None:
+        """Forget exited workers, saying so unless they were asked to stop."""
+        for process in [p for p in self.workers if not p.is_alive()]:
+            process.join()
+            self.workers.remove(process)
+            if self.stop_requested_at is None:
+                log.warning("worker %d exited with code %s; starting another", process.pid, process.exitcode)
+
+    def fill(self) -> None:
+        """Start workers until there are `count`."""
+        while len(self.workers) < self.count:
+            process = self.context.Process(target=run_worker, name="rq-worker")
+            process.start()
+            self.workers.append(process)
+
+    def escalate(self) -> None:
+        """Signal again, harder, the workers still running long after the stop request."""
+        waited = time.monotonic() - self.stop_requested_at
+        if self.escalations and waited > self.escalations[0][0]:
+            after, signum = self.escalations.pop(0)
+            log.warning("workers still running %d s after the stop request; sending %s", after, signum.name)
+            self.signal_workers(signum)
+
+    def signal_workers(self, signum: int) -> None:
+        """Send `signum` to every live worker."""
+        for process in self.workers:
             if process.is_alive():
                 os.kill(process.pid, signum)
 
-    def stop(signum, frame):
-        nonlocal stop_requested_at
-        if stop_requested_at is None:
-            stop_requested_at = time.monotonic()
-            log.info("stopping %d workers after their current jobs", len(workers))
-            signal_workers(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    escalations = [(patience, signal.SIGTERM), (patience + 5, signal.SIGKILL)]
-    while True:
-        for process in [p for p in workers if not p.is_alive()]:
-            process.join()
-            workers.remove(process)
-            if stop_requested_at is None:
-                log.warning("worker %d exited with code %s; starting another", process.pid, process.exitcode)
-        if stop_requested_at is not None:
-            if not workers:
-                return
-            if escalations and time.monotonic() - stop_requested_at > escalations[0][0]:
-                log.warning("workers still running %d s after the stop request; sending %s", escalations[0][0],
-                            escalations[0][1].name)
-                signal_workers(escalations.pop(0)[1])
-        while stop_requested_at is None and len(workers) < count:
-            process = context.Process(target=run_worker, name="rq-worker")
-            process.start()
-            workers.append(process)
-        time.sleep(0.2)
-
 
 def main() -> None:
+    """Check the settings, warm up, and supervise WORKERS worker processes until stopped."""
     # To stdout, line by line, for journald, Procfile runners and `make worker` alike; RQ uses this handler too.
     sys.stdout.reconfigure(line_buffering=True)
-    logging.basicConfig(
-        level=Config.LOG_LEVEL, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        check_settings(vars(Config))
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+    logging.basicConfig(level=Config.LOG_LEVEL, stream=sys.stdout, format=LOG_FORMAT)
+    exit_on_bad_settings()
     preload()
     redis_host = urlsplit(Config.REDIS_URL).hostname  # not the whole URL: it may hold a password
     log.info("starting %d workers against Redis at %s (price source %s)", Config.WORKERS, redis_host, Config.PRICE_SOURCE)
-    supervise(Config.WORKERS)
+    Supervisor(Config.WORKERS).run()
 
 
 if __name__ == "__main__":

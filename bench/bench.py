@@ -8,17 +8,14 @@ runs, with min and max.
 import itertools
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from jobs.forecast import backtest  # noqa: E402
-from jobs.sources import SyntheticSource  # noqa: E402
-from jobs.tasks import analyze_history  # noqa: E402
-from tests.conftest import RedisServer, WebServer, Workers, http_json  # noqa: E402
+from config import ROOT
+from jobs.forecast import backtest
+from jobs.sources import SyntheticSource
+from jobs.tasks import analyze_history
+from tests.conftest import RedisServer, WebServer, Workers, http_json
 
 RUNS = int(os.environ.get("BENCH_RUNS", 3))
 SIZES = (1, 100, 1000)

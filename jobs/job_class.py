@@ -1,13 +1,17 @@
-"""The job class workers use: it imports only the project's own job functions.
+"""The project's queues and job class: workers import only the project's own job functions.
 
 RQ imports and calls whatever dotted path a job in Redis names, so anyone able to write to Redis
 could otherwise run code on every worker. Used for running jobs and for RQ's registry maintenance
 (which calls failure callbacks).
 """
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import rq.serializers
+from redis import Redis
 from rq.job import Job
+from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from jobs.records import JOB_STATS_KEY
@@ -77,6 +81,12 @@ class TrendsJob(Job):
                 pipe.hincrby(JOB_STATS_KEY, f"{self.origin}:refused", 1)
                 pipe.execute()
         raise error
+
+
+def trends_queues(connection: Redis, settings: Mapping[str, Any]) -> list[Queue]:
+    """The interactive and bulk queues, in the order workers take from them (RQ takes from the first non-empty)."""
+    return [Queue(settings[name], connection=connection, serializer=JSONSerializer, job_class=TrendsJob)
+            for name in ("INTERACTIVE_QUEUE", "BULK_QUEUE")]
 
 
 def never_unpickle() -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import yfinance as yf
+from yfinance.exceptions import YFDataException, YFPricesMissingError, YFRateLimitError, YFTickerMissingError
 
 from jobs import records
 
@@ -37,20 +39,20 @@ class PriceDataError(Exception):
     """One symbol's prices could not be had; the message is shown to the user as is."""
 
 
-class UnknownSymbol(PriceDataError):
-    pass
+class UnknownSymbolError(PriceDataError):
+    """The source has no such symbol (unknown or delisted)."""
 
 
-class NoPriceData(PriceDataError):
-    pass
+class NoPriceDataError(PriceDataError):
+    """The symbol exists but has no daily closes for the last year."""
 
 
-class RateLimited(PriceDataError):
-    pass
+class RateLimitedError(PriceDataError):
+    """The source refused the request for now (HTTP 429); worth retrying later."""
 
 
-class SourceUnavailable(PriceDataError):
-    pass
+class SourceUnavailableError(PriceDataError):
+    """The source could not be reached or gave an answer that could not be read."""
 
 
 def _history(symbol: str, source: str, dates, closes) -> PriceHistory:
@@ -58,7 +60,7 @@ def _history(symbol: str, source: str, dates, closes) -> PriceHistory:
     frame = pd.DataFrame({"close": np.asarray(closes, dtype=float)}, index=pd.DatetimeIndex(dates))
     frame = frame.dropna().sort_index()
     if frame.empty:
-        raise NoPriceData(f"{symbol}: the {source} source has no daily closes for the last year")
+        raise NoPriceDataError(f"{symbol}: the {source} source has no daily closes for the last year")
     return PriceHistory(symbol, [d.date() for d in frame.index], frame["close"].to_numpy(), source)
 
 
@@ -70,12 +72,10 @@ class YahooSource:
     """
 
     name = "yahoo"
-    transient = (RateLimited, SourceUnavailable, NoPriceData)
+    transient = (RateLimitedError, SourceUnavailableError, NoPriceDataError)
 
     def __init__(self, cache_dir: str, timeout: float = 10, session=None, retries: int = 2,
                  backoff: float = 1.0, budget: float = 20, sleep=time.sleep):
-        import yfinance as yf
-
         os.makedirs(cache_dir, exist_ok=True)
         # yfinance keeps time-zone and cookie caches in SQLite files; one project folder
         # (WAL mode) instead of the user's home directory that every process would share blindly.
@@ -110,30 +110,28 @@ class YahooSource:
             log.warning("yahoo fetch of %s failed: %r", symbol, exc)
             raise _plain_yahoo_error(symbol, exc) from None
         if frame.empty or "Close" not in frame:
-            raise NoPriceData(f"{symbol}: Yahoo Finance returned no daily prices for the last year")
+            raise NoPriceDataError(f"{symbol}: Yahoo Finance returned no daily prices for the last year")
         return _history(symbol, self.name, frame.index.tz_localize(None), frame["Close"])
 
 
 def _plain_yahoo_error(symbol: str, exc: Exception) -> PriceDataError:
     """Tell apart unknown symbol, rate limit, HTTP failure, network failure and garbage."""
-    from yfinance.exceptions import YFDataException, YFPricesMissingError, YFRateLimitError, YFTickerMissingError
-
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(exc, YFRateLimitError) or status == 429:
-        return RateLimited(f"{symbol}: Yahoo Finance is rate limiting requests; try again in a minute")
+        return RateLimitedError(f"{symbol}: Yahoo Finance is rate limiting requests; try again in a minute")
     if isinstance(exc, YFPricesMissingError) and exc.yahoo_reason is None:
-        return NoPriceData(f"{symbol}: Yahoo Finance returned no daily prices for the last year")
+        return NoPriceDataError(f"{symbol}: Yahoo Finance returned no daily prices for the last year")
     if isinstance(exc, YFTickerMissingError) or status == 404:
-        return UnknownSymbol(f"{symbol}: Yahoo Finance has no such symbol (unknown or delisted)")
+        return UnknownSymbolError(f"{symbol}: Yahoo Finance has no such symbol (unknown or delisted)")
     if status:
-        return SourceUnavailable(f"{symbol}: Yahoo Finance answered with HTTP error {status}")
+        return SourceUnavailableError(f"{symbol}: Yahoo Finance answered with HTTP error {status}")
     if isinstance(exc, YFDataException):
-        return SourceUnavailable(f"{symbol}: Yahoo Finance says it is down; try again later")
+        return SourceUnavailableError(f"{symbol}: Yahoo Finance says it is down; try again later")
     if isinstance(exc, ValueError):  # checked first: requests' JSONDecodeError is an OSError too
-        return SourceUnavailable(f"{symbol}: Yahoo Finance gave an answer that could not be read")
+        return SourceUnavailableError(f"{symbol}: Yahoo Finance gave an answer that could not be read")
     if isinstance(exc, OSError):  # requests' and curl_cffi's network errors are OSErrors
-        return SourceUnavailable(f"{symbol}: Yahoo Finance could not be reached ({type(exc).__name__})")
-    return SourceUnavailable(f"{symbol}: Yahoo Finance gave an answer that could not be read")
+        return SourceUnavailableError(f"{symbol}: Yahoo Finance could not be reached ({type(exc).__name__})")
+    return SourceUnavailableError(f"{symbol}: Yahoo Finance gave an answer that could not be read")
 
 
 class CsvSource:
@@ -159,13 +157,13 @@ class CsvSource:
     def _read(self, symbol: str) -> pd.DataFrame:
         path = os.path.join(self.folder, f"{symbol}.csv")
         if os.sep in symbol or not os.path.isfile(path):
-            raise UnknownSymbol(f"{symbol}: no price file for this symbol in the CSV folder")
+            raise UnknownSymbolError(f"{symbol}: no price file for this symbol in the CSV folder")
         try:
             frame = pd.read_csv(path, usecols=["Date", "Close"], parse_dates=["Date"])
         except (ValueError, pd.errors.ParserError) as exc:
-            raise NoPriceData(f"{symbol}: the price file is not a Yahoo-format CSV with Date and Close ({exc})") from None
+            raise NoPriceDataError(f"{symbol}: the price file is not a Yahoo-format CSV with Date and Close ({exc})") from None
         if frame.empty:
-            raise NoPriceData(f"{symbol}: the price file has no rows")
+            raise NoPriceDataError(f"{symbol}: the price file has no rows")
         return frame.assign(Close=pd.to_numeric(frame["Close"], errors="coerce"))
 
 
@@ -184,7 +182,7 @@ class SyntheticSource:
         if self.latency:
             time.sleep(self.latency)  # stands in for a slow network fetch
         if symbol.startswith("NOPE"):
-            raise UnknownSymbol(f"{symbol}: the synthetic source treats symbols starting with NOPE as unknown")
+            raise UnknownSymbolError(f"{symbol}: the synthetic source treats symbols starting with NOPE as unknown")
         rng = np.random.default_rng(zlib.crc32(symbol.encode()))
         start_price = rng.uniform(20, 500)
         daily_returns = rng.normal(0.0004, 0.015, TRADING_DAYS_PER_YEAR)

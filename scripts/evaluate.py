@@ -10,9 +10,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jobs.forecast import error_table, predictions_at  # noqa: E402
-from jobs.sources import CsvSource  # noqa: E402
+from jobs.forecast import error_table, predictions_at
+from jobs.sources import CsvSource
 
 YEAR, HORIZON = 252, 5
 METHODS = [  # (label, method, fitting window)

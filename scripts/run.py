@@ -9,14 +9,13 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
+from types import FrameType
 from urllib.parse import quote, urlsplit
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from config import Config  # noqa: E402
-from scripts.redis_server import answers, is_loopback  # noqa: E402
+from config import ROOT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, is_loopback
+from scripts.procfile import commands
+from scripts.redis_server import answers
 
 FIRST_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
 
@@ -48,11 +47,12 @@ class Part:
             self.start()
 
     def stop(self) -> None:
+        """Ask the process to stop; kill it if it is still running well after the workers' stop patience."""
         if self.process.poll() is None:
             print(f"stopping {self.name}…", flush=True)
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=Config.JOB_TIMEOUT + Config.WORKER_LOST_AFTER + 10)
+                self.process.wait(timeout=WORKER_STOP_PATIENCE + 10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
@@ -71,11 +71,13 @@ def with_local_password(url: str, data_dir: str) -> str:
         pass
     with open(path) as kept:
         password = kept.read().strip()
-    netloc = f"{parts.username or ''}:{quote(password, safe='')}@{parts.hostname}:{parts.port or 6379}"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 address keeps its brackets
+    netloc = f"{parts.username or ''}:{quote(password, safe='')}@{host}:{parts.port or 6379}"
     return parts._replace(netloc=netloc).geturl()
 
 
 def wait_for_redis(redis: Part) -> None:
+    """Return once the Redis just started answers; exit if it died or stays silent for 10 s."""
     for _ in range(100):
         if answers(os.environ["REDIS_URL"]):
             return
@@ -85,28 +87,39 @@ def wait_for_redis(redis: Part) -> None:
     raise SystemExit("the Redis server did not answer within 10 s")
 
 
+def start_redis_unless_one_answers() -> Part | None:
+    """Start this machine's Redis (with a password) unless REDIS_URL already answers; exit if it is another host's."""
+    if answers(Config.REDIS_URL):
+        return None
+    host = urlsplit(Config.REDIS_URL).hostname or "127.0.0.1"
+    if not is_loopback(host):
+        raise SystemExit(f"no Redis answers at {host}; start it there, or point REDIS_URL at this machine")
+    # Our own Redis asks for a password: the workers and web app started below are given it.
+    os.environ["REDIS_URL"] = with_local_password(Config.REDIS_URL, Config.REDIS_DATA_DIR)
+    if answers(os.environ["REDIS_URL"]):  # still running from an earlier make run
+        return None
+    redis = Part("redis", commands()["redis"])
+    wait_for_redis(redis)
+    return redis
+
+
 def main() -> None:
+    """Start Redis (if needed), the workers and the web app; tend them until Ctrl-C or SIGTERM, then stop them in order."""
+    exit_on_bad_settings()
     parts: list[Part] = []
     stopping = False
 
-    def request_stop(signum, frame):
+    def request_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        if not answers(Config.REDIS_URL):
-            host = urlsplit(Config.REDIS_URL).hostname or "127.0.0.1"
-            if not is_loopback(host):
-                raise SystemExit(f"no Redis answers at {host}; start it there, or point REDIS_URL at this machine")
-            # Our own Redis asks for a password: the workers and web app started below are given it.
-            os.environ["REDIS_URL"] = with_local_password(Config.REDIS_URL, Config.REDIS_DATA_DIR)
-            if not answers(os.environ["REDIS_URL"]):  # not still running from an earlier make run
-                parts.append(Part("redis", [sys.executable, "scripts/redis_server.py"]))
-                wait_for_redis(parts[-1])
-        parts.append(Part("workers", [sys.executable, "worker.py"]))
-        parts.append(Part("web app", [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "webapp:create_app()"]))
+        redis = start_redis_unless_one_answers()
+        parts.extend([redis] if redis else [])
+        parts.append(Part("workers", commands()["worker"]))
+        parts.append(Part("web app", commands()["web"]))
         print(f"\n  Stock trends is running at http://{Config.HOST}:{Config.PORT}/  (Ctrl-C stops it)\n", flush=True)
         while not stopping:
             for part in parts:

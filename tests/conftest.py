@@ -5,7 +5,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -15,13 +14,13 @@ import pytest
 from redis import Redis
 from rq.serializers import JSONSerializer
 
+from config import ROOT
 from jobs import tasks
 from jobs.sources import SyntheticSource
 from jobs.worker import TrendsWorker
+from scripts.procfile import commands
 from scripts.redis_server import answers, server_command
 from webapp import create_app
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port() -> int:
@@ -153,7 +152,7 @@ class Workers:
     def __init__(self, redis_url: str, log_path, count: int = 2, **settings):
         env = dict(os.environ, REDIS_URL=redis_url, WORKERS=str(count), **{k: str(v) for k, v in settings.items()})
         self.log = open(log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=self.log,
+        self.process = subprocess.Popen(commands()["worker"], cwd=ROOT, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
         self.client = Redis.from_url(redis_url)
         try:
@@ -218,8 +217,7 @@ class WebServer:
         settings = {"WEB_PROCESSES": 1, **settings}
         env = dict(os.environ, REDIS_URL=redis_url, HOST="127.0.0.1", PORT=str(port), **{k: str(v) for k, v in settings.items()})
         self.log = open(log_path, "w")
-        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-        self.process = subprocess.Popen([gunicorn, "webapp:create_app()"], cwd=ROOT, env=env, stdout=self.log,
+        self.process = subprocess.Popen(commands()["web"], cwd=ROOT, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{port}"
         try:

@@ -2,6 +2,7 @@
 import base64
 import datetime as dt
 import json
+import re
 import zlib
 
 import numpy as np
@@ -10,8 +11,8 @@ import pytest
 
 from tests.conftest import RedisServer, weekdays, write_prices
 from webapp import create_app
-from webapp.analyses import get_trends
-from webapp.validation import TrendsRequest
+from webapp.analyses import ENDED_STATES, get_trends
+from webapp.validation import MAX_HORIZON, MAX_WINDOW, METHODS, TrendsRequest
 
 
 def test_several_symbols_get_correct_trends_and_predictions(client, workers, prices):
@@ -114,3 +115,14 @@ def test_the_anchored_method_is_echoed_and_starts_from_the_last_close(client, wo
     assert np.allclose(result["predictions"], closes[-1] + slope * np.arange(1, 4), atol=1e-5)
     assert all(lo <= p <= hi for lo, p, hi in zip(result["prediction_lower"], result["predictions"], result["prediction_upper"]))
     assert result["backtest"]["origins"] > 100
+
+
+def test_the_page_takes_its_limits_and_choices_from_the_server(redis_server, redis_client):
+    page = create_app({"REDIS_URL": redis_server.url, "MAX_SYMBOLS": 7}).test_client().get("/").text
+    assert "up to 7," in page
+    assert f'max="{MAX_WINDOW}"' in page and f'max="{MAX_HORIZON}"' in page
+    assert re.findall(r'<option value="(\w+)"', page) == list(METHODS)
+    assert f'data-ended-states="{" ".join(ENDED_STATES)}"' in page
+    assert 'href="/rq/"' not in page, "no dashboard link while the dashboard is off"
+    with_dashboard = create_app({"REDIS_URL": redis_server.url, "DASHBOARD_PASSWORD": "secret"}).test_client()
+    assert 'href="/rq/"' in with_dashboard.get("/").text

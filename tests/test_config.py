@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from config import Config, check_settings
+from config import Config, SettingsError, check_settings, settings_of
 from jobs.records import trading_day
+from scripts.procfile import commands
 from tests.conftest import ROOT
 from webapp import create_app
 from webapp.shared_jobs import work_ids
@@ -15,7 +16,7 @@ from webapp.validation import TrendsRequest
 
 
 def settings(**changes) -> dict:
-    return {**{name: value for name, value in vars(Config).items() if name.isupper()}, **changes}
+    return {**settings_of(Config), **changes}
 
 
 def test_the_defaults_work_together():
@@ -27,25 +28,54 @@ def test_the_defaults_work_together():
                              "MAINTENANCE_INTERVAL (41)"),
     ({"JOB_TIMEOUT": 20}, "MAINTENANCE_INTERVAL (51)"),
     ({"RESULT_CACHE_TTL": 600}, "RESULT_CACHE_TTL (600) must be less than RESULT_TTL (600)"),
-    ({"WORKER_LOST_AFTER": 1}, "WORKER_LOST_AFTER must be at least 3, got 1"),
-    ({"MAINTENANCE_INTERVAL": 0}, "MAINTENANCE_INTERVAL must be at least 1, got 0"),
+    ({"WORKER_LOST_AFTER": 1}, "WORKER_LOST_AFTER must be between 3 and 3600, got 1"),
+    ({"MAINTENANCE_INTERVAL": 0}, "MAINTENANCE_INTERVAL must be between 1 and 3600, got 0"),
+    ({"PORT": 70000}, "PORT must be between 1 and 65535, got 70000"),
+    ({"YAHOO_BACKOFF": -1.0}, "YAHOO_BACKOFF must be between 0 and 60, got -1.0"),
+    ({"MAX_CONTENT_LENGTH": 10}, "MAX_CONTENT_LENGTH must be between 1024 and 1e+08, got 10"),
+    ({"PRICE_SOURCE": "yaho"}, "PRICE_SOURCE must be yahoo, synthetic or csv:DIR, got 'yaho'"),
+    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'"),
+    ({"REDIS_URL": "http://x"}, "REDIS_URL must start with redis://, rediss:// or unix://"),
+    ({"REDIS_MAXMEMORY": "lots"}, "REDIS_MAXMEMORY must be a size such as 512mb or 1gb, got 'lots'"),
+    ({"RATE_LIMIT_POLL": "often"}, "RATE_LIMIT_POLL must be a rate such as 600/minute, got 'often'"),
+    ({"BULK_QUEUE": "trends"}, "INTERACTIVE_QUEUE and BULK_QUEUE must differ"),
+    ({"REDIS_TLS_CERT": "/c.pem"}, "REDIS_TLS_CERT, REDIS_TLS_KEY and REDIS_TLS_CA go together"),
+    ({"REDIS_BIND": "0.0.0.0", "REDIS_REQUIREPASS": ""}, "REDIS_BIND (0.0.0.0) is not loopback: set REDIS_REQUIREPASS"),
 ])
-def test_settings_that_cannot_work_together_are_refused_by_name(changes, named):
-    with pytest.raises(ValueError, match="settings that cannot work together") as refused:
+def test_settings_that_cannot_work_are_refused_by_name(changes, named):
+    with pytest.raises(SettingsError, match="settings that cannot work: ") as refused:
         check_settings(settings(**changes))
     assert named in str(refused.value)
 
 
+@pytest.mark.parametrize("bind", ["127.0.0.1", "127.0.0.1 -::1", "localhost"])
+def test_a_loopback_bind_needs_no_password(bind):
+    check_settings(settings(REDIS_BIND=bind, REDIS_REQUIREPASS=""))
+
+
 def test_the_web_app_refuses_them_at_start_up():
-    with pytest.raises(ValueError, match="TRENDS_TIMEOUT"):
+    with pytest.raises(SettingsError, match="TRENDS_TIMEOUT"):
         create_app({"TRENDS_TIMEOUT": 10})
 
 
-def test_a_worker_host_refuses_them_at_start_up():
+@pytest.mark.parametrize("process", ["worker", "redis"])
+def test_worker_and_redis_hosts_refuse_them_at_start_up(process):
     env = dict(os.environ, TRENDS_TIMEOUT="10", REDIS_URL="redis://127.0.0.1:1/0")
-    run = subprocess.run([sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert run.returncode != 0
+    run = subprocess.run(commands()[process], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
     assert "TRENDS_TIMEOUT (10) must be at least" in run.stderr
+
+
+@pytest.mark.parametrize("name, raw, said", [
+    ("PORT", "eighty", "setting PORT must be an integer, got 'eighty'"),
+    ("YAHOO_BACKOFF", "slow", "setting YAHOO_BACKOFF must be a number, got 'slow'"),
+    ("DASHBOARD_READ_ONLY", "maybe", "setting DASHBOARD_READ_ONLY must be one of 1, true"),
+])
+def test_a_setting_that_is_not_a_value_of_its_kind_stops_the_process_by_name(name, raw, said):
+    run = subprocess.run([sys.executable, "-c", "import config"], cwd=ROOT, env=dict(os.environ, **{name: raw}),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert said in run.stderr
 
 
 def test_job_ids_and_the_price_cache_share_one_day_the_utc_date():

@@ -2,12 +2,12 @@
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 from redis import Redis
 
+from scripts.procfile import commands
 from scripts.redis_server import answers
 from tests.conftest import ROOT, http_json, wait_until
 from tests.netns import Lan, unavailable_reason
@@ -44,14 +44,14 @@ def fleet(tmp_path_factory):
             env = dict(base_env, **settings)
             processes.append(subprocess.Popen(lan.command(host, argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
 
-        start("redis", [sys.executable, "scripts/redis_server.py"], REDIS_BIND=redis_ip, REDIS_PASSWORD=PASSWORD,
+        start("redis", commands()["redis"], REDIS_BIND=redis_ip, REDIS_REQUIREPASS=PASSWORD,
               REDIS_DATA_DIR=str(logs / "redis-data"))
         wait_until(lambda: answers(redis_url), timeout=20, what="Redis on its host")
         client = Redis.from_url(redis_url)
-        start("web", [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "webapp:create_app()"],
+        start("web", commands()["web"],
               HOST=web_ip, PORT="8000", WEB_PROCESSES="1", JOB_TIMEOUT=WORKER_SETTINGS["JOB_TIMEOUT"])
         for host in ("w1", "w2"):
-            start(host, [sys.executable, "worker.py"], **WORKER_SETTINGS)
+            start(host, commands()["worker"], **WORKER_SETTINGS)
         wait_until(lambda: client.scard("rq:workers") == 4, timeout=40, what="4 workers on 2 hosts")
         base_url = f"http://{web_ip}:8000"
         wait_until(lambda: _answers_http(base_url), timeout=20, what="the web app on its host")

@@ -22,7 +22,7 @@ def make_run(tmp_path):
                PORT=str(web_port), PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS="300", WORKERS="2",
                YFINANCE_CACHE_DIR=str(tmp_path / "yf"))
     log = open(tmp_path / "run.log", "w")
-    process = subprocess.Popen([sys.executable, "scripts/run.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([sys.executable, "-m", "scripts.run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{web_port}"
     try:
         wait_until(lambda: _get(url + "/healthz") == 200, timeout=60, what="make run to serve with live workers")

@@ -9,11 +9,11 @@ from jobs.records import trading_day
 from jobs.sources import (
     CachedSource,
     CsvSource,
-    NoPriceData,
-    RateLimited,
-    SourceUnavailable,
+    NoPriceDataError,
+    RateLimitedError,
+    SourceUnavailableError,
     SyntheticSource,
-    UnknownSymbol,
+    UnknownSymbolError,
     YahooSource,
 )
 from tests.conftest import weekdays, write_prices
@@ -40,13 +40,13 @@ def test_csv_source_reads_files_without_adj_close_and_skips_missing_closes(tmp_p
 
 
 def test_csv_source_reports_a_missing_file_as_unknown_symbol(tmp_path):
-    with pytest.raises(UnknownSymbol, match="NOPE"):
+    with pytest.raises(UnknownSymbolError, match="NOPE"):
         CsvSource(str(tmp_path)).history("NOPE")
 
 
 def test_csv_source_reports_a_file_without_close_column(tmp_path):
     (tmp_path / "ODD.csv").write_text("Date,Price\n2024-01-02,3\n")
-    with pytest.raises(NoPriceData, match="Date and Close"):
+    with pytest.raises(NoPriceDataError, match="Date and Close"):
         CsvSource(str(tmp_path)).history("ODD")
 
 
@@ -67,7 +67,7 @@ def test_synthetic_source_is_deterministic_per_symbol_and_labelled():
 
 
 def test_synthetic_source_knows_no_symbol_starting_with_nope():
-    with pytest.raises(UnknownSymbol):
+    with pytest.raises(UnknownSymbolError):
         SyntheticSource().history("NOPE")
 
 
@@ -99,13 +99,13 @@ def test_yahoo_source_parses_a_chart_answer_through_yfinance(yahoo):
 @pytest.mark.parametrize(
     "symbol, answer, error, words",
     [
-        ("UNKNOWN", None, UnknownSymbol, "no such symbol"),  # Yahoo's 404 "No data found" answer
-        ("LIMITED", (429, "Too Many Requests"), RateLimited, "rate limiting"),
-        ("REFUSED", requests.ConnectionError("connection refused"), SourceUnavailable, "could not be reached"),
-        ("SLOW", requests.Timeout("read timed out"), SourceUnavailable, "could not be reached"),
-        ("GARBAGE", (200, "<html>not json</html>"), SourceUnavailable, "could not be read"),
-        ("DOWN", (503, "<html>Will be right back</html>"), SourceUnavailable, "could not be read"),
-        ("NORESULT", (200, {"chart": {"result": [], "error": None}}), SourceUnavailable, "could not be read"),
+        ("UNKNOWN", None, UnknownSymbolError, "no such symbol"),  # Yahoo's 404 "No data found" answer
+        ("LIMITED", (429, "Too Many Requests"), RateLimitedError, "rate limiting"),
+        ("REFUSED", requests.ConnectionError("connection refused"), SourceUnavailableError, "could not be reached"),
+        ("SLOW", requests.Timeout("read timed out"), SourceUnavailableError, "could not be reached"),
+        ("GARBAGE", (200, "<html>not json</html>"), SourceUnavailableError, "could not be read"),
+        ("DOWN", (503, "<html>Will be right back</html>"), SourceUnavailableError, "could not be read"),
+        ("NORESULT", (200, {"chart": {"result": [], "error": None}}), SourceUnavailableError, "could not be read"),
     ],
 )
 def test_yahoo_failures_are_told_apart_in_plain_words(yahoo, symbol, answer, error, words):
@@ -122,20 +122,20 @@ def test_yahoo_failures_after_the_time_zone_is_known_are_still_told_apart(yahoo)
     charts["KNOWN"] = (200, chart_body("KNOWN", weekdays("2025-11-03", 5), [1.0, 2.0, 3.0, 4.0, 5.0]))
     source.history("KNOWN")  # yfinance now has KNOWN's time zone cached and goes straight to the chart
     charts["KNOWN"] = (429, "Too Many Requests")
-    with pytest.raises(RateLimited):
+    with pytest.raises(RateLimitedError):
         source.history("KNOWN")
     charts["KNOWN"] = (200, {"chart": {"result": [], "error": None}})
-    with pytest.raises(NoPriceData):
+    with pytest.raises(NoPriceDataError):
         source.history("KNOWN")
     charts["KNOWN"] = (503, "<html>Will be right back</html>")
-    with pytest.raises(SourceUnavailable, match="says it is down"):
+    with pytest.raises(SourceUnavailableError, match="says it is down"):
         source.history("KNOWN")
 
 
 def test_yahoo_chart_without_bars_is_no_data(yahoo):
     source, charts, _, _ = yahoo
     charts["EMPTY"] = (200, chart_body("EMPTY", [], []))
-    with pytest.raises(NoPriceData, match="no daily prices"):
+    with pytest.raises(NoPriceDataError, match="no daily prices"):
         source.history("EMPTY")
 
 
@@ -160,7 +160,7 @@ def test_persistent_failures_give_up_after_the_retries_with_growing_backoff(yaho
     source.history("FLAKY")
     fake.urls.clear()
     charts["FLAKY"] = (429, "Too Many Requests")
-    with pytest.raises(RateLimited):
+    with pytest.raises(RateLimitedError):
         source.history("FLAKY")
     assert chart_calls(fake, "FLAKY") >= 3, "one try and two retries"
     assert len(sleeps) == 2 and sleeps[0] <= 0.5 and sleeps[1] <= 1.0
@@ -171,14 +171,14 @@ def test_jitter_spreads_the_waits(tmp_path):
     session, _ = session_for({"X": (429, "Too Many Requests")})
     source = YahooSource(str(tmp_path / "c"), session=session, retries=1, backoff=1.0, sleep=sleeps.append)
     for _ in range(20):
-        with pytest.raises(RateLimited):
+        with pytest.raises(RateLimitedError):
             source.history("X")
     assert len(set(sleeps)) > 15 and max(sleeps) <= 1.0
 
 
 def test_an_unknown_symbol_is_not_retried(yahoo):
     source, _, _, sleeps = yahoo
-    with pytest.raises(UnknownSymbol):
+    with pytest.raises(UnknownSymbolError):
         source.history("NOSUCH")
     assert sleeps == []
 
@@ -188,7 +188,7 @@ def test_retries_stop_when_the_time_budget_would_be_exceeded(tmp_path):
     session, _ = session_for({"X": requests.ConnectionError("refused")})
     source = YahooSource(str(tmp_path / "c"), timeout=5, session=session, retries=5, backoff=0.1, budget=4,
                          sleep=sleeps.append)
-    with pytest.raises(SourceUnavailable):
+    with pytest.raises(SourceUnavailableError):
         source.history("X")
     assert sleeps == [], "a retry plus its 5 s fetch timeout would not fit in the 4 s budget"
 
@@ -227,6 +227,6 @@ def test_the_price_cache_does_not_keep_errors(redis_client):
     inner = CountingSource()
     cached = CachedSource(inner, redis_client, ttl=60)
     for _ in range(2):
-        with pytest.raises(UnknownSymbol):
+        with pytest.raises(UnknownSymbolError):
             cached.history("NOPE")
     assert inner.fetches == 2

@@ -109,8 +109,10 @@ def test_a_chunked_body_over_the_limit_is_413_naming_it(web_server):
     connection.request("POST", "/get_trends", body=chunks, headers={"Content-Type": "application/json"},
                        encode_chunked=True)
     response = connection.getresponse()
+    body = json.loads(response.read())
+    connection.close()
     assert response.status == 413
-    assert "limit of 1,000,000 bytes" in json.loads(response.read())["message"]
+    assert "limit of 1,000,000 bytes" in body["message"]
 
 
 @pytest.mark.parametrize("broken", [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"])

@@ -3,11 +3,10 @@ import logging
 
 from flask import Flask
 from redis import Redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 
-from config import Config, check_settings
-from jobs.job_class import never_unpickle
+from config import LOG_FORMAT, Config, check_settings
+from jobs.job_class import never_unpickle, trends_queues
+from webapp import api, errors, ops, page, security
 
 
 def create_app(overrides: dict | None = None) -> Flask:
@@ -18,18 +17,13 @@ def create_app(overrides: dict | None = None) -> Flask:
     check_settings(app.config)
     never_unpickle()  # rq-dashboard reads jobs without naming a serializer
     app.json.sort_keys = False  # keep fields in the order the API contract lists them
-    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=app.config["LOG_LEVEL"], format=LOG_FORMAT)
 
     # One pool for the process; short timeouts so a dead Redis becomes a quick 503, not a hang.
     app.redis = Redis.from_url(
         app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
     )
-    app.interactive_queue, app.bulk_queue = app.queues = [
-        Queue(app.config[name], connection=app.redis, serializer=JSONSerializer) for name in ("INTERACTIVE_QUEUE", "BULK_QUEUE")
-    ]
-
-    from webapp import api, errors, ops, page, security
-
+    app.interactive_queue, app.bulk_queue = app.queues = trends_queues(app.redis, app.config)
     errors.register_error_handlers(app)
     limiter = security.protect(app, api.bp)
     app.register_blueprint(page.bp)

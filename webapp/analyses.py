@@ -108,6 +108,10 @@ def _entry(symbol: str, status: JobStatus | None, result: dict | None) -> dict:
     return {"symbol": symbol, "state": "error" if "error" in result else "done", "result": result}
 
 
+ENDED_STATES = ("finished", "partial", "failed")  # an analysis in one of these changes no more
+ANALYSIS_STATES = ("queued", "running", *ENDED_STATES)
+
+
 def _overall_state(states: list[str]) -> str:
     if all(state == "queued" for state in states):
         return "queued"

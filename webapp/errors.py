@@ -25,7 +25,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
         limit = app.config["MAX_CONTENT_LENGTH"]
-        return error_response(413, f"the body is larger than the limit of {limit:,} bytes (MAX_BODY_BYTES)")
+        return error_response(413, f"the body is larger than the limit of {limit:,} bytes (MAX_CONTENT_LENGTH)")
 
     @app.errorhandler(RedisConnectionError)
     @app.errorhandler(RedisTimeoutError)

@@ -2,6 +2,7 @@
 
 The request schema is the pydantic model's own (webapp/validation.py), so what is documented is what is accepted.
 """
+from webapp.analyses import ANALYSIS_STATES
 from webapp.validation import METHODS, request_model
 
 
@@ -65,7 +66,7 @@ def openapi_spec(max_symbols: int) -> dict:
                         "properties": {"id": {"type": "string"}, "status_url": {"type": "string"}}},
             "Analysis": {"type": "object", "required": ["id", "state", "done", "total", "symbols"], "properties": {
                 "id": {"type": "string"},
-                "state": {"type": "string", "enum": ["queued", "running", "finished", "partial", "failed"]},
+                "state": {"type": "string", "enum": list(ANALYSIS_STATES)}, "method": {"type": "string", "enum": list(METHODS)},
                 "done": {"type": "integer"}, "total": {"type": "integer"}, "window": {"type": "integer"},
                 "horizon": {"type": "integer"},
                 "symbols": {"type": "array", "items": {"type": "object", "required": ["symbol", "state"], "properties": {

@@ -14,7 +14,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 MAX_SYMBOL_LENGTH = 15
 MAX_WINDOW = 250  # a year holds about 250 trading days
 MAX_HORIZON = 30
-METHODS = ("trend", "anchored")  # the forecast methods jobs/forecast.py implements
+# The forecast methods jobs/forecast.py implements, each with the words the schema and the page show.
+METHODS = {"trend": "the fitted line extrapolated", "anchored": "the fitted line's slope from the last close"}
 # Yahoo tickers (BRK-B, ^GSPC, 0700.HK, EURUSD=X, ES=F), ASCII only, a caret only in front; checked
 # before upper-casing, so what the schema allows is exactly what is accepted. Spaces and tabs are
 # spelled out: regex engines disagree on what \s matches.
@@ -37,8 +38,8 @@ class TrendsRequest(BaseModel):
     symbols: list[Ticker] = Field(min_length=1)
     window: int = Field(20, ge=1, le=MAX_WINDOW, description="moving-average days")
     horizon: int = Field(5, ge=1, le=MAX_HORIZON, description="trading days to forecast")
-    method: Literal[METHODS] = Field(
-        "trend", description="trend: the fitted line extrapolated; anchored: its slope from the last close")
+    method: Literal[tuple(METHODS)] = Field(
+        "trend", description="; ".join(f"{name}: {meaning}" for name, meaning in METHODS.items()))
 
     def distinct_symbols(self) -> list[str]:
         """The symbols in request order, each once."""

@@ -5,7 +5,7 @@
 
 const POLL_MS = 500;
 const MAX_RETRY_MS = 8000;
-const ENDED = new Set(["finished", "partial", "failed"]);
+const ENDED = new Set(document.querySelector("main").dataset.endedStates.split(" ")); // from the server
 const SOURCE_LABELS = {
   yahoo: "data: Yahoo Finance",
   csv: "data: CSV files",
