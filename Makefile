@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Parallel test processes: most tests wait on servers and workers, so twice the cores keeps the CPU busy.
+TEST_PROCESSES ?= 4
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
@@ -43,7 +45,7 @@ test-system: ## Debian packages the tests use: headless Chromium, and a TLS-capa
 
 test: $(VENV)/.installed-test test-system ## the whole test suite (starts its own Redis, workers, web app, browser)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test ## ruff: style, imports, complexity, types and docstrings (pyproject.toml)
 	$(VENV)/bin/ruff check .
@@ -54,7 +56,7 @@ bench: $(VENV)/.installed-test ## benchmark: plain loop vs 1 and 2 workers, I/O-
 evaluate: venv ## forecast errors of each method over a folder of CSVs: make evaluate DATA=../shared/data/prices
 	$(PY) -m scripts.evaluate $(or $(DATA),../shared/data/prices)
 
-loadtest: $(VENV)/.installed-test ## Locust against a running system at URL (see README "Load"); USERS, SPAWN, TIME
+loadtest: $(VENV)/.installed-test ## Locust against a running system at URL (docs/performance.md "Load"); USERS, SPAWN, TIME
 	$(VENV)/bin/locust -f bench/locustfile.py --headless --host $(or $(URL),http://127.0.0.1:5000) \
 		-u $(or $(USERS),50) -r $(or $(SPAWN),10) -t $(or $(TIME),60s) --only-summary
 

@@ -118,7 +118,7 @@ WORKER_STOP_PATIENCE = Config.JOB_TIMEOUT + Config.WORKER_LOST_AFTER
 
 
 def settings_of(config: object = Config) -> dict[str, Any]:
-    """The UPPER_CASE settings of a config object, as a mapping `check_settings` takes."""
+    """Collect the UPPER_CASE settings of a config object into the mapping `check_settings` takes."""
     return {name: getattr(config, name) for name in dir(config) if name.isupper()}
 
 

@@ -1,10 +1,12 @@
 """Gunicorn settings for the web app, taken from config.py (gunicorn reads this file by name)."""
+from gunicorn.workers.base import Worker
+
 from config import Config
 
 bind = f"{Config.HOST}:{Config.PORT}"
 workers = Config.WEB_PROCESSES
 # gevent: each connection is a greenlet, so slow or idle clients (and /get_trends requests waiting
-# on Redis) hold no thread; measured against gthread in README "Security". A cap bounds them.
+# on Redis) hold no thread; measured against gthread in docs/security.md. A cap bounds them.
 worker_class = "gevent"
 worker_connections = Config.WEB_CONNECTIONS
 # An idle keep-alive connection costs a greenlet, not a thread: keep it longer than clients pause
@@ -15,8 +17,10 @@ accesslog = "-"
 control_socket_disable = True
 
 
-def post_worker_init(worker):
-    """Each web process keeps open analyses readable (one at a time across the fleet: webapp/analyses.py)."""
-    from webapp.analyses import start_keeper
+def post_worker_init(worker: Worker) -> None:
+    """Keep open analyses readable from each web process (one at a time across the fleet: webapp/analyses.py)."""
+    # Here, in the worker once gevent has patched it: at the top, this file would load the web app (Flask,
+    # Redis, RQ, threading) into the gunicorn master, before the fork and unpatched.
+    from webapp.analyses import start_keeper  # noqa: PLC0415
 
     start_keeper(worker.wsgi)

@@ -73,7 +73,7 @@ def run_worker() -> None:
 class Supervisor:
     """Keeps `count` worker processes running; on SIGINT/SIGTERM asks each to finish its job and stop."""
 
-    def __init__(self, count: int):
+    def __init__(self, count: int) -> None:
         self.count = count
         self.context = multiprocessing.get_context("fork")
         self.workers: list[BaseProcess] = []

@@ -2,12 +2,13 @@
 import datetime as dt
 import functools
 
+import exchange_calendars
 import numpy as np
 import pandas as pd
 
 
 def moving_average(closes: np.ndarray, window: int) -> np.ndarray:
-    """Simple moving average once the window is full: len(closes) - window + 1 values, oldest first."""
+    """Compute the simple moving average once the window is full: len(closes) - window + 1 values, oldest first."""
     if window < 1 or window > len(closes):
         raise ValueError(f"window {window} needs between 1 and {len(closes)} closes")
     sums = np.cumsum(np.concatenate(([0.0], closes)))
@@ -15,7 +16,7 @@ def moving_average(closes: np.ndarray, window: int) -> np.ndarray:
 
 
 def next_trading_days(last_date: dt.date, horizon: int, calendar: str = "XNYS") -> list[dt.date]:
-    """The `horizon` sessions of the exchange after `last_date`: no weekends, no exchange holidays."""
+    """List the exchange's `horizon` sessions after `last_date`: no weekends, no exchange holidays."""
     sessions = _sessions(calendar)
     after = sessions[sessions.searchsorted(np.datetime64(last_date, "D"), side="right"):][:horizon]
     days = [d.item() for d in after]
@@ -29,6 +30,4 @@ def next_trading_days(last_date: dt.date, horizon: int, calendar: str = "XNYS") 
 @functools.lru_cache(maxsize=4)
 def _sessions(calendar: str) -> np.ndarray:
     """Every session of a maintained exchange calendar (exchange_calendars), as days."""
-    import exchange_calendars
-
     return pd.DatetimeIndex(exchange_calendars.get_calendar(calendar).sessions).values.astype("datetime64[D]")

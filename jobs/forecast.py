@@ -55,8 +55,9 @@ def rolling_lines(closes: np.ndarray, window: int | None = None) -> tuple[np.nda
     return slope, intercept
 
 
-def predictions_at(closes: np.ndarray, origins: np.ndarray, horizon: int, method: str, window: int | None = None):
-    """What `method` would have predicted at each origin for 1..horizon days ahead, shape (origins, horizon)."""
+def predictions_at(closes: np.ndarray, origins: np.ndarray, horizon: int, method: str,
+                   window: int | None = None) -> np.ndarray:
+    """Predict as `method` would have at each origin, 1..horizon days ahead: shape (origins, horizon)."""
     slope, intercept = rolling_lines(closes, window)
     ahead = np.arange(1, horizon + 1)
     t = origins[:, None]
@@ -68,13 +69,13 @@ def predictions_at(closes: np.ndarray, origins: np.ndarray, horizon: int, method
     return intercept[t] + slope[t] * (last_index + ahead)
 
 
-def error_table(actual: np.ndarray, predicted: np.ndarray) -> dict:
+def error_table(actual: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
     """Mean absolute percentage error and mean absolute error per horizon day."""
     absolute = np.abs(predicted - actual)
     return {"mape": (absolute / np.abs(actual)).mean(axis=0) * 100, "mae": absolute.mean(axis=0)}
 
 
-def backtest(closes: np.ndarray, horizon: int, method: str) -> dict | None:
+def backtest(closes: np.ndarray, horizon: int, method: str) -> dict[str, int | np.ndarray] | None:
     """How `method` and the naive last-close forecast did on these closes, origin by origin.
 
     Origins are the days with at least MIN_TRAIN closes behind them and `horizon` after them;
@@ -92,7 +93,7 @@ def backtest(closes: np.ndarray, horizon: int, method: str) -> dict | None:
             "naive_mape": naive["mape"], "naive_mae": naive["mae"], "error_low": low, "error_high": high}
 
 
-def interval(predictions: np.ndarray, record: dict) -> tuple[np.ndarray, np.ndarray]:
+def interval(predictions: np.ndarray, record: dict[str, int | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Bounds from the backtest's 10th/90th percentile errors, widened if need be to hold the prediction."""
     lower = predictions * (1 + np.minimum(record["error_low"], 0))
     upper = predictions * (1 + np.maximum(record["error_high"], 0))

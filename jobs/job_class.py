@@ -5,14 +5,15 @@ could otherwise run code on every worker. Used for running jobs and for RQ's reg
 (which calls failure callbacks).
 """
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import rq.serializers
 from redis import Redis
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
+from rq.types import FailureCallbackType, SuccessCallbackType
 
 from jobs.records import JOB_STATS_KEY
 
@@ -33,27 +34,31 @@ class TrendsJob(Job):
     """
 
     @property
-    def func(self):
+    def func(self) -> Callable[..., Any]:
+        """Import the job's function only if the job names nothing but ours."""
         self._refuse_foreign_code()
         return super().func
 
     @property
-    def success_callback(self):
+    def success_callback(self) -> SuccessCallbackType | None:
+        """Refuse the job before RQ imports a success callback it names (ours name none)."""
         self._refuse_foreign_code()
         return super().success_callback
 
     @property
-    def failure_callback(self):
+    def failure_callback(self) -> FailureCallbackType | None:
+        """Refuse the job before RQ imports a failure callback it names (ours name none)."""
         self._refuse_foreign_code()
         return super().failure_callback
 
     @property
-    def stopped_callback(self):
+    def stopped_callback(self) -> Callable[[Job, Redis], Any] | None:
+        """Refuse the job before RQ imports a stopped callback it names (ours name none)."""
         self._refuse_foreign_code()
         return super().stopped_callback
 
-    def send_webhooks(self, status, *, exc_string: str | None = None) -> None:
-        # We use none; a job planted with webhooks must not make workers send requests anywhere.
+    def send_webhooks(self, status: str | JobStatus, *, exc_string: str | None = None) -> None:
+        """Send no webhooks (we use none): a job planted with some must not make workers send requests anywhere."""
         # Recorded, not raised: RQ calls this after a failure is stored, in loops a raise would cut short.
         if self.webhooks:
             try:
@@ -84,7 +89,7 @@ class TrendsJob(Job):
 
 
 def trends_queues(connection: Redis, settings: Mapping[str, Any]) -> list[Queue]:
-    """The interactive and bulk queues, in the order workers take from them (RQ takes from the first non-empty)."""
+    """Build the interactive and bulk queues, in the order workers take from them (RQ takes from the first non-empty)."""
     return [Queue(settings[name], connection=connection, serializer=JSONSerializer, job_class=TrendsJob)
             for name in ("INTERACTIVE_QUEUE", "BULK_QUEUE")]
 

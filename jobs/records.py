@@ -23,31 +23,36 @@ OPEN_ANALYSES_KEY = "trends:analyses:open"
 
 
 def trading_day() -> str:
-    """The day that names shared jobs and cached prices: the UTC date, the same on every host whatever its time zone."""
+    """Name the day of shared jobs and cached prices: the UTC date, the same on every host whatever its time zone."""
     return dt.datetime.now(dt.timezone.utc).date().isoformat()
 
 
 def record_key(analysis_id: str) -> str:
+    """Name the hash that records what an async analysis asked."""
     return f"trends:analysis:{analysis_id}"
 
 
 def prices_key(source: str, symbol: str, day: str) -> str:
+    """Name the price cache entry of one symbol from one source on one day."""
     return f"trends:prices:{source}:{symbol}:{day}"
 
 
 def work_id(symbol: str, window: int, horizon: int, method: str, day: str) -> str:
-    """The same id for the same work on the same day; RQ ids allow only letters, digits, - and _."""
+    """Give the same work on the same day the same id; RQ ids allow only letters, digits, - and _."""
     digest = hashlib.sha1(f"{symbol}|{window}|{horizon}|{method}|{day}".encode()).hexdigest()[:16]
     return f"{re.sub(r'[^A-Za-z0-9-]', '_', symbol)}-{digest}"
 
 
 def inflight_key(worker: str) -> str:
+    """Name the list of jobs a worker has taken but not yet registered."""
     return f"trends:inflight:{worker}"
 
 
 def alive_key(worker: str) -> str:
+    """Name a worker's heartbeat key, which expires when the worker stops beating."""
     return f"trends:alive:{worker}"
 
 
 def current_job_key(work: str) -> str:
+    """Name the pointer to the RQ job currently doing a work."""
     return f"trends:work:{work}"

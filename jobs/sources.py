@@ -11,13 +11,19 @@ import os
 import random
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import requests
 import yfinance as yf
+from numpy.typing import ArrayLike
+from redis import Redis
 from yfinance.exceptions import YFDataException, YFPricesMissingError, YFRateLimitError, YFTickerMissingError
 
+from config import Config
 from jobs import records
 
 log = logging.getLogger(__name__)
@@ -33,6 +39,15 @@ class PriceHistory:
     dates: list[dt.date]
     closes: np.ndarray
     source: str
+
+
+class PriceSource(Protocol):
+    """What every source offers: its name, and one symbol's daily closes."""
+
+    name: str
+
+    def history(self, symbol: str) -> PriceHistory:
+        """Give a year of `symbol`'s daily closes, or raise a PriceDataError a person can read."""
 
 
 class PriceDataError(Exception):
@@ -55,7 +70,7 @@ class SourceUnavailableError(PriceDataError):
     """The source could not be reached or gave an answer that could not be read."""
 
 
-def _history(symbol: str, source: str, dates, closes) -> PriceHistory:
+def _history(symbol: str, source: str, dates: ArrayLike, closes: ArrayLike) -> PriceHistory:
     """Build a PriceHistory from parallel dates/closes, dropping missing closes."""
     frame = pd.DataFrame({"close": np.asarray(closes, dtype=float)}, index=pd.DatetimeIndex(dates))
     frame = frame.dropna().sort_index()
@@ -74,8 +89,8 @@ class YahooSource:
     name = "yahoo"
     transient = (RateLimitedError, SourceUnavailableError, NoPriceDataError)
 
-    def __init__(self, cache_dir: str, timeout: float = 10, session=None, retries: int = 2,
-                 backoff: float = 1.0, budget: float = 20, sleep=time.sleep):
+    def __init__(self, cache_dir: str, timeout: float = 10, session: requests.Session | None = None, retries: int = 2,
+                 backoff: float = 1.0, budget: float = 20, sleep: Callable[[float], None] = time.sleep) -> None:
         os.makedirs(cache_dir, exist_ok=True)
         # yfinance keeps time-zone and cookie caches in SQLite files; one project folder
         # (WAL mode) instead of the user's home directory that every process would share blindly.
@@ -91,6 +106,7 @@ class YahooSource:
         self._sleep = sleep
 
     def history(self, symbol: str) -> PriceHistory:
+        """Fetch `symbol`'s year of closes, retrying transient failures while the time budget allows."""
         deadline = time.monotonic() + self._budget
         for attempt in itertools.count():
             try:
@@ -139,12 +155,13 @@ class CsvSource:
 
     name = "csv"
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str) -> None:
         if not os.path.isdir(folder):
             raise ValueError(f"PRICE_SOURCE csv folder {folder!r} does not exist")
         self.folder = folder
 
     def history(self, symbol: str) -> PriceHistory:
+        """Read the last year of `symbol`'s file."""
         frame = self._read(symbol)
         last_year = frame[frame["Date"] > frame["Date"].max() - pd.DateOffset(years=1)]
         return _history(symbol, self.name, last_year["Date"], last_year["Close"])
@@ -175,10 +192,11 @@ class SyntheticSource:
 
     name = "synthetic"
 
-    def __init__(self, latency_ms: int = 0):
+    def __init__(self, latency_ms: int = 0) -> None:
         self.latency = latency_ms / 1000
 
     def history(self, symbol: str) -> PriceHistory:
+        """Make up a year of closes for `symbol`, the same every time for the same symbol."""
         if self.latency:
             time.sleep(self.latency)  # stands in for a slow network fetch
         if symbol.startswith("NOPE"):
@@ -192,7 +210,7 @@ class SyntheticSource:
 
 @functools.lru_cache(maxsize=2)
 def _weekdays_up_to_yesterday(today: dt.date) -> list[dt.date]:
-    """The synthetic source's dates, the same for every symbol: computed once a day, not per symbol."""
+    """List the synthetic source's dates, the same for every symbol: computed once a day, not per symbol."""
     last_weekday = np.busday_offset(np.datetime64(today, "D"), -1, roll="forward")
     dates = np.busday_offset(last_weekday, np.arange(-TRADING_DAYS_PER_YEAR + 1, 1), roll="forward")
     return [d.item() for d in dates]
@@ -204,13 +222,14 @@ class CachedSource:
     Stored compactly as raw numpy bytes (int32 day numbers, float64 closes), never pickled.
     """
 
-    def __init__(self, source, connection, ttl: int):
+    def __init__(self, source: PriceSource, connection: Redis, ttl: int) -> None:
         self.source = source
         self.name = source.name
         self.connection = connection
         self.ttl = ttl
 
     def history(self, symbol: str) -> PriceHistory:
+        """Give `symbol`'s closes from today's cache, fetching and caching them on a miss."""
         key = records.prices_key(self.name, symbol, records.trading_day())
         pipe = self.connection.pipeline(transaction=False)
         pipe.hmget(key, "days", "closes")
@@ -229,7 +248,7 @@ class CachedSource:
         return history
 
 
-def price_source_from_config(config) -> "YahooSource | CsvSource | SyntheticSource":
+def price_source_from_config(config: type[Config]) -> YahooSource | CsvSource | SyntheticSource:
     """Build the source config.PRICE_SOURCE names: `yahoo`, `synthetic` or `csv:DIR`."""
     setting = config.PRICE_SOURCE
     if setting == "yahoo":

@@ -2,6 +2,8 @@
 
 Arguments and results are plain JSON values because jobs are stored with RQ's JSONSerializer.
 """
+from typing import Any
+
 import numpy as np
 from redis import Redis
 from rq.timeouts import JobTimeoutException
@@ -9,13 +11,13 @@ from rq.timeouts import JobTimeoutException
 from config import Config
 from jobs.analysis import moving_average, next_trading_days
 from jobs.forecast import backtest, forecast, interval
-from jobs.sources import CachedSource, PriceDataError, PriceHistory, price_source_from_config
+from jobs.sources import CachedSource, PriceDataError, PriceHistory, PriceSource, price_source_from_config
 
-_price_source = None
+_price_source: PriceSource | None = None
 
 
-def price_source():
-    """The source PRICE_SOURCE names behind the shared price cache, built once per process (before the first job)."""
+def price_source() -> PriceSource:
+    """Build the source PRICE_SOURCE names, behind the shared price cache, once per process (before the first job)."""
     global _price_source
     if _price_source is None:
         source = price_source_from_config(Config)
@@ -25,8 +27,8 @@ def price_source():
     return _price_source
 
 
-def analyze_symbol(symbol: str, window: int, horizon: int, method: str = "trend") -> dict:
-    """The RQ job: fetch a year of closes for `symbol` and return its result object.
+def analyze_symbol(symbol: str, window: int, horizon: int, method: str = "trend") -> dict[str, Any]:
+    """Run the RQ job: fetch a year of closes for `symbol` and return its result object.
 
     Raises PriceDataError (its message is for people) when the symbol's prices can't be had, so
     RQ records the job as failed; `failure_message` says what the person is told.
@@ -35,7 +37,7 @@ def analyze_symbol(symbol: str, window: int, horizon: int, method: str = "trend"
 
 
 def failure_message(symbol: str, exc_type: type, timeout: int | None, exc_value: BaseException | None = None) -> str:
-    """What a person is told about a symbol whose job failed: never a traceback."""
+    """Tell a person in words why a symbol's job failed: never a traceback."""
     if issubclass(exc_type, PriceDataError):
         return str(exc_value)
     if issubclass(exc_type, JobTimeoutException):
@@ -43,8 +45,8 @@ def failure_message(symbol: str, exc_type: type, timeout: int | None, exc_value:
     return f"{symbol}: the analysis failed unexpectedly ({exc_type.__name__}); the worker log has details"
 
 
-def analyze_history(history: PriceHistory, window: int, horizon: int, method: str = "trend") -> dict:
-    """The API's result object for one symbol's price history, with its forecast's track record."""
+def analyze_history(history: PriceHistory, window: int, horizon: int, method: str = "trend") -> dict[str, Any]:
+    """Build the API's result object for one symbol's price history, with its forecast's track record."""
     closes = history.closes
     if len(closes) < max(window, 2):
         raise PriceDataError(

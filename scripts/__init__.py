@@ -1,0 +1,1 @@
+"""Command-line tools: `make run`, `make redis`, `make evaluate` and the Procfile runner."""

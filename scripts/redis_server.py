@@ -25,7 +25,7 @@ def server_binary() -> str:
 
 
 def server_command(port: int, data_dir: str, bind: str = "127.0.0.1", password: str | None = None,
-                   acl_file: str | None = None, tls: dict | None = None, binary: str | None = None) -> list[str]:
+                   acl_file: str | None = None, tls: dict[str, str] | None = None, binary: str | None = None) -> list[str]:
     """Write `data_dir/server.conf` for a persistent server on `bind:port`; return the command that runs it.
 
     tls: {"cert": ..., "key": ..., "ca": ...} serves TLS only on `port`.

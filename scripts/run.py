@@ -23,14 +23,14 @@ FIRST_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
 class Part:
     """One supervised process of the system, restarted with backoff whenever it exits."""
 
-    def __init__(self, name: str, command: list[str]):
+    def __init__(self, name: str, command: list[str]) -> None:
         self.name, self.command = name, command
         self.backoff = FIRST_BACKOFF
         self.restart_at: float | None = None
         self.start()
 
     def start(self) -> None:
-        # Own session: the terminal's Ctrl-C comes to this script, which stops the parts in order.
+        """Start the process in its own session: the terminal's Ctrl-C comes to this script, which stops the parts in order."""
         self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True)
         self.started_at = time.monotonic()
         self.restart_at = None

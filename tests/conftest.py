@@ -5,22 +5,33 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
 import pandas as pd
 import pytest
 from redis import Redis
+from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import Worker
 
 from config import ROOT
 from jobs import tasks
-from jobs.sources import SyntheticSource
+from jobs.records import record_key
+from jobs.sources import CsvSource, SyntheticSource
 from jobs.worker import TrendsWorker
 from scripts.procfile import commands
 from scripts.redis_server import answers, server_command
 from webapp import create_app
+
+
+def analysis_jobs(redis: Redis, analysis_id: str) -> list[Job]:
+    """The RQ jobs of an async analysis, as its record names them, through RQ's public API."""
+    job_ids = json.loads(redis.hget(record_key(analysis_id), "jobs"))
+    return Job.fetch_many(job_ids, connection=redis, serializer=JSONSerializer)
 
 
 def free_port() -> int:
@@ -112,6 +123,25 @@ def run_jobs(monkeypatch):
 
 
 @pytest.fixture
+def csv_jobs(run_jobs, monkeypatch, price_dir):
+    """run_jobs, on the CSV price files in price_dir (as the `workers` fixture's processes read them)."""
+    monkeypatch.setattr(tasks, "_price_source", CsvSource(str(price_dir)))
+    return run_jobs
+
+
+def answer_while_working(app, run_jobs, body: dict | None = None, ask=None) -> dict:
+    """POST `body` to /get_trends (or call `ask`) from a thread while this thread runs the jobs it queues; return the answer."""
+    answer = {}
+    ask = ask or (lambda: app.test_client().post("/get_trends", json=body).json)
+    asking = threading.Thread(target=lambda: answer.update(ask()))
+    asking.start()
+    while asking.is_alive():
+        run_jobs(app)
+        asking.join(0.02)
+    return answer
+
+
+@pytest.fixture
 def price_dir(tmp_path):
     """A folder for CSV price files that the workers read (PRICE_SOURCE=csv:DIR)."""
     return tmp_path
@@ -167,7 +197,7 @@ class Workers:
             return log.read()
 
     def names(self) -> set[str]:
-        return {key.decode().rsplit(":", 1)[1] for key in self.client.smembers("rq:workers")}
+        return {worker.name for worker in Worker.all(connection=self.client)}
 
     def stop(self) -> int:
         """SIGTERM, as systemd or Ctrl-C would; returns the supervisor's exit code."""
@@ -186,6 +216,7 @@ class Workers:
         subprocess.run(["pkill", "-KILL", "-P", str(self.process.pid)])
         self.process.kill()
         self.process.wait()
+        self.log.close()
 
 
 @pytest.fixture
@@ -227,7 +258,8 @@ class WebServer:
             raise
 
     def stop(self) -> None:
-        self.process.terminate()  # gunicorn waits for open keep-alive connections (10 s) to go idle
+        """Quick shutdown (SIGQUIT): SIGTERM's graceful one waits up to the keep-alive time for browsers' idle connections."""
+        self.process.send_signal(signal.SIGQUIT)
         self.process.wait(timeout=30)
         self.log.close()
 
@@ -248,8 +280,17 @@ def http_json(method: str, url: str, body: dict | None = None, timeout: float = 
         return json.load(response)
 
 
-def _http_answers(url: str) -> bool:
+def http_status(url: str, timeout: float = 2) -> int | None:
+    """The HTTP status a GET of `url` gets, or None if nothing answers."""
     try:
-        return urllib.request.urlopen(url, timeout=1).status == 200
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
     except OSError:
-        return False
+        return None
+
+
+def _http_answers(url: str) -> bool:
+    return http_status(url, timeout=1) == 200

@@ -9,19 +9,6 @@ from webapp import create_app
 from webapp.analyses import keep_analyses
 
 
-def follow(client, url, timeout=15):
-    """Poll an analysis until it ends; return every state seen and the final body."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(url).json
-        seen.append(body["state"])
-        if body["state"] in ("finished", "partial", "failed"):
-            return seen, body
-        time.sleep(0.05)
-    raise AssertionError(f"analysis did not end; states seen: {seen}")
-
-
 def test_create_answers_202_at_once_with_a_location(client, redis_client):
     response = client.post("/api/analyses", json={"symbols": ["AAPL", "MSFT"]})
     assert response.status_code == 202
@@ -31,9 +18,10 @@ def test_create_answers_202_at_once_with_a_location(client, redis_client):
     assert [(s["symbol"], s["state"]) for s in body["symbols"]] == [("AAPL", "queued"), ("MSFT", "queued")]
 
 
-def test_an_analysis_runs_to_partial_with_per_symbol_results(client, workers, prices):
+def test_an_analysis_runs_to_partial_with_per_symbol_results(app, client, csv_jobs, prices):
     created = client.post("/api/analyses", json={"symbols": ["AAPL", "NOPE", "MSFT"], "horizon": 2}).json
-    seen, body = follow(client, created["status_url"])
+    csv_jobs(app)
+    body = client.get(created["status_url"]).json
     assert body["state"] == "partial" and body["done"] == body["total"] == 3
     states = {s["symbol"]: s["state"] for s in body["symbols"]}
     assert states == {"AAPL": "done", "NOPE": "error", "MSFT": "done"}
@@ -43,18 +31,19 @@ def test_an_analysis_runs_to_partial_with_per_symbol_results(client, workers, pr
     assert "no price file" in body["symbols"][1]["result"]["error"]
 
 
-def test_progress_only_moves_forward(client, workers, prices):
+def test_progress_only_moves_forward(app, client, csv_jobs, prices):
     created = client.post("/api/analyses", json={"symbols": ["AAPL", "MSFT", "BRK-B"]}).json
-    seen, body = follow(client, created["status_url"])
-    order = ["queued", "running", "finished"]
-    assert body["state"] == "finished" and body["done"] == 3
-    assert [order.index(state) for state in seen] == sorted(order.index(state) for state in seen)
+    seen = [client.get(created["status_url"]).json]
+    for _ in range(3):  # one job at a time
+        csv_jobs(app, max_jobs=1)
+        seen.append(client.get(created["status_url"]).json)
+    assert [(body["state"], body["done"]) for body in seen] == [("queued", 0), ("running", 1), ("running", 2), ("finished", 3)]
 
 
-def test_all_symbols_failing_is_failed(client, workers, prices):
+def test_all_symbols_failing_is_failed(app, client, csv_jobs, prices):
     created = client.post("/api/analyses", json={"symbols": ["NOPE", "NADA"]}).json
-    _, body = follow(client, created["status_url"])
-    assert body["state"] == "failed"
+    csv_jobs(app)
+    assert client.get(created["status_url"]).json["state"] == "failed"
 
 
 def test_unknown_id_is_404_with_a_message(client):

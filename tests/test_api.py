@@ -3,13 +3,14 @@ import base64
 import datetime as dt
 import json
 import re
+import socket
 import zlib
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import RedisServer, weekdays, write_prices
+from tests.conftest import RedisServer, answer_while_working, weekdays, write_prices
 from webapp import create_app
 from webapp.analyses import ENDED_STATES, get_trends
 from webapp.validation import MAX_HORIZON, MAX_WINDOW, METHODS, TrendsRequest
@@ -36,8 +37,8 @@ def test_several_symbols_get_correct_trends_and_predictions(client, workers, pri
         assert [dt.date.fromisoformat(d) > last_day for d in result["prediction_dates"]] == [True] * 3
 
 
-def test_unknown_symbol_is_reported_and_others_succeed(client, workers, prices):
-    body = client.post("/get_trends", json={"symbols": ["AAPL", "NOPE", "MSFT"]}).json
+def test_unknown_symbol_is_reported_and_others_succeed(app, csv_jobs, prices):
+    body = answer_while_working(app, csv_jobs, {"symbols": ["AAPL", "NOPE", "MSFT"]})
     assert body["status"] == "partial"
     assert "NOPE" in body["message"]
     by_symbol = {r["symbol"]: r for r in body["results"]}
@@ -46,23 +47,23 @@ def test_unknown_symbol_is_reported_and_others_succeed(client, workers, prices):
     assert len(by_symbol["AAPL"]["predictions"]) == 5
 
 
-def test_status_is_error_when_no_symbol_succeeds(client, workers, prices):
-    body = client.post("/get_trends", json={"symbols": ["NOPE", "NADA"]}).json
+def test_status_is_error_when_no_symbol_succeeds(app, csv_jobs, prices):
+    body = answer_while_working(app, csv_jobs, {"symbols": ["NOPE", "NADA"]})
     assert body["status"] == "error"
     assert all("error" in r for r in body["results"])
 
 
-def test_a_symbol_with_fewer_closes_than_the_window_gets_its_own_error(client, workers, prices, price_dir):
+def test_a_symbol_with_fewer_closes_than_the_window_gets_its_own_error(app, csv_jobs, prices, price_dir):
     write_prices(price_dir, "NEW", weekdays("2025-12-01", 5), [1.0, 2.0, 3.0, 4.0, 5.0])
-    body = client.post("/get_trends", json={"symbols": ["NEW", "AAPL"], "window": 20}).json
+    body = answer_while_working(app, csv_jobs, {"symbols": ["NEW", "AAPL"], "window": 20})
     assert body["status"] == "partial"
     assert "only 5 daily closes" in body["results"][0]["error"]
 
 
-def test_a_job_that_crashes_is_reported_in_words_without_a_traceback(app, workers, prices):
+def test_a_job_that_crashes_is_reported_in_words_without_a_traceback(app, csv_jobs, prices):
     """A bug in a job (here: a bad argument that validation would have stopped) still answers."""
     unchecked = TrendsRequest.model_construct(symbols=["AAPL"], window="x", horizon=5, method="trend")
-    body = get_trends(app.redis, app.interactive_queue, unchecked, app.config)
+    body = answer_while_working(app, csv_jobs, ask=lambda: get_trends(app.redis, app.interactive_queue, unchecked, app.config))
     error = body["results"][0]["error"]
     assert "failed unexpectedly (TypeError)" in error and "Traceback" not in error
 
@@ -91,8 +92,6 @@ def test_jobs_and_results_in_redis_are_json_not_pickle(client, workers, prices, 
 
 
 def test_workers_are_named_after_their_host(workers):
-    import socket
-
     assert len(workers.names()) == 2
     assert all(name.startswith(socket.gethostname() + ".") for name in workers.names())
 
@@ -107,8 +106,8 @@ def test_redis_down_gives_503_with_a_clear_message(tmp_path):
     assert response.json == {"status": "error", "message": "The job queue (Redis) is unreachable; try again shortly"}
 
 
-def test_the_anchored_method_is_echoed_and_starts_from_the_last_close(client, workers, prices):
-    result = client.post("/get_trends", json={"symbols": ["MSFT"], "method": "anchored", "horizon": 3}).json["results"][0]
+def test_the_anchored_method_is_echoed_and_starts_from_the_last_close(app, csv_jobs, prices):
+    result = answer_while_working(app, csv_jobs, {"symbols": ["MSFT"], "method": "anchored", "horizon": 3})["results"][0]
     closes = np.array(prices["MSFT"])
     slope = np.polyfit(np.arange(len(closes)), closes, 1)[0]
     assert result["method"] == "anchored"

@@ -1,5 +1,6 @@
 """Thousands of generated bodies against the API: never a 5xx, never a trace, always the shapes /openapi.json serves."""
 import json
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +12,10 @@ from webapp import create_app
 from webapp.openapi import openapi_spec
 
 ENDPOINTS = ["/get_trends", "/api/analyses"]
-FUZZ = settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Examples per test: enough for every run of `make test` to try new bodies (Hypothesis draws afresh each run);
+# FUZZ_EXAMPLES=20000 make test PYTEST_ARGS=tests/test_fuzz.py digs deeper.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 500))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -76,7 +80,7 @@ def test_generated_json_bodies(fuzz_client, endpoint, body):
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(FUZZ, max_examples=EXAMPLES // 2)
 @given(body=st.deferred(lambda: bodies_allowed_by(SPEC["components"]["schemas"]["TrendsRequest"])))
 def test_every_body_the_served_schema_allows_is_accepted(fuzz_client, endpoint, body):
     _, client = fuzz_client

@@ -5,7 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from rq import Queue
 
+from config import Config
 from tests.conftest import ROOT, WebServer, http_json, wait_until
 
 pytestmark = pytest.mark.load
@@ -35,7 +37,7 @@ def test_a_short_load_run_fails_no_request_and_loses_no_job(redis_server, redis_
             return all(state == "finished" for state in states)
 
         wait_until(every_analysis_complete, timeout=30, what="every analysis to have all its results (no lost job)")
-        assert redis_client.llen("rq:queue:trends") == 0
+        assert Queue(Config.INTERACTIVE_QUEUE, connection=redis_client).is_empty()
     finally:
         if web:
             web.stop()

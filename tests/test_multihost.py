@@ -1,5 +1,4 @@
 """The fleet across real network hosts: Redis, the web app and two worker hosts, each its own address."""
-import json
 import os
 import subprocess
 import time
@@ -9,10 +8,11 @@ from redis import Redis
 
 from scripts.procfile import commands
 from scripts.redis_server import answers
-from tests.conftest import ROOT, http_json, wait_until
+from tests.conftest import ROOT, analysis_jobs, http_json, wait_until
 from tests.netns import Lan, unavailable_reason
 
-pytestmark = pytest.mark.multihost
+# One fleet at a time: the namespaces and addresses are fixed, so parallel test processes must not share them.
+pytestmark = [pytest.mark.multihost, pytest.mark.xdist_group("netns")]
 PASSWORD = "lan-test-password"
 WORKER_SETTINGS = {  # short timeouts so a lost host's job is re-run within seconds
     "PRICE_SOURCE": "synthetic", "SYNTHETIC_LATENCY_MS": "100", "WORKERS": "2", "JOB_TIMEOUT": "3",
@@ -30,7 +30,7 @@ def fleet(tmp_path_factory):
         pytest.skip(reason)
     logs = tmp_path_factory.mktemp("fleet")
     lan = Lan()
-    processes = []
+    processes, log_files = [], []
     try:
         redis_ip = lan.add_host("redis", 1)
         web_ip = lan.add_host("web", 2)
@@ -41,6 +41,7 @@ def fleet(tmp_path_factory):
 
         def start(host: str, argv: list[str], **settings) -> None:
             log = open(logs / f"{host}.log", "w")
+            log_files.append(log)
             env = dict(base_env, **settings)
             processes.append(subprocess.Popen(lan.command(host, argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
 
@@ -64,6 +65,8 @@ def fleet(tmp_path_factory):
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        for log in log_files:
+            log.close()
         lan.close()
 
 
@@ -88,14 +91,9 @@ def run_analysis(fleet, symbols: list[str], during=None) -> dict:
     raise AssertionError(f"analysis did not finish: {body['state']} {body['done']}/{body['total']}")
 
 
-def job_keys(fleet, analysis: dict) -> list[str]:
-    """The RQ jobs that answered the analysis, as its record names them."""
-    return [f"rq:job:{job_id}" for job_id in json.loads(fleet["redis"].hget(f"trends:analysis:{analysis['id']}", "jobs"))]
-
-
 def hosts_that_ran(fleet, analysis: dict) -> set[str]:
-    names = {fleet["redis"].hget(key, "worker_name") for key in job_keys(fleet, analysis)}
-    return {name.decode().split(".")[0] for name in names if name}
+    names = {job.worker_name for job in analysis_jobs(fleet["redis"], analysis["id"])}
+    return {name.split(".")[0] for name in names if name}
 
 
 def test_health_sees_workers_on_both_hosts(fleet):
@@ -122,5 +120,5 @@ def test_a_worker_host_cut_off_mid_run_loses_no_symbol(fleet):
     assert body["state"] == "finished", [s for s in body["symbols"] if s["state"] != "done"]
     assert body["done"] == 60
     assert all("predictions" in s["result"] for s in body["symbols"])
-    retried = [key for key in job_keys(fleet, body) if fleet["redis"].hget(key, "retries_left") == b"1"]
+    retried = [job for job in analysis_jobs(fleet["redis"], body["id"]) if job.retries_left == 1]
     assert retried, "the jobs w1 was running when cut off were found abandoned and run again"

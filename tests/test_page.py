@@ -3,7 +3,7 @@ import os
 import shutil
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import http_json
 
@@ -13,14 +13,13 @@ ARTIFACTS = os.path.join(os.path.dirname(__file__), "artifacts")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.browser
+# One browser for the file: parallel test processes run these tests in one of them.
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 
 @pytest.fixture(scope="module")
 def browser():
     """Headless Chromium from Debian's package (installed by `make test`), never a downloaded one."""
-    from playwright.sync_api import sync_playwright
-
     assert os.path.exists(CHROMIUM), "Debian's chromium is missing: `make test` installs it"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 from redis import Redis
-from redis.exceptions import NoPermissionError
+from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.conftest import RedisServer
 from webapp import create_app
@@ -48,8 +49,9 @@ def test_web_app_workers_and_dashboard_work_over_tls(tmp_path, certificates, sta
         auth = {"Authorization": "Basic " + base64.b64encode(b"admin:pw").decode()}
         assert client.get("/rq/0/data/workers.json", headers=auth).json["workers"]
         plain = Redis(port=server.port, socket_connect_timeout=0.5)
-        with pytest.raises(Exception):
+        with pytest.raises(RedisConnectionError):
             plain.ping()  # the port speaks TLS only
+        assert Redis.from_url(server.url).ping(), "the server is up: only the plain-text client was turned away"
     finally:
         server.stop()
 
@@ -70,7 +72,7 @@ def test_acl_users_for_web_app_and_workers_have_what_they_need_and_no_more(tmp_p
         for forbidden in (web.flushall, web.config_get, lambda: web.set("other:key", 1)):
             with pytest.raises(NoPermissionError):
                 forbidden()
-        with pytest.raises(Exception):
+        with pytest.raises(AuthenticationError):
             Redis(port=server.port).ping()  # the default user is off
     finally:
         server.stop()

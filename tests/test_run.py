@@ -4,14 +4,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from redis import Redis
 from redis.exceptions import AuthenticationError
 
-from tests.conftest import ROOT, free_port, http_json, wait_until
+from tests.conftest import ROOT, free_port, http_json, http_status, wait_until
 
 
 @pytest.fixture
@@ -25,7 +23,7 @@ def make_run(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "scripts.run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{web_port}"
     try:
-        wait_until(lambda: _get(url + "/healthz") == 200, timeout=60, what="make run to serve with live workers")
+        wait_until(lambda: http_status(url + "/healthz") == 200, timeout=60, what="make run to serve with live workers")
         password = (tmp_path / "redis" / "password").read_text()
         yield process, url, env["REDIS_URL"].replace("redis://", f"redis://:{password}@")
     finally:
@@ -35,15 +33,6 @@ def make_run(tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
-
-
-def _get(url: str) -> int | None:
-    try:
-        return urllib.request.urlopen(url, timeout=2).status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
 
 
 def _redis_pid(redis_url: str) -> int:

@@ -1,5 +1,6 @@
 """The web app: the page, the JSON API, operations, and their shared Redis connection and queues."""
 import logging
+from typing import Any
 
 from flask import Flask
 from redis import Redis
@@ -9,7 +10,7 @@ from jobs.job_class import never_unpickle, trends_queues
 from webapp import api, errors, ops, page, security
 
 
-def create_app(overrides: dict | None = None) -> Flask:
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app; tests pass overrides such as their own REDIS_URL."""
     app = Flask(__name__)
     app.config.from_object(Config)

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
@@ -41,7 +42,7 @@ KEEPER_LOCK_KEY = "trends:keeper:lock"
 WAITING = LIVE - {JobStatus.STARTED}
 
 
-def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Any) -> dict:
+def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Claim a shared job per symbol, wait for them up to TRENDS_TIMEOUT, and give the /get_trends body."""
     ids = claim_jobs(redis, queue, request, work_ids(request, trading_day()), settings)
     timeout = settings["TRENDS_TIMEOUT"]
@@ -61,7 +62,7 @@ def _late_reason(status: JobStatus | None, timeout: float) -> str:
     return f"its job ended without an answer within {timeout:g} s"
 
 
-def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings: Any) -> str:
+def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings: Mapping[str, Any]) -> str:
     """Claim the jobs and keep a record of what was asked; answer with the analysis id."""
     day = trading_day()
     ids = claim_jobs(redis, queue, request, work_ids(request, day), settings)
@@ -76,7 +77,7 @@ def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings:
     return analysis_id
 
 
-def analysis_status(redis: Redis, analysis_id: str) -> dict | None:
+def analysis_status(redis: Redis, analysis_id: str) -> dict[str, Any] | None:
     """Overall state, counts and per-symbol states and results, read from the jobs; None if unknown or expired."""
     raw = redis.hgetall(record_key(analysis_id))
     if not raw:
@@ -98,7 +99,7 @@ def analysis_status(redis: Redis, analysis_id: str) -> dict | None:
     }
 
 
-def _entry(symbol: str, status: JobStatus | None, result: dict | None) -> dict:
+def _entry(symbol: str, status: JobStatus | None, result: dict[str, Any] | None) -> dict[str, Any]:
     if status in WAITING:
         return {"symbol": symbol, "state": "queued"}
     if status == JobStatus.STARTED:
@@ -122,7 +123,7 @@ def _overall_state(states: list[str]) -> str:
     return "failed" if all(state == "error" for state in states) else "partial"
 
 
-def response_body(results: list[dict]) -> dict:
+def response_body(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Top-level status and message for per-symbol results, as the API contract words them."""
     failed = [r["symbol"] for r in results if "error" in r]
     if not failed:

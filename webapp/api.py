@@ -1,7 +1,8 @@
 """The JSON API: POST /get_trends (DESIGN.md's contract) and the async analyses the page uses."""
 import re
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from rq import Queue
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound, RequestEntityTooLarge, UnsupportedMediaType
 
 from webapp import analyses
@@ -23,7 +24,7 @@ def _trends_request() -> TrendsRequest:
 
 
 def _body(limit: int) -> bytes:
-    """The request body, refused with 413 past `limit` bytes, also when it is chunked (no Content-Length)."""
+    """Read the request body, refusing it with 413 past `limit` bytes, also when it is chunked (no Content-Length)."""
     body = bytearray()
     try:
         while chunk := request.stream.read(limit + 1 - len(body)):
@@ -37,7 +38,7 @@ def _body(limit: int) -> bytes:
     return bytes(body)
 
 
-def _queue_for(trends_request: TrendsRequest):
+def _queue_for(trends_request: TrendsRequest) -> Queue:
     """Admit the request, then give its queue: interactive, or bulk for large lists so they can't starve it."""
     app = current_app
     bulk = len(trends_request.symbols) > app.config["BULK_THRESHOLD"]
@@ -46,7 +47,7 @@ def _queue_for(trends_request: TrendsRequest):
 
 
 @bp.post("/get_trends")
-def get_trends():
+def get_trends() -> Response:
     """Analyse the symbols and answer when all are done (or TRENDS_TIMEOUT passed)."""
     trends_request = _trends_request()
     app = current_app
@@ -54,7 +55,7 @@ def get_trends():
 
 
 @bp.post("/api/analyses")
-def create_analysis():
+def create_analysis() -> tuple[Response, int, dict[str, str]]:
     """Start an analysis and answer at once with where to follow it."""
     trends_request = _trends_request()
     app = current_app
@@ -64,7 +65,8 @@ def create_analysis():
 
 
 @bp.get("/api/analyses/<analysis_id>")
-def get_analysis(analysis_id: str):
+def get_analysis(analysis_id: str) -> Response:
+    """Show an analysis's state, counts and per-symbol results so far; 404 once it is unknown or expired."""
     status = analyses.analysis_status(current_app.redis, analysis_id) if ANALYSIS_ID.fullmatch(analysis_id) else None
     if status is None:
         raise NotFound(f"no analysis {analysis_id!r}: it never existed or has expired (analyses are kept "
@@ -73,5 +75,6 @@ def get_analysis(analysis_id: str):
 
 
 @bp.get("/openapi.json")
-def openapi():
+def openapi() -> Response:
+    """Describe this API in OpenAPI 3.1, so clients and the fuzz tests know exactly what it takes and gives."""
     return jsonify(openapi_spec(current_app.config["MAX_SYMBOLS"]))

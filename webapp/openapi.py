@@ -2,77 +2,99 @@
 
 The request schema is the pydantic model's own (webapp/validation.py), so what is documented is what is accepted.
 """
+from typing import Any
+
 from webapp.analyses import ANALYSIS_STATES
 from webapp.validation import METHODS, request_model
 
 
-def openapi_spec(max_symbols: int) -> dict:
-    error = {"$ref": "#/components/schemas/Error"}
-    bad_request = {"description": "Invalid request; nothing was enqueued", "content": {"application/json": {"schema": error}}}
-    unavailable = {"description": "Redis unreachable", "content": {"application/json": {"schema": error}}}
-    limited = {"description": "Too many requests from this client", "content": {"application/json": {"schema": error}}}
-    body = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TrendsRequest"}}}}
+def openapi_spec(max_symbols: int) -> dict[str, Any]:
+    """Describe the JSON API in OpenAPI 3.1, with this deployment's MAX_SYMBOLS as the most symbols a request may have."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "Stock trends", "version": "1.0.0",
                  "description": "Per symbol: the moving average of a year of daily closes and a linear-regression forecast."},
-        "paths": {
-            "/get_trends": {"post": {
-                "summary": "Analyse symbols and answer when all are done (or TRENDS_TIMEOUT passed)",
-                "requestBody": body,
-                "responses": {"200": {"description": "Per-symbol results", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/TrendsResponse"}}}},
-                    "400": bad_request, "413": bad_request, "415": bad_request, "429": limited, "503": unavailable},
-            }},
-            "/api/analyses": {"post": {
-                "summary": "Start an analysis and answer at once",
-                "requestBody": body,
-                "responses": {"202": {"description": "Started", "headers": {"Location": {"schema": {"type": "string"}}},
-                                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Started"}}}},
-                              "400": bad_request, "413": bad_request, "415": bad_request, "429": limited,
-                              "503": unavailable},
-            }},
-            "/api/analyses/{analysis_id}": {"get": {
-                "summary": "State, counts and per-symbol results of an analysis",
-                "parameters": [{"name": "analysis_id", "in": "path", "required": True,
-                                "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}],
-                "responses": {"200": {"description": "The analysis", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Analysis"}}}},
-                    "404": {"description": "Unknown or expired", "content": {"application/json": {"schema": error}}},
-                    "429": limited, "503": unavailable},
-            }},
-        },
-        "components": {"schemas": {
-            "TrendsRequest": request_model(max_symbols).model_json_schema(),
-            "Result": {"type": "object", "required": ["symbol"], "properties": {
-                "symbol": {"type": "string"}, "source": {"type": "string", "enum": ["yahoo", "csv", "synthetic"]},
-                "error": {"type": "string"}, "window": {"type": "integer"}, "horizon": {"type": "integer"},
-                "dates": {"type": "array", "items": {"type": "string", "format": "date"}},
-                "closes": {"type": "array", "items": {"type": "number"}},
-                "trend": {"type": "array", "items": {"type": "number"}},
-                "predictions": {"type": "array", "items": {"type": "number"}},
-                "prediction_dates": {"type": "array", "items": {"type": "string", "format": "date"}},
-                "last_close": {"type": "number"}, "method": {"type": "string", "enum": list(METHODS)},
-                "prediction_lower": {"type": ["array", "null"], "items": {"type": "number"}},
-                "prediction_upper": {"type": ["array", "null"], "items": {"type": "number"}},
-                "backtest": {"type": ["object", "null"], "description": "errors per horizon day over past origins",
-                             "properties": {"origins": {"type": "integer"},
-                                            **{name: {"type": "array", "items": {"type": "number"}}
-                                               for name in ("mape", "mae", "naive_mape", "naive_mae")}}}}},
-            "TrendsResponse": {"type": "object", "required": ["results", "status", "message"], "properties": {
-                "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}},
-                "status": {"type": "string", "enum": ["success", "partial", "error"]}, "message": {"type": "string"}}},
-            "Started": {"type": "object", "required": ["id", "status_url"],
-                        "properties": {"id": {"type": "string"}, "status_url": {"type": "string"}}},
-            "Analysis": {"type": "object", "required": ["id", "state", "done", "total", "symbols"], "properties": {
-                "id": {"type": "string"},
-                "state": {"type": "string", "enum": list(ANALYSIS_STATES)}, "method": {"type": "string", "enum": list(METHODS)},
-                "done": {"type": "integer"}, "total": {"type": "integer"}, "window": {"type": "integer"},
-                "horizon": {"type": "integer"},
-                "symbols": {"type": "array", "items": {"type": "object", "required": ["symbol", "state"], "properties": {
-                    "symbol": {"type": "string"}, "state": {"type": "string", "enum": ["queued", "running", "done", "error"]},
-                    "result": {"$ref": "#/components/schemas/Result"}}}}}},
-            "Error": {"type": "object", "required": ["status", "message"], "additionalProperties": False, "properties": {
-                "status": {"type": "string", "enum": ["error"]}, "message": {"type": "string"}}},
+        "paths": _paths(),
+        "components": {"schemas": _schemas(max_symbols)},
+    }
+
+
+def _ref(schema: str) -> dict[str, str]:
+    """Point at one of the component schemas."""
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """Describe an answer whose body is JSON of `schema`."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _paths() -> dict[str, Any]:
+    """Describe each endpoint: what it takes, and every answer it gives, refusals included."""
+    error = _ref("Error")
+    bad_request = _json_response("Invalid request; nothing was enqueued", error)
+    limited = _json_response("Too many requests from this client", error)
+    unavailable = _json_response("Redis unreachable or full, or (for bulk requests) the backlog too long; "
+                                 "Retry-After says when to try again", error)
+    refused = {"400": bad_request, "413": bad_request, "415": bad_request, "429": limited, "503": unavailable}
+    body = {"required": True, "content": {"application/json": {"schema": _ref("TrendsRequest")}}}
+    return {
+        "/get_trends": {"post": {
+            "summary": "Analyse symbols and answer when all are done (or TRENDS_TIMEOUT passed)",
+            "requestBody": body,
+            "responses": {"200": _json_response("Per-symbol results", _ref("TrendsResponse")), **refused},
+        }},
+        "/api/analyses": {"post": {
+            "summary": "Start an analysis and answer at once",
+            "requestBody": body,
+            "responses": {"202": {"description": "Started", "headers": {"Location": {"schema": {"type": "string"}}},
+                                  "content": {"application/json": {"schema": _ref("Started")}}},
+                          **refused},
+        }},
+        "/api/analyses/{analysis_id}": {"get": {
+            "summary": "State, counts and per-symbol results of an analysis",
+            "parameters": [{"name": "analysis_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}],
+            "responses": {"200": _json_response("The analysis", _ref("Analysis")),
+                          "404": _json_response("Unknown or expired", error), "429": limited, "503": unavailable},
         }},
     }
+
+
+def _schemas(max_symbols: int) -> dict[str, Any]:
+    """Describe the request and every body the API answers with."""
+    return {
+        "TrendsRequest": request_model(max_symbols).model_json_schema(),
+        "Result": _result_schema(),
+        "TrendsResponse": {"type": "object", "required": ["results", "status", "message"], "properties": {
+            "results": {"type": "array", "items": _ref("Result")},
+            "status": {"type": "string", "enum": ["success", "partial", "error"]}, "message": {"type": "string"}}},
+        "Started": {"type": "object", "required": ["id", "status_url"],
+                    "properties": {"id": {"type": "string"}, "status_url": {"type": "string"}}},
+        "Analysis": {"type": "object", "required": ["id", "state", "done", "total", "symbols"], "properties": {
+            "id": {"type": "string"},
+            "state": {"type": "string", "enum": list(ANALYSIS_STATES)}, "method": {"type": "string", "enum": list(METHODS)},
+            "done": {"type": "integer"}, "total": {"type": "integer"}, "window": {"type": "integer"},
+            "horizon": {"type": "integer"},
+            "symbols": {"type": "array", "items": {"type": "object", "required": ["symbol", "state"], "properties": {
+                "symbol": {"type": "string"}, "state": {"type": "string", "enum": ["queued", "running", "done", "error"]},
+                "result": _ref("Result")}}}}},
+        "Error": {"type": "object", "required": ["status", "message"], "additionalProperties": False, "properties": {
+            "status": {"type": "string", "enum": ["error"]}, "message": {"type": "string"}}},
+    }
+
+
+def _result_schema() -> dict[str, Any]:
+    """Describe one symbol's result: its prices, trend and forecast, or its error."""
+    numbers = {"type": "array", "items": {"type": "number"}}
+    dates = {"type": "array", "items": {"type": "string", "format": "date"}}
+    return {"type": "object", "required": ["symbol"], "properties": {
+        "symbol": {"type": "string"}, "source": {"type": "string", "enum": ["yahoo", "csv", "synthetic"]},
+        "error": {"type": "string"}, "window": {"type": "integer"}, "horizon": {"type": "integer"},
+        "dates": dates, "closes": numbers, "trend": numbers, "predictions": numbers, "prediction_dates": dates,
+        "last_close": {"type": "number"}, "method": {"type": "string", "enum": list(METHODS)},
+        "prediction_lower": {"type": ["array", "null"], "items": {"type": "number"}},
+        "prediction_upper": {"type": ["array", "null"], "items": {"type": "number"}},
+        "backtest": {"type": ["object", "null"], "description": "errors per horizon day over past origins",
+                     "properties": {"origins": {"type": "integer"},
+                                    **{name: numbers for name in ("mape", "mae", "naive_mape", "naive_mae")}}}}}

@@ -3,9 +3,12 @@ import hmac
 import time
 from collections import Counter
 
+import rq_dashboard
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask_limiter import Limiter
 from redis.exceptions import RedisError
-from rq import Worker
+from rq import Queue, Worker
+from rq.serializers import JSONSerializer
 
 from jobs.records import JOB_STATS_KEY, PRICE_STATS_KEY
 from webapp.security import guard_dashboard
@@ -16,7 +19,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LATENCY_KEY = "trends:stats:http"  # hash: "<endpoint>:<bucket index>", "<endpoint>:count", "<endpoint>:sum"
 
 
-def queue_report(queue) -> dict:
+def queue_report(queue: Queue) -> dict[str, float]:
     """Depth and the age of the oldest queued job of one queue."""
     oldest_ids = queue.get_job_ids(0, 1)
     oldest = queue.fetch_job(oldest_ids[0]) if oldest_ids else None
@@ -25,7 +28,7 @@ def queue_report(queue) -> dict:
 
 
 @bp.get("/livez")
-def livez():
+def livez() -> Response | tuple[Response, int]:
     """For load balancers: 200 while this web process and Redis answer; the fleet's state does not matter here."""
     try:
         current_app.redis.ping()
@@ -35,7 +38,7 @@ def livez():
 
 
 @bp.get("/healthz")
-def healthz():
+def healthz() -> Response | tuple[Response, int]:
     """For operators: the fleet (workers per host, queues); 503 when Redis is unreachable or no worker is alive."""
     try:
         workers = Worker.all(connection=current_app.redis)
@@ -51,7 +54,8 @@ def healthz():
 
 
 @bp.get("/metrics")
-def metrics():
+def metrics() -> Response:
+    """Report job outcomes, queue depths, live workers, price-cache hits and API latency in Prometheus's text format."""
     redis = current_app.redis
     pipe = redis.pipeline(transaction=False)
     pipe.hgetall(JOB_STATS_KEY)
@@ -104,11 +108,11 @@ def record_latency(app: Flask) -> None:
     """Time every API request into a histogram shared by all web processes (one pipelined write)."""
 
     @app.before_request
-    def start_timer():
+    def start_timer() -> None:
         g.started = time.perf_counter()
 
     @app.after_request
-    def observe(response):
+    def observe(response: Response) -> Response:
         if request.blueprint == "api" and "started" in g:
             elapsed = time.perf_counter() - g.started
             bucket = next((i for i, bound in enumerate(LATENCY_BUCKETS) if elapsed <= bound), None)
@@ -125,14 +129,11 @@ def record_latency(app: Flask) -> None:
         return response
 
 
-def mount_dashboard(app: Flask, limiter) -> None:
+def mount_dashboard(app: Flask, limiter: Limiter) -> None:
     """rq-dashboard at /rq, only with DASHBOARD_PASSWORD set: it can delete and requeue jobs."""
     password = app.config["DASHBOARD_PASSWORD"]
     if not password:
         return  # /rq stays a 404: never an open dashboard
-    import rq_dashboard
-    from rq.serializers import JSONSerializer
-
     rq_dashboard.web.config.serializer = JSONSerializer  # our jobs are JSON; never unpickle
     app.config["RQ_DASHBOARD_REDIS_URL"] = app.config["REDIS_URL"]
     rq_dashboard.web.setup_rq_connection(app)
@@ -141,7 +142,7 @@ def mount_dashboard(app: Flask, limiter) -> None:
     user = app.config["DASHBOARD_USER"]
 
     @app.before_request
-    def require_dashboard_login():
+    def require_dashboard_login() -> Response | None:
         if request.blueprint != "rq_dashboard":
             return None
         auth = request.authorization

@@ -1,11 +1,14 @@
 """Admission control (per-client budgets counted in Redis, a backlog bound), dashboard protection, security headers."""
 import time
 
-from flask import Flask, current_app, request
+import rq_dashboard
+from flask import Blueprint, Flask, Response, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse as parse_limit
-from werkzeug.exceptions import Forbidden, MethodNotAllowed, ServiceUnavailable, TooManyRequests
+from redis import Redis
+from rq import Queue
+from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, ServiceUnavailable, TooManyRequests
 
 from webapp.validation import TrendsRequest
 
@@ -18,7 +21,7 @@ DASHBOARD_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsa
 BACKLOG_RETRY_AFTER = 30  # seconds a bulk request refused for the backlog is told to wait
 
 
-def protect(app: Flask, api_blueprint) -> Limiter:
+def protect(app: Flask, api_blueprint: Blueprint) -> Limiter:
     """Rate-limit polling per client address and add security headers to every answer; return the limiter."""
     limiter = Limiter(
         get_remote_address,  # behind a reverse proxy, wrap the app in werkzeug's ProxyFix first
@@ -34,7 +37,7 @@ def protect(app: Flask, api_blueprint) -> Limiter:
     app.extensions["trends_limiter"] = limiter
 
     @app.after_request
-    def security_headers(response):
+    def security_headers(response: Response) -> Response:
         policy = DASHBOARD_POLICY if request.blueprint == "rq_dashboard" else PAGE_POLICY
         response.headers.setdefault("Content-Security-Policy", policy)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -64,7 +67,7 @@ def admit(trends_request: TrendsRequest, bulk: bool) -> None:
             f"this address has used its symbol budget ({limit} symbols); retry in {retry_after} s"), retry_after)
 
 
-def backlog(redis, queues) -> tuple[int, float]:
+def backlog(redis: Redis, queues: list[Queue]) -> tuple[int, float]:
     """Jobs waiting in all queues, and the age in seconds of the oldest one at a queue's head."""
     pipe = redis.pipeline(transaction=False)
     for queue in queues:
@@ -77,21 +80,18 @@ def backlog(redis, queues) -> tuple[int, float]:
     return depth, max(ages, default=0.0)
 
 
-def _with_retry_after(exc, seconds: int):
+def _with_retry_after(exc: HTTPException, seconds: int) -> HTTPException:
     exc.retry_after = seconds  # werkzeug adds the Retry-After header
     return exc
 
 
 def guard_dashboard(app: Flask, limiter: Limiter) -> None:
-    """rq-dashboard's actions only from its own pages (no cross-site requests), none in read-only mode;
-    failed logins throttled per address."""
-    import rq_dashboard
-
+    """Accept rq-dashboard's actions only from its own pages, none in read-only mode; throttle failed logins per address."""
     limiter.shared_limit(lambda: app.config["DASHBOARD_LOGIN_LIMIT"], scope="dashboard-login",  # all pages together
                          deduct_when=lambda response: response.status_code == 401)(rq_dashboard.blueprint)
 
     @app.before_request
-    def refuse_cross_site_and_read_only_actions():
+    def refuse_cross_site_and_read_only_actions() -> None:
         if request.blueprint != "rq_dashboard" or _is_view(request.path):
             return
         if request.method in ("GET", "HEAD"):  # rq-dashboard also requeues on GET; only its POSTs come from its pages

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from redis import Redis
 from redis.exceptions import WatchError
 from rq import Queue, Retry
 from rq.job import Job, JobStatus
+from rq.queue import EnqueueData
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
@@ -44,11 +46,12 @@ class JobState:
 
 
 def work_ids(request: TrendsRequest, day: str) -> list[str]:
+    """Name each symbol's work for the day, so requests for the same work find the same job."""
     return [work_id(symbol, request.window, request.horizon, request.method, day) for symbol in request.symbols]
 
 
-def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[str], settings: Any) -> list[str]:
-    """The job answering each work: reused, joined, or created (atomically, with a new id); their ids in order."""
+def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[str], settings: Mapping[str, Any]) -> list[str]:
+    """Find the job answering each work: reused, joined, or created (atomically, with a new id); give their ids in order."""
     pointers = [current_job_key(work) for work in works]
     while True:
         ids = [raw.decode() if raw else None for raw in redis.mget(pointers)]
@@ -72,7 +75,7 @@ def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[s
         return [new.get(i, job_id) for i, job_id in enumerate(ids)]
 
 
-def _needing_a_job(redis: Redis, ids: list[str | None], settings: Any) -> list[int]:
+def _needing_a_job(redis: Redis, ids: list[str | None], settings: Mapping[str, Any]) -> list[int]:
     """Positions without a job, or whose job is gone, stale, or failed a while ago."""
     named = [(i, job_id) for i, job_id in enumerate(ids) if job_id]
     states = dict(zip([i for i, _ in named], _states(redis, [job_id for _, job_id in named])))
@@ -101,7 +104,7 @@ def _timestamp(raw: bytes | None) -> float | None:
     return utcparse(raw.decode()).timestamp() if raw else None
 
 
-def _job_data(request: TrendsRequest, position: int, job_id: str, settings: Any):
+def _job_data(request: TrendsRequest, position: int, job_id: str, settings: Mapping[str, Any]) -> EnqueueData:
     retries = settings["JOB_RETRIES"]
     return Queue.prepare_data(
         ANALYZE_SYMBOL,
@@ -147,9 +150,11 @@ def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str,
 
 
 def snapshot(redis: Redis, ids: list[str]) -> tuple[list[JobStatus | None], dict[str, Result]]:
-    """Each job's status and, for those that are answered, the final outcome (RQ's `get_status` and
-    `latest_result`, batched in one round trip; no MULTI, which a full Redis refuses even for reads).
-    A job is never deleted or reused, so an answered job's result is there until it expires."""
+    """Read each job's status and, for those that are answered, the final outcome, in one round trip.
+
+    RQ's `get_status` and `latest_result`, batched; no MULTI, which a full Redis refuses even for reads.
+    A job is never deleted or reused, so an answered job's result is there until it expires.
+    """
     pipe = redis.pipeline(transaction=False)
     for job_id in ids:
         pipe.hget(Job.key_for(job_id), "status")
@@ -166,10 +171,11 @@ def snapshot(redis: Redis, ids: list[str]) -> tuple[list[JobStatus | None], dict
 
 
 def job_statuses(redis: Redis, ids: list[str]) -> list[JobStatus | None]:
+    """Read each job's status (None once it is gone), in one round trip."""
     return [state.status for state in _states(redis, ids)]
 
 
-def result_objects(redis: Redis, symbols: list[str], ids: list[str], outcomes: dict[str, Result]) -> dict[str, dict]:
+def result_objects(redis: Redis, symbols: list[str], ids: list[str], outcomes: dict[str, Result]) -> dict[str, dict[str, Any]]:
     """Each answered job's result object: its return value, or its error in words (job ids → objects)."""
     failed = [(symbol, job_id) for symbol, job_id in zip(symbols, ids)
               if job_id in outcomes and outcomes[job_id].type != Result.Type.SUCCESSFUL]
@@ -191,5 +197,6 @@ def result_objects(redis: Redis, symbols: list[str], ids: list[str], outcomes: d
     return objects
 
 
-def error_object(symbol: str, message: str) -> dict:
+def error_object(symbol: str, message: str) -> dict[str, str]:
+    """Build a symbol's error result, its message starting with the symbol exactly once."""
     return {"symbol": symbol, "error": message if message.startswith(f"{symbol}: ") else f"{symbol}: {message}"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -42,7 +42,7 @@ class TrendsRequest(BaseModel):
         "trend", description="; ".join(f"{name}: {meaning}" for name, meaning in METHODS.items()))
 
     def distinct_symbols(self) -> list[str]:
-        """The symbols in request order, each once."""
+        """List the symbols in request order, each once."""
         return list(dict.fromkeys(self.symbols))
 
 
@@ -62,7 +62,7 @@ def parse_trends_request(body: bytes, max_symbols: int) -> TrendsRequest:
     return request.model_copy(update={"symbols": request.distinct_symbols()})
 
 
-def _described(error: dict) -> str:
+def _described(error: dict[str, Any]) -> str:
     if error["type"] == "json_invalid":
         return f'the body is not valid JSON ({error["ctx"]["error"]}); send {{"symbols": ["AAPL", "MSFT"]}}'
     where = "".join(f"[{part}]" if isinstance(part, int) else f'"{part}"' for part in error["loc"]) or "the body"
