@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Parallel test processes: most tests wait on servers and workers, so twice the cores keeps the CPU busy.
+# Parallel test processes: most tests wait on servers and workers, so 4 keep this 2-core machine busy.
 TEST_PROCESSES ?= 4
 export PYTHONDONTWRITEBYTECODE := 1
 
@@ -61,6 +61,6 @@ loadtest: $(VENV)/.installed-test ## Locust against a running system at URL (doc
 		-u $(or $(USERS),50) -r $(or $(SPAWN),10) -t $(or $(TIME),60s) --only-summary
 
 clean: ## remove the virtualenv, caches and local Redis data
-	rm -rf $(VENV) .cache .data .pytest_cache
+	rm -rf $(VENV) .cache .data .pytest_cache .hypothesis *.egg-info
 
 .PHONY: help venv run demo web worker redis test-system test lint bench evaluate loadtest clean

@@ -8,14 +8,15 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from limits import parse as parse_rate_limit
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # One line per record in every process: web app, workers and `make run` write to the same journal.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")  # what Python's logging accepts by name
+RENAMED = {"MAX_BODY_BYTES": "MAX_CONTENT_LENGTH", "REDIS_PASSWORD": "REDIS_REQUIREPASS"}  # old name → new (0.7.0)
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -67,7 +68,7 @@ class Config:
     INTERACTIVE_QUEUE = _str("INTERACTIVE_QUEUE", "trends")
     BULK_QUEUE = _str("BULK_QUEUE", "trends-bulk")
     BULK_THRESHOLD = _int("BULK_THRESHOLD", 20)
-    MAX_SYMBOLS = _int("MAX_SYMBOLS", 100)  # per POST /get_trends
+    MAX_SYMBOLS = _int("MAX_SYMBOLS", 100)  # per request, on both POST endpoints and the page
     # /get_trends waits this long: enough for a job whose worker died just before its timeout to be
     # found and run in full again (check_settings).
     TRENDS_TIMEOUT = _int("TRENDS_TIMEOUT", 45)
@@ -106,7 +107,7 @@ class Config:
     REDIS_MAXMEMORY = _str("REDIS_MAXMEMORY", "1gb")
     REDIS_BIND = _str("REDIS_BIND", "127.0.0.1")  # anything but loopback requires REDIS_REQUIREPASS or REDIS_ACL_FILE
     # The password the server asks of clients (Redis's requirepass); by default the one in REDIS_URL.
-    REDIS_REQUIREPASS = _str("REDIS_REQUIREPASS", urlsplit(REDIS_URL).password or "")
+    REDIS_REQUIREPASS = _str("REDIS_REQUIREPASS", unquote(urlsplit(REDIS_URL).password or ""))
     REDIS_ACL_FILE = _str("REDIS_ACL_FILE", "")
     REDIS_TLS_CERT = _str("REDIS_TLS_CERT", "")  # all three, or none: the port then speaks TLS only
     REDIS_TLS_KEY = _str("REDIS_TLS_KEY", "")
@@ -124,7 +125,8 @@ def settings_of(config: object = Config) -> dict[str, Any]:
 
 def check_settings(settings: Mapping[str, Any]) -> None:
     """Refuse settings that cannot work, alone or together, naming each and saying why (SettingsError)."""
-    problems = [*_out_of_range(settings), *_malformed(settings)]
+    problems = [f"{old} was renamed {new}: set {new} instead" for old, new in RENAMED.items() if os.environ.get(old)]
+    problems += [*_out_of_range(settings), *_malformed(settings)]
     if not problems:
         problems += _incoherent(settings)
     if problems:
@@ -162,8 +164,11 @@ def _malformed(settings: Mapping[str, Any]) -> list[str]:
     problems = []
     if urlsplit(settings["REDIS_URL"]).scheme not in ("redis", "rediss", "unix"):
         problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
-    if not re.fullmatch(r"yahoo|synthetic|csv:.+", settings["PRICE_SOURCE"]):
-        problems.append(f"PRICE_SOURCE must be yahoo, synthetic or csv:DIR, got {settings['PRICE_SOURCE']!r}")
+    source = settings["PRICE_SOURCE"]
+    if not re.fullmatch(r"yahoo|synthetic|csv:.+", source):
+        problems.append(f"PRICE_SOURCE must be yahoo, synthetic or csv:DIR, got {source!r}")
+    elif source.startswith("csv:") and not os.path.isdir(source[len("csv:"):]):
+        problems.append(f"PRICE_SOURCE names a folder that does not exist: {source[len('csv:'):]!r}")
     if settings["LOG_LEVEL"] not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {settings['LOG_LEVEL']!r}")
     if not re.fullmatch(r"\d+([kmg]b?|b)?", settings["REDIS_MAXMEMORY"].lower()):

@@ -1,8 +1,9 @@
 """Gunicorn settings for the web app, taken from config.py (gunicorn reads this file by name)."""
 from gunicorn.workers.base import Worker
 
-from config import Config
+from config import LOG_FORMAT, Config, exit_on_bad_settings
 
+exit_on_bad_settings()  # before gunicorn uses any of them (the app checks them again, with its overrides)
 bind = f"{Config.HOST}:{Config.PORT}"
 workers = Config.WEB_PROCESSES
 # gevent: each connection is a greenlet, so slow or idle clients (and /get_trends requests waiting
@@ -13,6 +14,13 @@ worker_connections = Config.WEB_CONNECTIONS
 # between requests, so a client rarely sends on a connection the server is just closing.
 keepalive = 10
 accesslog = "-"
+# gunicorn's own lines and the app's in the project's one format, at its level (merged into gunicorn's defaults).
+logconfig_dict = {
+    "root": {"level": Config.LOG_LEVEL, "handlers": ["console"]},
+    "loggers": {"gunicorn.error": {"level": Config.LOG_LEVEL, "handlers": ["console"], "propagate": False},
+                "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False}},
+    "formatters": {"generic": {"format": LOG_FORMAT, "class": "logging.Formatter"}},
+}
 # The control socket lives in $HOME by default and would clash between instances on one host.
 control_socket_disable = True
 

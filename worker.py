@@ -26,6 +26,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from urllib.parse import urlsplit
 
+from exchange_calendars.errors import InvalidCalendarName
 from redis import Redis
 from rq.serializers import JSONSerializer
 
@@ -45,7 +46,11 @@ KILL_AFTER = WORKER_STOP_PATIENCE + 5
 def preload() -> None:
     """Load what the first job would otherwise load: the price source and the exchange calendar."""
     tasks.price_source()
-    analysis.next_trading_days(datetime.date.today(), 1, Config.EXCHANGE_CALENDAR)
+    try:
+        analysis.next_trading_days(datetime.date.today(), 1, Config.EXCHANGE_CALENDAR)
+    except InvalidCalendarName:
+        raise SystemExit(f"EXCHANGE_CALENDAR must be an exchange_calendars name such as XNYS or XLON, "
+                         f"got {Config.EXCHANGE_CALENDAR!r}") from None
 
 
 def run_worker() -> None:
@@ -111,7 +116,7 @@ class Supervisor:
 
     def fill(self) -> None:
         """Start workers until there are `count`."""
-        while len(self.workers) < self.count:
+        while self.stop_requested_at is None and len(self.workers) < self.count:  # a stop may come in between
             process = self.context.Process(target=run_worker, name="rq-worker")
             process.start()
             self.workers.append(process)
@@ -134,9 +139,9 @@ class Supervisor:
 def main() -> None:
     """Check the settings, warm up, and supervise WORKERS worker processes until stopped."""
     # To stdout, line by line, for journald, Procfile runners and `make worker` alike; RQ uses this handler too.
+    exit_on_bad_settings()
     sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(level=Config.LOG_LEVEL, stream=sys.stdout, format=LOG_FORMAT)
-    exit_on_bad_settings()
     preload()
     redis_host = urlsplit(Config.REDIS_URL).hostname  # not the whole URL: it may hold a password
     log.info("starting %d workers against Redis at %s (price source %s)", Config.WORKERS, redis_host, Config.PRICE_SOURCE)

@@ -91,7 +91,10 @@ def start_redis_unless_one_answers() -> Part | None:
     """Start this machine's Redis (with a password) unless REDIS_URL already answers; exit if it is another host's."""
     if answers(Config.REDIS_URL):
         return None
-    host = urlsplit(Config.REDIS_URL).hostname or "127.0.0.1"
+    url = urlsplit(Config.REDIS_URL)
+    if url.scheme == "unix":
+        raise SystemExit(f"no Redis answers at the socket {url.path}; make run starts its own Redis on TCP only")
+    host = url.hostname or "127.0.0.1"
     if not is_loopback(host):
         raise SystemExit(f"no Redis answers at {host}; start it there, or point REDIS_URL at this machine")
     # Our own Redis asks for a password: the workers and web app started below are given it.

@@ -34,13 +34,14 @@ def test_the_defaults_work_together():
     ({"YAHOO_BACKOFF": -1.0}, "YAHOO_BACKOFF must be between 0 and 60, got -1.0"),
     ({"MAX_CONTENT_LENGTH": 10}, "MAX_CONTENT_LENGTH must be between 1024 and 1e+08, got 10"),
     ({"PRICE_SOURCE": "yaho"}, "PRICE_SOURCE must be yahoo, synthetic or csv:DIR, got 'yaho'"),
-    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'"),
+    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, WARN, ERROR, CRITICAL, got 'LOUD'"),
     ({"REDIS_URL": "http://x"}, "REDIS_URL must start with redis://, rediss:// or unix://"),
     ({"REDIS_MAXMEMORY": "lots"}, "REDIS_MAXMEMORY must be a size such as 512mb or 1gb, got 'lots'"),
     ({"RATE_LIMIT_POLL": "often"}, "RATE_LIMIT_POLL must be a rate such as 600/minute, got 'often'"),
     ({"BULK_QUEUE": "trends"}, "INTERACTIVE_QUEUE and BULK_QUEUE must differ"),
     ({"REDIS_TLS_CERT": "/c.pem"}, "REDIS_TLS_CERT, REDIS_TLS_KEY and REDIS_TLS_CA go together"),
     ({"REDIS_BIND": "0.0.0.0", "REDIS_REQUIREPASS": ""}, "REDIS_BIND (0.0.0.0) is not loopback: set REDIS_REQUIREPASS"),
+    ({"PRICE_SOURCE": "csv:/no/such/folder"}, "PRICE_SOURCE names a folder that does not exist: '/no/such/folder'"),
 ])
 def test_settings_that_cannot_work_are_refused_by_name(changes, named):
     with pytest.raises(SettingsError, match="settings that cannot work: ") as refused:
@@ -58,12 +59,28 @@ def test_the_web_app_refuses_them_at_start_up():
         create_app({"TRENDS_TIMEOUT": 10})
 
 
-@pytest.mark.parametrize("process", ["worker", "redis"])
-def test_worker_and_redis_hosts_refuse_them_at_start_up(process):
-    env = dict(os.environ, TRENDS_TIMEOUT="10", REDIS_URL="redis://127.0.0.1:1/0")
+@pytest.mark.parametrize("process, settings, said", [
+    ("worker", {"TRENDS_TIMEOUT": "10"}, "TRENDS_TIMEOUT (10) must be at least"),
+    ("redis", {"TRENDS_TIMEOUT": "10"}, "TRENDS_TIMEOUT (10) must be at least"),
+    ("web", {"TRENDS_TIMEOUT": "10"}, "TRENDS_TIMEOUT (10) must be at least"),
+    ("worker", {"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of"),
+    ("worker", {"EXCHANGE_CALENDAR": "MOON"}, "EXCHANGE_CALENDAR must be an exchange_calendars name"),
+    ("worker", {"MAX_BODY_BYTES": "5000"}, "MAX_BODY_BYTES was renamed MAX_CONTENT_LENGTH"),
+])
+def test_every_process_refuses_bad_settings_at_start_up_in_words(process, settings, said):
+    env = dict(os.environ, REDIS_URL="redis://127.0.0.1:1/0", PRICE_SOURCE="synthetic", **settings)
     run = subprocess.run(commands()[process], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert run.returncode == 1
-    assert "TRENDS_TIMEOUT (10) must be at least" in run.stderr
+    assert run.returncode != 0
+    assert said in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_the_servers_password_is_the_one_the_clients_send():
+    """A password in REDIS_URL is percent-encoded; Redis must be asked to require the decoded one, as redis-py sends it."""
+    run = subprocess.run([sys.executable, "-c", "from config import Config; print(Config.REDIS_REQUIREPASS)"], cwd=ROOT,
+                         env=dict(os.environ, REDIS_URL="redis://:p%40ss%2Fw0rd@127.0.0.1:6379/0"),
+                         capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == "p@ss/w0rd"
 
 
 @pytest.mark.parametrize("name, raw, said", [

@@ -15,6 +15,7 @@ from rq.results import Result
 from rq.serializers import DefaultSerializer, JSONSerializer
 from rq.webhook import Webhook
 
+from config import Config
 from jobs.records import OPEN_ANALYSES_KEY
 from tests.conftest import RedisServer, WebServer, analysis_jobs, http_json, http_status, wait_until
 from webapp import create_app
@@ -186,7 +187,8 @@ def test_a_slow_symbol_is_cut_off_at_the_job_timeout(redis_server, redis_client,
 
 def test_a_fresh_result_is_reused_and_a_stale_one_replaced(redis_server, redis_client, start_workers):
     start_workers(redis_server.url, 1, PRICE_SOURCE="synthetic")
-    client = create_app({"REDIS_URL": redis_server.url, "RESULT_CACHE_TTL": 3, "RESULT_TTL": 20}).test_client()
+    app = create_app({"REDIS_URL": redis_server.url, "RESULT_CACHE_TTL": 3, "RESULT_TTL": 20})
+    client = app.test_client()
 
     def ask() -> dict:
         return client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]}).json
@@ -201,21 +203,23 @@ def test_a_fresh_result_is_reused_and_a_stale_one_replaced(redis_server, redis_c
     time.sleep(3.5)  # past RESULT_CACHE_TTL (and a failure's shorter reuse)
     assert ask()["status"] == "partial"
     assert executions() == [(2, 2)], "stale: both run again"
-    job_keys = redis_client.keys("rq:job:*")
-    assert len(job_keys) == 4, "a stale job is followed by a new one, never overwritten: whoever reads it keeps it"
-    assert all(redis_client.xlen(key.replace(b"job", b"results")) == 1 for key in job_keys)
+    queue = app.interactive_queue
+    job_ids = queue.finished_job_registry.get_job_ids() + queue.failed_job_registry.get_job_ids()
+    assert len(job_ids) == 4, "a stale job is followed by a new one, never overwritten: whoever reads it keeps it"
+    jobs = Job.fetch_many(job_ids, connection=redis_client, serializer=JSONSerializer)
+    assert [len(job.results()) for job in jobs] == [1, 1, 1, 1]
 
 
 def test_a_pickle_planted_in_a_job_is_rejected_not_executed(redis_server, redis_client, tmp_path, start_workers):
     marker = tmp_path / "pwned"
     start_workers(redis_server.url, PRICE_SOURCE="synthetic")
-    queue = Queue("trends", connection=redis_client, serializer=DefaultSerializer)  # RQ's pickle serializer
+    queue = Queue(Config.INTERACTIVE_QUEUE, connection=redis_client, serializer=DefaultSerializer)  # RQ's pickle one
     job = Job.create(os.system, args=(f"touch {marker}",), connection=redis_client, id="planted",
                      serializer=DefaultSerializer)
     job.save()
     assert zlib.decompress(redis_client.hget("rq:job:planted", "data")).startswith(pickle.dumps(0)[:1])
     queue.push_job_id(job.id)
-    wait_until(lambda: redis_client.hget("rq:job:planted", "status") == b"failed", what="the planted job to fail")
+    wait_until(lambda: job.get_status(refresh=True) == "failed", what="the planted job to fail")
     assert not marker.exists(), "the pickle was executed"
     client = create_app({"REDIS_URL": redis_server.url}).test_client()
     assert client.post("/get_trends", json={"symbols": ["AAPL"]}).json["status"] == "success", "worker still serves"
@@ -231,7 +235,7 @@ def test_a_job_naming_code_that_is_not_ours_is_refused_before_import(redis_serve
                                                                      planted):
     marker = tmp_path / "pwned"
     workers = start_workers(redis_server.url, PRICE_SOURCE="synthetic")
-    queue = Queue("trends", connection=redis_client, serializer=JSONSerializer)
+    queue = Queue(Config.INTERACTIVE_QUEUE, connection=redis_client, serializer=JSONSerializer)
     args = (f"touch {marker}",) if planted["f"] == "os.system" else ("AAPL", 20, 5, "trend")
     job = queue.enqueue(planted["f"], *args, on_failure=planted.get("on_failure"), on_success=planted.get("on_success"),
                         webhooks=planted.get("webhooks"))

@@ -5,6 +5,7 @@ import time
 
 import pytest
 from redis import Redis
+from rq import Worker
 
 from scripts.procfile import commands
 from scripts.redis_server import answers
@@ -53,7 +54,7 @@ def fleet(tmp_path_factory):
               HOST=web_ip, PORT="8000", WEB_PROCESSES="1", JOB_TIMEOUT=WORKER_SETTINGS["JOB_TIMEOUT"])
         for host in ("w1", "w2"):
             start(host, commands()["worker"], **WORKER_SETTINGS)
-        wait_until(lambda: client.scard("rq:workers") == 4, timeout=40, what="4 workers on 2 hosts")
+        wait_until(lambda: Worker.count(connection=client) == 4, timeout=40, what="4 workers on 2 hosts")
         base_url = f"http://{web_ip}:8000"
         wait_until(lambda: _answers_http(base_url), timeout=20, what="the web app on its host")
         yield {"lan": lan, "redis": client, "url": base_url}

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 SUCCESS_MESSAGE = "Trends and predictions calculated successfully"
 KEEPER_LOCK_KEY = "trends:keeper:lock"
 WAITING = LIVE - {JobStatus.STARTED}
+ANALYSIS_ID_PATTERN = r"[0-9a-f]{32}"  # uuid4().hex, as start_analysis makes them
+ENDED_STATES = ("finished", "partial", "failed")  # an analysis in one of these changes no more
+ANALYSIS_STATES = ("queued", "running", *ENDED_STATES)
 
 
 def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,10 +110,6 @@ def _entry(symbol: str, status: JobStatus | None, result: dict[str, Any] | None)
     if result is None:
         result = error_object(symbol, "its job and result are gone (expired or deleted) before it was read")
     return {"symbol": symbol, "state": "error" if "error" in result else "done", "result": result}
-
-
-ENDED_STATES = ("finished", "partial", "failed")  # an analysis in one of these changes no more
-ANALYSIS_STATES = ("queued", "running", *ENDED_STATES)
 
 
 def _overall_state(states: list[str]) -> str:

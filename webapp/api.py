@@ -11,7 +11,7 @@ from webapp.security import admit
 from webapp.validation import TrendsRequest, parse_trends_request
 
 bp = Blueprint("api", __name__)
-ANALYSIS_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as start_analysis makes them
+ANALYSIS_ID = re.compile(analyses.ANALYSIS_ID_PATTERN)
 
 
 def _trends_request() -> TrendsRequest:

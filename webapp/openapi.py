@@ -2,9 +2,10 @@
 
 The request schema is the pydantic model's own (webapp/validation.py), so what is documented is what is accepted.
 """
+from importlib.metadata import version
 from typing import Any
 
-from webapp.analyses import ANALYSIS_STATES
+from webapp.analyses import ANALYSIS_ID_PATTERN, ANALYSIS_STATES
 from webapp.validation import METHODS, request_model
 
 
@@ -12,7 +13,7 @@ def openapi_spec(max_symbols: int) -> dict[str, Any]:
     """Describe the JSON API in OpenAPI 3.1, with this deployment's MAX_SYMBOLS as the most symbols a request may have."""
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Stock trends", "version": "1.0.0",
+        "info": {"title": "Stock trends", "version": version("stock-trends"),
                  "description": "Per symbol: the moving average of a year of daily closes and a linear-regression forecast."},
         "paths": _paths(),
         "components": {"schemas": _schemas(max_symbols)},
@@ -54,7 +55,7 @@ def _paths() -> dict[str, Any]:
         "/api/analyses/{analysis_id}": {"get": {
             "summary": "State, counts and per-symbol results of an analysis",
             "parameters": [{"name": "analysis_id", "in": "path", "required": True,
-                            "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}],
+                            "schema": {"type": "string", "pattern": f"^{ANALYSIS_ID_PATTERN}$"}}],
             "responses": {"200": _json_response("The analysis", _ref("Analysis")),
                           "404": _json_response("Unknown or expired", error), "429": limited, "503": unavailable},
         }},
