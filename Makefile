@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The Celery peer's own environment for make bench: celery is never the project's dependency.
+BENCH_VENV := .bench-venv
 # Parallel test processes: most tests wait on servers and workers, so 4 keep this 2-core machine busy.
 TEST_PROCESSES ?= 4
 export PYTHONDONTWRITEBYTECODE := 1
@@ -50,8 +52,13 @@ test: $(VENV)/.installed-test test-system ## the whole test suite (starts its ow
 lint: $(VENV)/.installed-test ## ruff: style, imports, complexity, types and docstrings (pyproject.toml)
 	$(VENV)/bin/ruff check .
 
-bench: $(VENV)/.installed-test ## benchmark: plain loop vs 1 and 2 workers, I/O-bound case, memory; writes bench/results.md
-	$(PY) -m bench.bench
+$(BENCH_VENV)/.installed: bench/requirements-peer.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements-peer.txt
+	touch $@
+
+bench: $(VENV)/.installed-test $(BENCH_VENV)/.installed ## benchmark against the Celery peer (../shared) in one run; SAVE=1 writes bench/results.md
+	BENCH_PEER_PYTHON=$(BENCH_VENV)/bin/python $(PY) -m bench.bench $(if $(SAVE),--save)
 
 evaluate: venv ## forecast errors of each method over a folder of CSVs: make evaluate DATA=../shared/data/prices
 	$(PY) -m scripts.evaluate $(or $(DATA),../shared/data/prices)
@@ -61,6 +68,6 @@ loadtest: $(VENV)/.installed-test ## Locust against a running system at URL (doc
 		-u $(or $(USERS),50) -r $(or $(SPAWN),10) -t $(or $(TIME),60s) --only-summary
 
 clean: ## remove the virtualenv, caches and local Redis data
-	rm -rf $(VENV) .cache .data .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .cache .data .pytest_cache .hypothesis *.egg-info
 
 .PHONY: help venv run demo web worker redis test-system test lint bench evaluate loadtest clean

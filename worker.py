@@ -28,11 +28,10 @@ from urllib.parse import urlsplit
 
 from exchange_calendars.errors import InvalidCalendarName
 from redis import Redis
-from rq.serializers import JSONSerializer
 
 from config import LOG_FORMAT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, settings_of
 from jobs import analysis, tasks
-from jobs.job_class import never_unpickle, trends_queues
+from jobs.job_class import SERIALIZER, never_unpickle, trends_queues
 from jobs.worker import TrendsWorker
 
 log = logging.getLogger("worker")
@@ -65,7 +64,7 @@ def run_worker() -> None:
     worker = TrendsWorker(
         trends_queues(connection, settings_of(Config)),
         connection=connection,
-        serializer=JSONSerializer,
+        serializer=SERIALIZER,
         name=f"{socket.gethostname()}.{os.getpid()}",
         worker_ttl=Config.WORKER_TTL,
         maintenance_interval=Config.MAINTENANCE_INTERVAL,

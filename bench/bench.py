@@ -1,131 +1,160 @@
-"""`make bench`: how fast the project analyses many symbols, against a plain loop, on this machine.
+"""`make bench`: this project against the seed's Celery design, side by side in one run on this machine.
 
-Starts its own Redis, workers and web app (gunicorn), uses synthetic prices, and prints one
-Markdown table (also written to bench/results.md). Every run uses symbols no earlier run used,
-so neither the price cache nor the result reuse can help; each number is the median of RUNS
-runs, with min and max.
+Both systems analyse the same kind of synthetic prices (252 closes a symbol, no network). Each
+request uses symbols no earlier request used, so neither the price cache nor result reuse helps.
+Timings alternate project and peer run by run, and each figure is the median of RUNS runs (min and
+max beside it). Prints a Markdown report and keeps it in bench/last-run.md; `make bench SAVE=1`
+writes bench/results.md, the one the docs quote.
 """
 import itertools
 import os
 import statistics
+import sys
 import tempfile
 import time
 
+from bench.systems import Peer, Project, System, cpu_seconds, rss_mb
 from config import ROOT
-from jobs.forecast import backtest
 from jobs.sources import SyntheticSource
 from jobs.tasks import analyze_history
-from tests.conftest import RedisServer, WebServer, Workers, http_json
+from tests.conftest import http_json
 
 RUNS = int(os.environ.get("BENCH_RUNS", 3))
-SIZES = (1, 100, 1000)
-FAST = {"LOG_LEVEL": "WARNING", "PRICE_SOURCE": "synthetic", "MAX_SYMBOLS": 1000, "BULK_THRESHOLD": 1000,
-        "RATE_LIMIT_SYMBOLS": "1000000/minute", "RATE_LIMIT_POLL": "1000000/minute", "TRENDS_TIMEOUT": 120}
-fresh = (f"B{n:06d}" for n in itertools.count())  # never the same symbol twice
+IO_WORKERS, IO_LATENCY = 20, 0.2  # the I/O-bound case: each fetch takes 200 ms
+fresh = (f"B{n:07d}" for n in itertools.count())  # never the same symbol twice
 
 
-def timed(action) -> float:
+def ask(system: System, count: int) -> float:
+    """Seconds one POST /get_trends of `count` fresh symbols takes to answer in full."""
     started = time.perf_counter()
-    action()
+    body = http_json("POST", system.url + "/get_trends", {"symbols": [next(fresh) for _ in range(count)]}, timeout=600)
+    elapsed = time.perf_counter() - started
+    assert body["status"] == "success" and len(body["results"]) == count, body.get("message")
+    return elapsed
+
+
+def spread(times: list[float]) -> str:
+    """Median (min – max) in seconds."""
+    return f"{statistics.median(times):.3f} ({min(times):.3f} – {max(times):.3f})"
+
+
+def side_by_side(systems: list[System], count: int, runs: int = RUNS) -> dict[str, list[float]]:
+    """Each system's times for `count` symbols, alternating systems run by run."""
+    times: dict[str, list[float]] = {system.name: [] for system in systems}
+    for _ in range(runs):
+        for system in systems:
+            times[system.name].append(ask(system, count))
+    return times
+
+
+def cost(system: System, count: int = 1000) -> dict[str, float]:
+    """CPU seconds per process kind and Redis commands per symbol, over one request of `count` symbols."""
+    pids, redis = system.pids(), system.client()
+    commands = lambda: sum(stat["calls"] for stat in redis.info("commandstats").values())  # noqa: E731
+    cpu = lambda: {kind: sum(map(cpu_seconds, ids)) for kind, ids in pids.items()}  # noqa: E731
+    cpu_before, commands_before = cpu(), commands()
+    ask(system, count)
+    cpu_after, commands_after = cpu(), commands()
+    return {**{f"{kind} CPU s": cpu_after[kind] - cpu_before[kind] for kind in pids},
+            "Redis commands per symbol": (commands_after - commands_before) / count}
+
+
+def plain_loop(count: int) -> float:
+    """The same analysis in one process, no queue: the floor the distributed systems are measured against."""
+    source = SyntheticSource()
+    started = time.perf_counter()
+    for _ in range(count):
+        analyze_history(source.history(next(fresh)), 20, 5)
     return time.perf_counter() - started
 
 
-def measure(action, runs: int = RUNS) -> tuple[float, float, float]:
-    times = [timed(action) for _ in range(runs)]
-    return statistics.median(times), min(times), max(times)
+def compare(project: Project, peer: Peer) -> list[str]:
+    """Rows of the side-by-side table: 100 and 1000 symbols, and the one-symbol latency."""
+    rows = []
+    for count in (100, 1000):
+        times = side_by_side([project, peer], count)
+        ratio = statistics.median(times["project"]) / statistics.median(times["peer"])
+        rows.append(f"| {count} symbols, 2 workers each, s | {spread(times['project'])} | {spread(times['peer'])} | "
+                    f"**{ratio:.2f}×** |")
+    single = side_by_side([project, peer], 1, runs=50)
+    p50 = {name: statistics.median(times) * 1000 for name, times in single.items()}
+    rows.append(f"| one-symbol request, p50 of 50, ms | {p50['project']:.1f} | {p50['peer']:.1f} | "
+                f"**{p50['project'] / p50['peer']:.2f}×** |")
+    return rows
 
 
-def plain_loop(count: int) -> None:
-    """The same analysis in one process, no queue: the floor the distributed version is measured against."""
-    source = SyntheticSource()
-    for _ in range(count):
-        analyze_history(source.history(next(fresh)), 20, 5)
+def costs(project: Project, peer: Peer) -> list[str]:
+    """Rows of the cost table: CPU per process kind and Redis commands, per 1000 symbols."""
+    ours, theirs = cost(project), cost(peer)
+    rows = [f"| {name} | {ours[name]:.2f} | {theirs[name]:.2f} |" for name in ours]
+    redis = project.client()
+    before = redis.info("memory")["used_memory"]
+    ask(project, 1000)
+    per_symbol = (redis.info("memory")["used_memory"] - before) / 1000
+    rows.append(f"| Redis memory per finished symbol (job, result, cached prices), KB | {per_symbol / 1024:.1f} | |")
+    return rows
 
 
-def through_api(url: str, count: int) -> None:
-    body = http_json("POST", url + "/get_trends", {"symbols": [next(fresh) for _ in range(count)]}, timeout=300)
-    assert body["status"] == "success", body["message"]
+def scaling_and_memory(project: Project) -> list[str]:
+    """Notes: 2 vs 1 worker on 1000 symbols, and worker memory over 10,000 jobs."""
+    two = side_by_side([project], 1000)["project"]
+    pids = project.pids()["worker"]
+    before = [rss_mb(pid) for pid in pids]
+    for _ in range(10):
+        ask(project, 1000)
+    after = [rss_mb(pid) for pid in pids]
+    project.start_workers(1)
+    ask(project, 50)
+    one = side_by_side([project], 1000)["project"]
+    return [f"- 2 workers vs 1 on 1000 symbols: **{statistics.median(one) / statistics.median(two):.2f}×** the "
+            f"throughput (1 worker {spread(one)} s, 2 workers {spread(two)} s)",
+            "- worker memory over 10,000 jobs (RSS): " +
+            ", ".join(f"{b:.0f} → {a:.0f} MB" for b, a in zip(before, after))]
 
 
-def rss_mb(pid: int, field: str = "Rss") -> float:
-    """Resident memory; field "Pss" shares pages among the processes using them (forked workers share much)."""
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        return next(int(line.split()[1]) for line in rollup if line.startswith(field + ":")) / 1024
+def io_bound(project: Project) -> str:
+    """Note: 100 symbols whose fetch takes 200 ms each, on IO_WORKERS workers, against the ideal time."""
+    project.start_workers(IO_WORKERS, SYNTHETIC_LATENCY_MS=int(IO_LATENCY * 1000))
+    ask(project, IO_WORKERS)
+    times = side_by_side([project], 100)["project"]
+    ideal = 100 / IO_WORKERS * IO_LATENCY
+    pss = statistics.median(rss_mb(pid, "Pss") for pid in project.pids()["worker"])
+    return (f"- I/O-bound, 100 symbols × {IO_LATENCY * 1000:.0f} ms fetch on {IO_WORKERS} workers: {spread(times)} s, "
+            f"{statistics.median(times) / ideal:.2f}× the ideal {ideal:.1f} s; {pss:.0f} MB PSS per worker")
 
 
-def worker_pids(workers: Workers) -> list[int]:
-    return [int(name.rsplit(".", 1)[1]) for name in workers.names()]
-
-
-def row(name: str, stats: tuple[float, float, float], count: int) -> str:
-    median, low, high = stats
-    return f"| {name} | {count} | {median * 1000:.0f} | {low * 1000:.0f} – {high * 1000:.0f} | {median / count * 1000:.2f} |"
+def report() -> str:
+    """Run every case and return the Markdown report."""
+    loop = statistics.median(plain_loop(1000) for _ in range(RUNS))
+    with tempfile.TemporaryDirectory() as scratch:
+        systems: list[System] = []
+        try:
+            systems.append(project := Project(scratch))
+            systems.append(peer := Peer(scratch, os.environ.get("BENCH_PEER_PYTHON") or sys.executable))
+            for system in systems:
+                ask(system, 50)  # warm up every process
+            table = compare(project, peer)
+            cost_rows = costs(project, peer)
+            peer.stop()  # the remaining cases are the project's alone
+            notes = [*scaling_and_memory(project), io_bound(project)]
+        finally:
+            for system in systems:
+                system.stop()
+    return "\n".join([
+        f"# `make bench` on this machine ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}", "",
+        "| case | project | Celery peer | project / peer |", "| --- | ---: | ---: | ---: |", *table, "",
+        "| per 1000 symbols | project | Celery peer |", "| --- | ---: | ---: |", *cost_rows, "",
+        f"- plain loop, one process, no queue: {loop:.3f} s for 1000 symbols (the floor)", *notes, ""])
 
 
 def main() -> None:
-    lines = ["| case | symbols | median ms | min – max ms | ms per symbol |", "| --- | ---: | ---: | ---: | ---: |"]
-    medians = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        redis = RedisServer(os.path.join(scratch, "redis"))
-        redis.start()
-        for key, value in FAST.items():
-            os.environ[key] = str(value)
-        web = WebServer(redis.url, os.path.join(scratch, "web.log"), WEB_PROCESSES=2, **FAST)
-        try:
-            for count in SIZES:
-                medians[("loop", count)] = measure(lambda: plain_loop(count))
-                lines.append(row("plain loop, 1 process", medians[("loop", count)], count))
-            closes = [SyntheticSource().history(next(fresh)).closes for _ in range(1000)]
-            lines.append(row("of which the backtest (both methods' track record)",
-                             measure(lambda: [backtest(c, 5, "trend") for c in closes]), 1000))
-            for workers_count in (1, 2):
-                workers = Workers(redis.url, os.path.join(scratch, f"w{workers_count}.log"), workers_count, **FAST)
-                through_api(web.url, 50)  # warm up both web processes and the workers
-                for count in SIZES:
-                    medians[(workers_count, count)] = measure(lambda: through_api(web.url, count))
-                    lines.append(row(f"POST /get_trends, {workers_count} worker(s)", medians[(workers_count, count)], count))
-                if workers_count == 2:
-                    single = [timed(lambda: through_api(web.url, 1)) for _ in range(50)]
-                    lines.append(f"| one-symbol request, 2 workers, 50 requests | 1 | p50 {statistics.median(single) * 1000:.1f} "
-                                 f"| {min(single) * 1000:.1f} – {max(single) * 1000:.1f} | |")
-                    memory = memory_after_many_jobs(web, workers)
-                workers.stop()
-            io_workers = int(os.environ.get("BENCH_IO_WORKERS", 20))
-            workers = Workers(redis.url, os.path.join(scratch, "wio.log"), io_workers, SYNTHETIC_LATENCY_MS=200, **FAST)
-            through_api(web.url, io_workers)
-            io_rss = [rss_mb(pid) for pid in worker_pids(workers)]
-            io_pss = [rss_mb(pid, "Pss") for pid in worker_pids(workers)]
-            medians["io"] = measure(lambda: through_api(web.url, 100))
-            lines.append(row(f"I/O-bound: 200 ms fetch each, {io_workers} workers", medians["io"], 100))
-            workers.stop()
-        finally:
-            web.stop()
-            redis.stop()
-    project_vs_loop = medians[(2, 1000)][0] / medians[("loop", 1000)][0]
-    ratios = [
-        f"- project (2 workers) vs plain loop, 1000 symbols: {project_vs_loop:.2f}× the loop's time",
-        f"- 2 workers vs 1 worker, 1000 symbols: {medians[(1, 1000)][0] / medians[(2, 1000)][0]:.2f}× the throughput",
-        f"- I/O-bound, {io_workers} workers: memory per worker process: RSS {statistics.median(io_rss):.0f} MB, "
-        f"PSS {statistics.median(io_pss):.0f} MB (its fair share of pages shared with the other forked workers)",
-        f"- memory over 10,000 more jobs (2 workers): {memory}",
-    ]
-    report = "\n".join(lines + [""] + ratios) + "\n"
-    print(report)
-    with open(os.path.join(ROOT, "bench", "results.md"), "w") as out:
-        out.write(f"# `make bench` on this machine ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}\n\n{report}")
-
-
-def memory_after_many_jobs(web: WebServer, workers: Workers) -> str:
-    """RSS of the web app and each worker before and after 10,000 jobs, to show it does not keep growing."""
-    with open(f"/proc/{web.process.pid}/task/{web.process.pid}/children") as children:  # gunicorn's processes
-        web_pids = [int(pid) for pid in children.read().split()]
-    pids = {**{f"web {i + 1}": pid for i, pid in enumerate(web_pids)},
-            **{f"worker {i + 1}": pid for i, pid in enumerate(sorted(worker_pids(workers)))}}
-    before = {name: rss_mb(pid) for name, pid in pids.items()}
-    for _ in range(10):
-        through_api(web.url, 1000)
-    after = {name: rss_mb(pid) for name, pid in pids.items()}
-    return ", ".join(f"{name} {before[name]:.0f} → {after[name]:.0f} MB" for name in pids)
+    """Print the report; keep it in bench/last-run.md, and in bench/results.md with --save."""
+    text = report()
+    print(text)
+    for path, wanted in (("last-run.md", True), ("results.md", "--save" in sys.argv)):
+        if wanted:
+            with open(os.path.join(ROOT, "bench", path), "w") as out:
+                out.write(text)
 
 
 if __name__ == "__main__":

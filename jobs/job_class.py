@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
 import rq.serializers
 from redis import Redis
 from rq.job import Job, JobStatus
@@ -82,15 +83,32 @@ class TrendsJob(Job):
             log.warning("job %s from queue %s: %s", self.id, self.origin, error)
             self.meta["error"] = f"{self.id}: {error}"
             with self.connection.pipeline() as pipe:
-                pipe.hset(self.key, "meta", JSONSerializer.dumps(self.meta))
+                pipe.hset(self.key, "meta", SERIALIZER.dumps(self.meta))
                 pipe.hincrby(JOB_STATS_KEY, f"{self.origin}:refused", 1)
                 pipe.execute()
         raise error
 
 
+class OrjsonSerializer:
+    """RQ's JSON serializer, written and read by orjson: the same JSON (rq-dashboard reads it), far faster for floats."""
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        """Encode a job's arguments, meta or result as JSON."""
+        return orjson.dumps(obj)
+
+    @staticmethod
+    def loads(data: bytes | str) -> Any:
+        """Decode JSON that RQ stored."""
+        return orjson.loads(data)
+
+
+SERIALIZER = OrjsonSerializer  # every job, meta and result: JSON, never pickle
+
+
 def trends_queues(connection: Redis, settings: Mapping[str, Any]) -> list[Queue]:
     """Build the interactive and bulk queues, in the order workers take from them (RQ takes from the first non-empty)."""
-    return [Queue(settings[name], connection=connection, serializer=JSONSerializer, job_class=TrendsJob)
+    return [Queue(settings[name], connection=connection, serializer=SERIALIZER, job_class=TrendsJob)
             for name in ("INTERACTIVE_QUEUE", "BULK_QUEUE")]
 
 

@@ -51,15 +51,18 @@ INFLIGHT_WORKERS_KEY = "trends:inflight-workers"  # set: workers that may hold j
 RECOVERY_LOCK_KEY = "trends:inflight:recovery-lock"
 
 # Move the first job of the first non-empty queue (KEYS[2..], in priority order) to this worker's
-# in-flight list KEYS[1]; return {queue key, job id}, or false when every queue is empty. A job
-# already in the list (taken, but its reply or registration lost to a Redis error) comes first, so
-# taking again after an error (redis-py retries commands) never strands one.
+# in-flight list KEYS[1]; return {queue key, job id, the job's hash as a flat list} (the hash in the
+# same round trip), or false when every queue is empty. A job already in the list (taken, but its
+# reply or registration lost to a Redis error) comes first, so taking again after an error (redis-py
+# retries commands) never strands one.
 TAKE_SCRIPT = """
 local held = redis.call('LINDEX', KEYS[1], 0)
-if held then return {'rq:queue:' .. (redis.call('HGET', 'rq:job:' .. held, 'origin') or ''), held} end
+if held then
+  return {'rq:queue:' .. (redis.call('HGET', 'rq:job:' .. held, 'origin') or ''), held, redis.call('HGETALL', 'rq:job:' .. held)}
+end
 for i = 2, #KEYS do
   local job_id = redis.call('LMOVE', KEYS[i], KEYS[1], 'LEFT', 'RIGHT')
-  if job_id then return {KEYS[i], job_id} end
+  if job_id then return {KEYS[i], job_id, redis.call('HGETALL', 'rq:job:' .. job_id)} end
 end
 return false
 """
@@ -95,6 +98,7 @@ class TrendsWorker(SimpleWorker):
         self._running: tuple[Job, Execution] | None = None  # (job, execution) while a job runs
         self._beater: threading.Thread | None = None
         self._done = threading.Event()
+        self._suspension_checked_at = -1.0
 
     @property
     def dequeue_timeout(self) -> int:
@@ -112,6 +116,12 @@ class TrendsWorker(SimpleWorker):
         # The worker stays listed WORKER_TTL s after its last beat (RQ asks less before a job, more when idle).
         super().heartbeat(self.worker_ttl, pipeline)
 
+    def check_for_suspension(self, burst: bool) -> None:
+        """Honour `rq suspend`, asking Redis at most once a second rather than before every job."""
+        if time.monotonic() - self._suspension_checked_at >= 1:
+            super().check_for_suspension(burst)
+            self._suspension_checked_at = time.monotonic()
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> tuple[Job, Queue] | None:
         """Take the next job into this worker's in-flight list, interactive queue first.
 
@@ -122,7 +132,7 @@ class TrendsWorker(SimpleWorker):
             self._beat()
             self._beater = threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True)
             self._beater.start()
-        self.set_state(WorkerStatus.IDLE)
+        self._set_idle()
         self.procline("Listening on " + ",".join(self.queue_names()))
         wait = 1.0
         while True:
@@ -143,20 +153,26 @@ class TrendsWorker(SimpleWorker):
                 time.sleep(wait)
                 wait = min(wait * 2, 30)
 
-    def _take_one(self, timeout: int | None) -> list[bytes] | None:
-        """Take a job into the in-flight list (one held already comes first): [its queue's key, its id], or None."""
-        taken = self._take(keys=[self.inflight_key, *self.queue_keys()])
-        if not taken and timeout is not None:
-            moved = self.connection.blmove(self.queues[0].key, self.inflight_key, min(timeout, 1))
-            taken = [self.queues[0].key.encode(), moved] if moved else None
-        return taken
+    def _take_one(self, timeout: int | None) -> tuple[bytes, bytes, list[bytes] | None] | None:
+        """Take a job into the in-flight list (one held already comes first): its queue's key, id and hash, or None.
 
-    def _job_taken(self, queue_key: bytes, raw_id: bytes) -> tuple[Job, Queue] | None:
+        The hash is None when the job was taken by the blocking wait (it is read afterwards).
+        """
+        taken = self._take(keys=[self.inflight_key, *self.queue_keys()])
+        if taken:
+            return taken[0], taken[1], taken[2]
+        if timeout is not None:
+            moved = self.connection.blmove(self.queues[0].key, self.inflight_key, min(timeout, 1))
+            if moved:
+                return self.queues[0].key.encode(), moved, None
+        return None
+
+    def _job_taken(self, queue_key: bytes, raw_id: bytes, fields: list[bytes] | None) -> tuple[Job, Queue] | None:
         """Read a job just taken, with its queue; drop it from the in-flight list if it is gone or unreadable."""
         queue = next((q for q in self.queues if q.key == queue_key.decode()), None)
         job_id = raw_id.decode()
         try:
-            job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
+            job = self._restore(job_id, fields)
         except (RedisConnectionError, RedisTimeoutError):
             raise
         except Exception as exc:  # gone, or a hash RQ cannot read: drop it rather than die on it
@@ -170,6 +186,16 @@ class TrendsWorker(SimpleWorker):
         self.log.info("Worker %s: %s: %s", self.name, queue.name, job_id)
         return job, queue
 
+    def _restore(self, job_id: str, fields: list[bytes] | None) -> Job:
+        """Build the job from the hash TAKE returned with it (as RQ's fetch would), or read it now if it came without."""
+        if fields is None:
+            return self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
+        if not fields:
+            raise NoSuchJobError(f"No such job: {job_id}")
+        job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
+        job.restore(dict(zip(fields[::2], fields[1::2])))
+        return job
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run the job here if this worker still holds it in flight (it went back to its queue if not)."""
         execution = self._register(job)
@@ -182,7 +208,12 @@ class TrendsWorker(SimpleWorker):
             self.perform_job(job, queue, execution)
         finally:
             self._running = None
-        self.set_state(WorkerStatus.IDLE)
+        self._set_idle()  # normally done already, with the job's outcome
+
+    def _set_idle(self) -> None:
+        """Show the worker idle, unless it already is (a round trip saved per job)."""
+        if self.get_state() != WorkerStatus.IDLE:
+            self.set_state(WorkerStatus.IDLE)
 
     def _register(self, job: Job) -> Execution | None:
         """Register this attempt and mark the job started, in one transaction, if we still hold it in flight."""
@@ -315,11 +346,13 @@ class TrendsWorker(SimpleWorker):
                                          "ran; its outcome is dropped", self.name, job.id)
                         with self.connection.pipeline() as cleanup:
                             self.cleanup_execution(job, pipeline=cleanup, execution=execution)
+                            self.set_state(WorkerStatus.IDLE, pipeline=cleanup)
                             cleanup.execute()
                         return False
                     pipe.multi()
                     store(pipe)
                     self.cleanup_execution(job, pipeline=pipe, execution=execution)
+                    self.set_state(WorkerStatus.IDLE, pipeline=pipe)  # in the transaction: no round trip of its own
                     pipe.execute()
                     return True
                 except WatchError:

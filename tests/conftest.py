@@ -20,6 +20,7 @@ from rq.worker import Worker
 
 from config import ROOT
 from jobs import tasks
+from jobs.job_class import SERIALIZER
 from jobs.records import record_key
 from jobs.sources import CsvSource, SyntheticSource
 from jobs.worker import TrendsWorker
@@ -116,7 +117,7 @@ def run_jobs(monkeypatch):
     monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
 
     def run(app, max_jobs: int | None = None) -> None:
-        worker = TrendsWorker(app.queues, connection=app.redis, serializer=JSONSerializer, lost_after=3)
+        worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3)
         worker.work(burst=True, max_jobs=max_jobs, logging_level="WARNING")
 
     return run

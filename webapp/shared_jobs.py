@@ -22,14 +22,12 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.queue import EnqueueData
 from rq.results import Result
-from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from jobs.job_class import ANALYZE_SYMBOL
+from jobs.job_class import ANALYZE_SYMBOL, SERIALIZER
 from jobs.records import current_job_key, work_id
 from webapp.validation import TrendsRequest
 
-SERIALIZER = JSONSerializer  # never pickle: nothing read from Redis is unpickled
 LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
 FINAL_RESULTS = {Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED, Result.Type.MAX_RETRIES_EXCEEDED}
 FAILURE_REUSE_SECONDS = 10  # a failure is answered again for this long, then the symbol is retried
