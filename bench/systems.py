@@ -74,6 +74,7 @@ class Peer(System):
     def __init__(self, scratch: str, python: str):
         if not os.path.exists(os.path.join(PEER_DIR, "app2.py")):
             raise SystemExit(f"the Celery peer is not at {PEER_DIR} (../shared/peers/celery-seed); set BENCH_PEER_DIR")
+        python = os.path.abspath(python)  # it runs from the peer's folder
         redis = RedisServer(os.path.join(scratch, "peer-redis"))
         redis.start()
         port = free_port()

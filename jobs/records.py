@@ -14,6 +14,10 @@ Imported by the web app too, so it must stay free of heavy imports.
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Callable
+
+from redis import Redis
+from redis.client import Pipeline
 
 # hash "<queue>:<finished|failed|refused>" → count, kept by the workers, read by /metrics; refused jobs
 # (naming code that is not ours) are counted as failed too
@@ -56,3 +60,36 @@ def alive_key(worker: str) -> str:
 def current_job_key(work: str) -> str:
     """Name the pointer to the RQ job currently doing a work."""
     return f"trends:work:{work}"
+
+
+# Lua that applies commands passed as words (see `recorded`) from ARGV[i] on; the scripts that use it
+# first check, atomically, that what they are about to write is still theirs to write.
+APPLY_RECORDED = """
+local function apply(i, count)
+  for _ = 1, count do
+    local n = tonumber(ARGV[i])
+    redis.call(unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
+  end
+  return i
+end
+local function skip(i, count)
+  for _ = 1, count do i = i + tonumber(ARGV[i]) + 1 end
+  return i
+end
+"""
+
+
+def recorded(connection: Redis, build: Callable[[Pipeline], object]) -> tuple[int, list[object]]:
+    """Record what `build` queues on a pipeline that is never sent: (how many commands, [length, words...] each).
+
+    So RQ's own code writes RQ's data model, and a script applies it in the same round trip as its check.
+    """
+    recorder = connection.pipeline(transaction=False)
+    build(recorder)
+    words: list[object] = []
+    for args, _ in recorder.command_stack:
+        words += [len(args), *args]
+    count = len(recorder.command_stack)
+    recorder.reset()
+    return count, words

@@ -45,6 +45,7 @@ class PriceSource(Protocol):
     """What every source offers: its name, and one symbol's daily closes."""
 
     name: str
+    worth_caching: bool  # whether reading the shared price cache is cheaper than asking the source again
 
     def history(self, symbol: str) -> PriceHistory:
         """Give a year of `symbol`'s daily closes, or raise a PriceDataError a person can read."""
@@ -87,6 +88,7 @@ class YahooSource:
     """
 
     name = "yahoo"
+    worth_caching = True
     transient = (RateLimitedError, SourceUnavailableError, NoPriceDataError)
 
     def __init__(self, cache_dir: str, timeout: float = 10, session: requests.Session | None = None, retries: int = 2,
@@ -154,6 +156,7 @@ class CsvSource:
     """A folder of SYMBOL.csv files in Yahoo's export format; the last year of each file is used."""
 
     name = "csv"
+    worth_caching = True
 
     def __init__(self, folder: str) -> None:
         if not os.path.isdir(folder):
@@ -194,6 +197,8 @@ class SyntheticSource:
 
     def __init__(self, latency_ms: int = 0) -> None:
         self.latency = latency_ms / 1000
+        # Computing a year of prices (~0.1 ms) is cheaper than two trips to the cache; a simulated fetch is not.
+        self.worth_caching = latency_ms > 0
 
     def history(self, symbol: str) -> PriceHistory:
         """Make up a year of closes for `symbol`, the same every time for the same symbol."""
@@ -225,6 +230,7 @@ class CachedSource:
     def __init__(self, source: PriceSource, connection: Redis, ttl: int) -> None:
         self.source = source
         self.name = source.name
+        self.worth_caching = False  # it is the cache
         self.connection = connection
         self.ttl = ttl
 

@@ -21,7 +21,7 @@ def price_source() -> PriceSource:
     global _price_source
     if _price_source is None:
         source = price_source_from_config(Config)
-        if Config.PRICE_CACHE_TTL > 0:
+        if Config.PRICE_CACHE_TTL > 0 and source.worth_caching:
             source = CachedSource(source, Redis.from_url(Config.REDIS_URL), Config.PRICE_CACHE_TTL)
         _price_source = source
     return _price_source

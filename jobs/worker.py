@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker, worker_registration
 from rq.exceptions import DeserializationError, NoSuchJobError
@@ -41,7 +41,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 
 from jobs.job_class import RefusedJobError, TrendsJob
-from jobs.records import JOB_STATS_KEY, alive_key, inflight_key
+from jobs.records import APPLY_RECORDED, JOB_STATS_KEY, alive_key, inflight_key, recorded
 from jobs.sources import PriceDataError
 from jobs.tasks import failure_message
 
@@ -65,6 +65,18 @@ for i = 2, #KEYS do
   if job_id then return {KEYS[i], job_id, redis.call('HGETALL', 'rq:job:' .. job_id)} end
 end
 return false
+"""
+# Apply RQ's own bookkeeping for a job (ARGV[3] commands that RQ's code queued on a pipeline that is
+# never sent: jobs/records.py `recorded`) only if this attempt still owns the job: the
+# job id ARGV[2] is still in this worker's in-flight list KEYS[1] (ARGV[1] 'list'), or the attempt
+# is still registered in its queue's started registry KEYS[1] (ARGV[1] 'zset'). Returns 1 if applied.
+# One round trip, atomic: what WATCH, a read and MULTI/EXEC did in three.
+GUARDED_SCRIPT = APPLY_RECORDED + """
+local owned
+if ARGV[1] == 'list' then owned = redis.call('LPOS', KEYS[1], ARGV[2]) else owned = redis.call('ZSCORE', KEYS[1], ARGV[2]) end
+if not owned then return 0 end
+apply(4, tonumber(ARGV[3]))
+return 1
 """
 # A worker whose alive key (KEYS[1]) has expired: put each job in its in-flight list (KEYS[2]) that
 # is still queued back at the front of its queue, then forget the list. Atomic, so a worker coming
@@ -95,6 +107,7 @@ class TrendsWorker(SimpleWorker):
         self.alive_key = alive_key(self.name)
         self._take = self.connection.register_script(TAKE_SCRIPT)
         self._recover = self.connection.register_script(RECOVER_SCRIPT)
+        self._guarded = self.connection.register_script(GUARDED_SCRIPT)
         self._running: tuple[Job, Execution] | None = None  # (job, execution) while a job runs
         self._beater: threading.Thread | None = None
         self._done = threading.Event()
@@ -138,6 +151,7 @@ class TrendsWorker(SimpleWorker):
         while True:
             try:
                 self.heartbeat()
+                self.check_for_suspension(burst=timeout is None)  # RQ checks only between jobs; an idle worker waits here
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
                 taken = self._take_one(timeout)
@@ -216,24 +230,26 @@ class TrendsWorker(SimpleWorker):
             self.set_state(WorkerStatus.IDLE)
 
     def _register(self, job: Job) -> Execution | None:
-        """Register this attempt and mark the job started, in one transaction, if we still hold it in flight."""
-        with self.connection.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(self.inflight_key)
-                    if pipe.lpos(self.inflight_key, job.id) is None:
-                        return None
-                    pipe.multi()
-                    execution = Execution.create(job, self.lost_after, pipeline=pipe, worker_name=self.name)
-                    self.set_state(WorkerStatus.BUSY, pipeline=pipe)
-                    job.prepare_for_execution(self.name, pipeline=pipe)
-                    pipe.persist(job.key)
-                    pipe.lrem(self.inflight_key, 1, job.id)
-                    pipe.execute()
-                    self.executions[execution.id] = execution
-                    return execution
-                except WatchError:
-                    continue
+        """Register this attempt and mark the job started, atomically, if we still hold it in flight."""
+        execution: list[Execution] = []
+
+        def register(pipe: Pipeline) -> None:
+            execution.append(Execution.create(job, self.lost_after, pipeline=pipe, worker_name=self.name))
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            pipe.lrem(self.inflight_key, 1, job.id)
+
+        if not self._if_owned("list", self.inflight_key, job.id, register):
+            self.set_state(WorkerStatus.IDLE)
+            return None
+        self.executions[execution[0].id] = execution[0]
+        return execution[0]
+
+    def _if_owned(self, kind: str, key: str, member: str, bookkeeping: Callable[[Pipeline], None]) -> bool:
+        """Apply what `bookkeeping` writes (RQ's own calls, onto a pipeline) only if `member` is still in `key`."""
+        count, words = recorded(self.connection, bookkeeping)
+        return self._guarded(keys=[key], args=[kind, member, count, *words]) == 1
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """Only show the job in the process title: `_register` has already marked it started."""
@@ -335,28 +351,21 @@ class TrendsWorker(SimpleWorker):
             self._stopped_job_id = None
 
     def _store_if_current(self, job: Job, execution: Execution, store: Callable[[Pipeline], None]) -> bool:
-        """Run `store(pipeline)` in one transaction if this attempt still owns the job; else drop it."""
-        with self.connection.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(job.key)
-                    if pipe.zscore(job.started_job_registry.key, execution.composite_key) is None:
-                        pipe.reset()
-                        self.log.warning("Worker %s: job %s was given up on and queued again while this attempt "
-                                         "ran; its outcome is dropped", self.name, job.id)
-                        with self.connection.pipeline() as cleanup:
-                            self.cleanup_execution(job, pipeline=cleanup, execution=execution)
-                            self.set_state(WorkerStatus.IDLE, pipeline=cleanup)
-                            cleanup.execute()
-                        return False
-                    pipe.multi()
-                    store(pipe)
-                    self.cleanup_execution(job, pipeline=pipe, execution=execution)
-                    self.set_state(WorkerStatus.IDLE, pipeline=pipe)  # in the transaction: no round trip of its own
-                    pipe.execute()
-                    return True
-                except WatchError:
-                    continue
+        """Apply `store` (and end the attempt) atomically if this attempt still owns the job; else drop the outcome."""
+        def store_and_end(pipe: Pipeline) -> None:
+            store(pipe)
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            self.set_state(WorkerStatus.IDLE, pipeline=pipe)  # with the outcome: no round trip of its own
+
+        if self._if_owned("zset", job.started_job_registry.key, execution.composite_key, store_and_end):
+            return True
+        self.log.warning("Worker %s: job %s was given up on and queued again while this attempt ran; its outcome "
+                         "is dropped", self.name, job.id)
+        with self.connection.pipeline() as cleanup:
+            self.cleanup_execution(job, pipeline=cleanup, execution=execution)
+            self.set_state(WorkerStatus.IDLE, pipeline=cleanup)
+            cleanup.execute()
+        return False
 
     def clean_registries(self) -> None:
         """Put lost workers' jobs back in their queues, then clean each queue's registries under a short lock."""

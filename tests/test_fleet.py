@@ -60,8 +60,8 @@ def test_health_is_503_when_redis_is_unreachable(path):
 
 
 def test_metrics_count_jobs_queues_workers_and_latency(client, synthetic_worker):
-    client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]})
-    client.post("/api/analyses", json={"symbols": [f"Q{i}" for i in range(30)]})  # bulk; may still be queued
+    client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]}).close()  # the server closes it once sent
+    client.post("/api/analyses", json={"symbols": [f"Q{i}" for i in range(30)]}).close()  # bulk; may still be queued
     text = client.get("/metrics").get_data(as_text=True)
     assert 'trends_jobs_total{queue="trends",outcome="finished"} 1' in text
     assert 'trends_jobs_total{queue="trends",outcome="failed"} 1' in text, "NOPE is a failed job, not a finished one"

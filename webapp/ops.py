@@ -6,6 +6,7 @@ from collections import Counter
 import rq_dashboard
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask_limiter import Limiter
+from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
@@ -105,7 +106,7 @@ def _latency_lines(latency: dict[str, float]) -> list[str]:
 
 
 def record_latency(app: Flask) -> None:
-    """Time every API request into a histogram shared by all web processes (one pipelined write)."""
+    """Time every API request into a histogram shared by all web processes (one pipelined write, after the answer)."""
 
     @app.before_request
     def start_timer() -> None:
@@ -117,16 +118,23 @@ def record_latency(app: Flask) -> None:
             elapsed = time.perf_counter() - g.started
             bucket = next((i for i, bound in enumerate(LATENCY_BUCKETS) if elapsed <= bound), None)
             endpoint = request.endpoint.split(".", 1)[1]
-            try:
-                pipe = current_app.redis.pipeline(transaction=False)
-                if bucket is not None:
-                    pipe.hincrby(LATENCY_KEY, f"{endpoint}:{bucket}", 1)
-                pipe.hincrby(LATENCY_KEY, f"{endpoint}:count", 1)
-                pipe.hincrbyfloat(LATENCY_KEY, f"{endpoint}:sum", elapsed)
-                pipe.execute()
-            except RedisError:
-                pass  # the answer matters more than its statistic
+            redis = current_app.redis
+            # Written once the answer has gone out, so the client does not wait on its own statistic.
+            response.call_on_close(lambda: _observe(redis, endpoint, bucket, elapsed))
         return response
+
+
+def _observe(redis: Redis, endpoint: str, bucket: int | None, elapsed: float) -> None:
+    """Add one request's latency to the shared histogram; a failure costs the statistic, never the answer."""
+    try:
+        pipe = redis.pipeline(transaction=False)
+        if bucket is not None:
+            pipe.hincrby(LATENCY_KEY, f"{endpoint}:{bucket}", 1)
+        pipe.hincrby(LATENCY_KEY, f"{endpoint}:count", 1)
+        pipe.hincrbyfloat(LATENCY_KEY, f"{endpoint}:sum", elapsed)
+        pipe.execute()
+    except RedisError:
+        pass
 
 
 def mount_dashboard(app: Flask, limiter: Limiter) -> None:

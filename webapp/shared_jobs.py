@@ -3,9 +3,9 @@
 RQ is the one source of truth: each job's state is its hash (`Job.key_for`), its outcome the
 entry its worker adds to the job's result stream (`Result.get_key`). Requests for the same work
 share the job that `trends:work:WORK` names: a fresh result is reused, a live job is joined, and
-only a missing, stale or failed job is followed by a new one, created with a new id inside a
-WATCH/MULTI transaction on that pointer, so exactly one request creates it however many arrive at
-once. Jobs are never deleted or overwritten: whoever still reads an older job's result keeps it
+only a missing, stale or failed job is followed by a new one, created with a new id by a script
+that first checks the pointer still names what the request saw, so exactly one request creates it
+however many arrive at once. Jobs are never deleted or overwritten: whoever still reads an older job's result keeps it
 until it expires. Jobs know nothing of the requests waiting for them.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import WatchError
 from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.queue import EnqueueData
@@ -25,7 +24,7 @@ from rq.results import Result
 from rq.utils import utcparse
 
 from jobs.job_class import ANALYZE_SYMBOL, SERIALIZER
-from jobs.records import current_job_key, work_id
+from jobs.records import APPLY_RECORDED, current_job_key, recorded, work_id
 from webapp.validation import TrendsRequest
 
 LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
@@ -33,6 +32,24 @@ FINAL_RESULTS = {Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED
 FAILURE_REUSE_SECONDS = 10  # a failure is answered again for this long, then the symbol is retried
 WAIT_SLICE = 2.0  # seconds per blocking read: below the client's socket timeout
 POINTER_TTL = 2 * 24 * 3600  # a work pointer outlives its day and any job it names
+# For each pointer KEYS[k]: if it still names what the request read (ARGV: '' for none), enqueue the
+# job RQ's own code recorded (jobs/records.py `recorded`) and point at it; else leave both alone.
+# ARGV: the pointer's TTL, then per pointer: the id read, the new job's id, its command count, its commands.
+# Returns 1 or 0 per pointer: created, or someone else's job is there now.
+CLAIM_SCRIPT = APPLY_RECORDED + """
+local created, i = {}, 2
+for k = 1, #KEYS do
+  local count = tonumber(ARGV[i + 2])
+  if (redis.call('GET', KEYS[k]) or '') == ARGV[i] then
+    local after = apply(i + 3, count)
+    redis.call('SET', KEYS[k], ARGV[i + 1], 'EX', ARGV[1])
+    created[k], i = 1, after
+  else
+    created[k], i = 0, skip(i + 3, count)
+  end
+end
+return created
+"""
 
 
 @dataclass(frozen=True)
@@ -51,26 +68,25 @@ def work_ids(request: TrendsRequest, day: str) -> list[str]:
 def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[str], settings: Mapping[str, Any]) -> list[str]:
     """Find the job answering each work: reused, joined, or created (atomically, with a new id); give their ids in order."""
     pointers = [current_job_key(work) for work in works]
+    claim = redis.register_script(CLAIM_SCRIPT)
     while True:
         ids = [raw.decode() if raw else None for raw in redis.mget(pointers)]
         to_create = _needing_a_job(redis, ids, settings)
         if not to_create:
             return ids
-        with redis.pipeline(transaction=True) as pipe:
-            pipe.watch(*[pointers[i] for i in to_create])  # a request creating any of them first fails our EXEC
-            now_named = [raw.decode() if raw else None for raw in redis.mget([pointers[i] for i in to_create])]
-            if now_named != [ids[i] for i in to_create]:
-                continue  # another request got there between the two reads
-            new = {i: f"{works[i]}-{uuid.uuid4().hex[:8]}" for i in to_create}
-            pipe.multi()
-            queue.enqueue_many([_job_data(request, i, new[i], settings) for i in to_create], pipeline=pipe)
-            for i in to_create:
-                pipe.set(pointers[i], new[i], ex=POINTER_TTL)
-            try:
-                pipe.execute()
-            except WatchError:
-                continue
-        return [new.get(i, job_id) for i, job_id in enumerate(ids)]
+        words: list[object] = [POINTER_TTL]
+        new = {i: f"{works[i]}-{uuid.uuid4().hex[:8]}" for i in to_create}
+        for i in to_create:
+            count, commands = recorded(redis, lambda pipe, i=i: queue.enqueue_many(
+                [_job_data(request, i, new[i], settings)], pipeline=pipe))
+            words += [ids[i] or "", new[i], count, *commands]
+        created = claim(keys=[pointers[i] for i in to_create], args=words)
+        for i, made in zip(to_create, created):
+            if made:
+                ids[i] = new[i]
+        if all(created):
+            return ids
+        # Another request created some first: read again, and join theirs.
 
 
 def _needing_a_job(redis: Redis, ids: list[str | None], settings: Mapping[str, Any]) -> list[int]:

@@ -1,0 +1,67 @@
+"""The project's worker class writes RQ's data model exactly as RQ's own SimpleWorker does, in fewer round trips."""
+import re
+
+import pytest
+from rq import SimpleWorker, Worker
+from rq.job import Job, JobStatus
+from rq.results import Result
+from rq.suspension import resume, suspend
+
+from jobs import tasks
+from jobs.job_class import SERIALIZER
+from jobs.sources import SyntheticSource
+from tests.conftest import analysis_jobs, wait_until
+
+VOLATILE = re.compile(rb"^\d{4}-\d\d-\d\dT[\d:.]+Z$|^[0-9a-f]{32}$")  # timestamps, execution ids
+
+
+def shape(app, job: Job) -> dict:
+    """What RQ's own API and storage say about a finished job, with times and ids left out."""
+    job.refresh()
+    redis = app.redis
+    fields = {k: (b"*" if VOLATILE.match(v) else v) for k, v in redis.hgetall(job.key).items()
+              if k not in (b"data", b"worker_name", b"description")}
+    result = job.latest_result()
+    return {
+        "status": job.get_status(),
+        "job fields": fields,
+        "job ttl": redis.ttl(job.key) > 0,
+        "result": (result.type, result.return_value["symbol"] if result.return_value else None),
+        "result entries": len(job.results()),
+        "finished registry": job.id in app.interactive_queue.finished_job_registry,
+        "failed registry": job.id in app.interactive_queue.failed_job_registry,
+        "started registry": app.interactive_queue.started_job_registry.get_job_ids(),
+        "executions": [e.id for e in job.get_executions()],
+        "queue": app.interactive_queue.get_job_ids(),
+    }
+
+
+@pytest.mark.parametrize("symbol", ["AAPL", "NOPE"])  # a result, and a failure (the synthetic source's unknown symbol)
+def test_a_job_run_by_our_worker_looks_to_rq_as_one_run_by_rqs_own(app, client, run_jobs, monkeypatch, symbol):
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
+    shapes = []
+    for worker_class, window in ((SimpleWorker, 20), (None, 21)):  # None: the project's (run_jobs)
+        created = client.post("/api/analyses", json={"symbols": [symbol], "window": window}).json
+        if worker_class:
+            worker_class(app.queues, connection=app.redis, serializer=SERIALIZER).work(burst=True, logging_level="WARNING")
+        else:
+            run_jobs(app)
+        job = analysis_jobs(app.redis, created["id"])[0]
+        shapes.append(shape(app, job))
+    rq_own, ours = shapes
+    rq_own["job fields"].pop(b"meta", None), ours["job fields"].pop(b"meta", None)  # ours adds the error in words
+    assert ours == rq_own
+    assert ours["status"] == (JobStatus.FINISHED if symbol == "AAPL" else JobStatus.FAILED)
+    assert ours["result"][0] == (Result.Type.SUCCESSFUL if symbol == "AAPL" else Result.Type.FAILED)
+
+
+def test_a_suspended_fleet_takes_no_job_until_resumed(app, client, redis_server, start_workers):
+    """`rq suspend` is honoured (checked once a second, not before every job)."""
+    start_workers(redis_server.url, 1, PRICE_SOURCE="synthetic")
+    suspend(app.redis)
+    wait_until(lambda: [w.get_state() for w in Worker.all(connection=app.redis)] == ["suspended"],
+               what="the worker to see the suspension")
+    url = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json["status_url"]
+    assert client.get(url).json["state"] == "queued"
+    resume(app.redis)
+    wait_until(lambda: client.get(url).json["state"] == "finished", what="the job to run once resumed")
