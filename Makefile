@@ -47,7 +47,7 @@ test-system: ## Debian packages the tests use: headless Chromium, and a TLS-capa
 
 test: $(VENV)/.installed-test test-system ## the whole test suite (starts its own Redis, workers, web app, browser)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test ## ruff: style, imports, complexity, types and docstrings (pyproject.toml)
 	$(VENV)/bin/ruff check .

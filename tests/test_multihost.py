@@ -12,8 +12,9 @@ from scripts.redis_server import answers
 from tests.conftest import ROOT, analysis_jobs, http_json, wait_until
 from tests.netns import Lan, unavailable_reason
 
-# One fleet at a time: the namespaces and addresses are fixed, so parallel test processes must not share them.
-pytestmark = [pytest.mark.multihost, pytest.mark.xdist_group("netns")]
+# One fleet at a time: the namespaces and addresses are fixed. `make test` runs each file in one test
+# process (--dist loadfile), so this module's fixture builds the fleet once, in one process.
+pytestmark = pytest.mark.multihost
 PASSWORD = "lan-test-password"
 WORKER_SETTINGS = {  # short timeouts so a lost host's job is re-run within seconds
     "PRICE_SOURCE": "synthetic", "SYNTHETIC_LATENCY_MS": "100", "WORKERS": "2", "JOB_TIMEOUT": "3",
