@@ -91,7 +91,7 @@ def costs(project: Project, peer: Peer) -> list[str]:
     before = redis.info("memory")["used_memory"]
     ask(project, 1000)
     per_symbol = (redis.info("memory")["used_memory"] - before) / 1000
-    rows.append(f"| Redis memory per finished symbol (job, result, cached prices), KB | {per_symbol / 1024:.1f} | |")
+    rows.append(f"| Redis memory per finished symbol (job hash, result stream, registries), KB | {per_symbol / 1024:.1f} | |")
     return rows
 
 
