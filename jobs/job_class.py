@@ -4,6 +4,7 @@ RQ imports and calls whatever dotted path a job in Redis names, so anyone able t
 could otherwise run code on every worker. Used for running jobs and for RQ's registry maintenance
 (which calls failure callbacks).
 """
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -90,17 +91,24 @@ class TrendsJob(Job):
 
 
 class OrjsonSerializer:
-    """RQ's JSON serializer, written and read by orjson: the same JSON (rq-dashboard reads it), far faster for floats."""
+    """RQ's JSON serializer, written and read by orjson: the same JSON (rq-dashboard reads it), far faster for floats.
+
+    Non-finite numbers are written as null (standard JSON has no Infinity); what RQ's own JSONSerializer
+    wrote with Infinity or NaN in it is still read.
+    """
 
     @staticmethod
     def dumps(obj: Any) -> bytes:
         """Encode a job's arguments, meta or result as JSON."""
-        return orjson.dumps(obj)
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
 
     @staticmethod
     def loads(data: bytes | str) -> Any:
         """Decode JSON that RQ stored."""
-        return orjson.loads(data)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return json.loads(data)  # Python's json module's extensions: Infinity, NaN
 
 
 SERIALIZER = OrjsonSerializer  # every job, meta and result: JSON, never pickle

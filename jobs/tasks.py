@@ -77,5 +77,8 @@ def analyze_history(history: PriceHistory, window: int, horizon: int, method: st
 
 
 def _rounded(values: np.ndarray, decimals: int = 6) -> list[float]:
-    """Six decimals: exact enough for any price, and a third of the JSON size of full floats."""
+    """Six decimals: exact enough for any price, and a third of the JSON size of full floats.
+
+    A non-finite value (a percentage error against a zero close) becomes null in the stored JSON.
+    """
     return np.round(values, decimals).tolist()

@@ -31,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker, worker_registration
-from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -112,6 +112,7 @@ class TrendsWorker(SimpleWorker):
         self._beater: threading.Thread | None = None
         self._done = threading.Event()
         self._suspension_checked_at = -1.0
+        self._idle_written = False  # whether the running job's outcome also wrote the worker's "idle" state
 
     @property
     def dequeue_timeout(self) -> int:
@@ -187,8 +188,8 @@ class TrendsWorker(SimpleWorker):
         job_id = raw_id.decode()
         try:
             job = self._restore(job_id, fields)
-        except (RedisConnectionError, RedisTimeoutError):
-            raise
+        except (RedisConnectionError, RedisTimeoutError, StopRequested):
+            raise  # a stopping worker gives what it holds back at teardown
         except Exception as exc:  # gone, or a hash RQ cannot read: drop it rather than die on it
             job = None
             if not isinstance(exc, NoSuchJobError):
@@ -217,12 +218,17 @@ class TrendsWorker(SimpleWorker):
             self.log.warning("Worker %s: job %s went back to its queue while this worker was away; not running "
                              "it here", self.name, job.id)
             return
-        self._running = (job, execution)
+        self._running, self._idle_written = (job, execution), False
         try:
             self.perform_job(job, queue, execution)
         finally:
             self._running = None
-        self._set_idle()  # normally done already, with the job's outcome
+        # Redis has "idle" already if it was written with the outcome. Only now does the worker stop counting
+        # as busy, so a SIGTERM during the outcome's write waits for the job, as RQ means it to (a warm stop).
+        if self._idle_written:
+            self._state = WorkerStatus.IDLE
+        else:
+            self.set_state(WorkerStatus.IDLE)
 
     def _set_idle(self) -> None:
         """Show the worker idle, unless it already is (a round trip saved per job)."""
@@ -262,8 +268,13 @@ class TrendsWorker(SimpleWorker):
             self._beat()
 
     def teardown(self) -> None:
-        """Stop the heartbeat thread, then let RQ tidy up: the worker has stopped."""
+        """Stop the heartbeat thread, give back any job taken but not started, then let RQ tidy up."""
         self._done.set()
+        try:  # as a lost worker's would be, at once: it is no longer alive
+            self.connection.delete(self.alive_key)
+            self._recover(keys=[self.alive_key, self.inflight_key, INFLIGHT_WORKERS_KEY], args=[self.name])
+        except RedisError as exc:
+            self.log.warning("Worker %s: could not give back the jobs it held (%s); the next maintenance will", self.name, exc)
         super().teardown()
 
     def _beat(self) -> None:
@@ -355,16 +366,18 @@ class TrendsWorker(SimpleWorker):
         def store_and_end(pipe: Pipeline) -> None:
             store(pipe)
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
-            self.set_state(WorkerStatus.IDLE, pipeline=pipe)  # with the outcome: no round trip of its own
+            pipe.hset(self.key, "state", WorkerStatus.IDLE)  # with the outcome: no round trip of its own (execute_job)
 
         if self._if_owned("zset", job.started_job_registry.key, execution.composite_key, store_and_end):
+            self._idle_written = True
             return True
         self.log.warning("Worker %s: job %s was given up on and queued again while this attempt ran; its outcome "
                          "is dropped", self.name, job.id)
         with self.connection.pipeline() as cleanup:
             self.cleanup_execution(job, pipeline=cleanup, execution=execution)
-            self.set_state(WorkerStatus.IDLE, pipeline=cleanup)
+            cleanup.hset(self.key, "state", WorkerStatus.IDLE)
             cleanup.execute()
+        self._idle_written = True
         return False
 
     def clean_registries(self) -> None:
@@ -377,7 +390,7 @@ class TrendsWorker(SimpleWorker):
                 try:
                     clean_registries(queue, self._exc_handlers)
                     worker_registration.clean_worker_registry(queue)
-                except (RedisConnectionError, RedisTimeoutError):
+                except (RedisConnectionError, RedisTimeoutError, StopRequested):
                     raise
                 except Exception:  # a job RQ cannot read must not stop the clean-up, or kill each worker in turn
                     self.log.exception("Worker %s: cleaning the registries of %s failed", self.name, queue.name)

@@ -1,9 +1,11 @@
 """The fleet on one machine: dashboard auth, health, metrics, queue priority, graceful stop."""
 import base64
+import json
 import os
 import pickle
 
 import pytest
+from flask import jsonify
 
 from tests.conftest import wait_until
 from webapp import create_app
@@ -113,3 +115,9 @@ def test_the_dashboard_never_unpickles_a_planted_job(redis_server, redis_client,
     for path in (f"/rq/0/view/job/{job_id}", f"/rq/0/data/job/{job_id}.json", "/rq/0/data/jobs/trends/queued/8/asc/1.json"):
         client.get(path, headers=basic("ops", "s3cret"))
     assert not marker.exists(), "a planted pickle was unpickled"
+
+
+def test_answers_encode_keys_that_are_not_text_as_flask_does(app):
+    """/healthz counts workers by host; a worker hash re-created without one has host None."""
+    with app.app_context():
+        assert json.loads(jsonify({None: 1, 2: "b"}).get_data()) == {"null": 1, "2": "b"}

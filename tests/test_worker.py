@@ -1,15 +1,20 @@
 """The project's worker class writes RQ's data model exactly as RQ's own SimpleWorker does, in fewer round trips."""
+import os
 import re
+import signal
+import threading
 
 import pytest
 from rq import SimpleWorker, Worker
 from rq.job import Job, JobStatus
 from rq.results import Result
+from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
 from jobs import tasks
-from jobs.job_class import SERIALIZER
+from jobs.job_class import SERIALIZER, TrendsJob
 from jobs.sources import SyntheticSource
+from jobs.worker import TrendsWorker
 from tests.conftest import analysis_jobs, wait_until
 
 VOLATILE = re.compile(rb"^\d{4}-\d\d-\d\dT[\d:.]+Z$|^[0-9a-f]{32}$")  # timestamps, execution ids
@@ -65,3 +70,56 @@ def test_a_suspended_fleet_takes_no_job_until_resumed(app, client, redis_server,
     assert client.get(url).json["state"] == "queued"
     resume(app.redis)
     wait_until(lambda: client.get(url).json["state"] == "finished", what="the job to run once resumed")
+
+
+def test_a_sigterm_while_an_outcome_is_written_is_a_warm_stop(app, client, monkeypatch):
+    """The job still ends as it should, the worker stops after it, and the next job waits for another worker."""
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
+    created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    waiting = client.post("/api/analyses", json={"symbols": ["MSFT"]}).json
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3)
+    write = worker._guarded
+
+    def write_with_a_sigterm(keys: list, args: list) -> int:
+        if args[0] == "zset":  # the outcome's write: a deploy's SIGTERM lands during this round trip
+            os.kill(os.getpid(), signal.SIGTERM)
+        return write(keys=keys, args=args)
+
+    worker._guarded = write_with_a_sigterm
+    run_until_stopped(worker)
+    job = analysis_jobs(app.redis, created["id"])[0]
+    assert job.get_status() == JobStatus.FINISHED and [r.type for r in job.results()] == [Result.Type.SUCCESSFUL]
+    assert "error" not in job.meta and worker.failed_job_count == 0
+    assert analysis_jobs(app.redis, waiting["id"])[0].get_status() == JobStatus.QUEUED
+
+
+def test_a_sigterm_while_an_idle_worker_reads_the_job_it_took_gives_the_job_back(app, client, run_jobs, monkeypatch):
+    created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    restore = TrendsJob.restore
+
+    def restore_with_a_sigterm(job: TrendsJob, raw: dict) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        restore(job, raw)
+
+    monkeypatch.setattr(TrendsJob, "restore", restore_with_a_sigterm)
+    run_until_stopped(TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3))
+    monkeypatch.setattr(TrendsJob, "restore", restore)
+    job = analysis_jobs(app.redis, created["id"])[0]
+    assert job.id in app.interactive_queue.get_job_ids(), "back in its queue, not lost"
+    run_jobs(app)
+    assert client.get(created["status_url"]).json["state"] == "finished"
+
+
+def run_until_stopped(worker: TrendsWorker) -> None:
+    """Run a (non-burst) worker until a signal stops it; a second SIGTERM after 15 s (a cold stop) if none did."""
+    backstop = threading.Timer(15, os.kill, (os.getpid(), signal.SIGTERM))
+    backstop.start()
+    try:
+        worker.work(burst=False, logging_level="WARNING")
+    finally:
+        backstop.cancel()
+
+
+def test_json_without_infinity_is_written_and_rqs_own_is_still_read():
+    assert SERIALIZER.loads(SERIALIZER.dumps({"mape": [1.5, float("inf")], 3: "x"})) == {"mape": [1.5, None], "3": "x"}
+    assert SERIALIZER.loads(JSONSerializer.dumps({"mape": [float("inf")]})) == {"mape": [float("inf")]}

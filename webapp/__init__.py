@@ -32,7 +32,7 @@ class OrjsonProvider(DefaultJSONProvider):
         return self._app.response_class(self._encode(self._prepare_response_obj(args, kwargs)), mimetype=self.mimetype)
 
     def _encode(self, obj: Any) -> bytes:
-        return orjson.dumps(obj, default=self.default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+        return orjson.dumps(obj, default=self.default, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS)
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
