@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 from exchange_calendars.errors import InvalidCalendarName
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config import LOG_FORMAT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, settings_of
 from jobs import analysis, tasks
@@ -61,6 +63,7 @@ def run_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it stops workers one signal at a time
     connection = Redis.from_url(Config.REDIS_URL)
+    wait_for_redis(connection)
     worker = TrendsWorker(
         trends_queues(connection, settings_of(Config)),
         connection=connection,
@@ -72,6 +75,19 @@ def run_worker() -> None:
     )
     worker.log_result_lifespan = False  # one INFO line per job is enough
     worker.work(logging_level=Config.LOG_LEVEL)
+
+
+def wait_for_redis(connection: Redis) -> None:
+    """Return once Redis answers: a worker started before Redis, or while it restarts, waits instead of crashing."""
+    wait = 1.0
+    while True:
+        try:
+            connection.ping()
+            return
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("Redis unreachable (%s); trying again in %g s", exc, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 30)
 
 
 class Supervisor:

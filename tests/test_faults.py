@@ -2,6 +2,7 @@
 import os
 import pickle
 import signal
+import subprocess
 import threading
 import time
 import zlib
@@ -15,8 +16,9 @@ from rq.results import Result
 from rq.serializers import DefaultSerializer, JSONSerializer
 from rq.webhook import Webhook
 
-from config import Config
+from config import ROOT, Config
 from jobs.records import OPEN_ANALYSES_KEY
+from scripts.procfile import commands
 from tests.conftest import RedisServer, WebServer, analysis_jobs, http_json, http_status, wait_until
 from webapp import create_app
 
@@ -248,3 +250,21 @@ def test_a_job_naming_code_that_is_not_ours_is_refused_before_import(redis_serve
     assert redis_client.hget("trends:stats:jobs", "trends:refused") == b"1"
     client = create_app({"REDIS_URL": redis_server.url}).test_client()
     assert client.post("/get_trends", json={"symbols": ["MSFT"]}).json["status"] == "success", "our own jobs still run"
+
+
+def test_workers_started_before_their_redis_wait_for_it_without_crashing(tmp_path):
+    server = RedisServer(str(tmp_path / "redis"))  # not started yet
+    log = tmp_path / "workers.log"
+    with open(log, "w") as out:
+        supervisor = subprocess.Popen(commands()["worker"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                      env=dict(os.environ, REDIS_URL=server.url, WORKERS="1", PRICE_SOURCE="synthetic"))
+    try:
+        wait_until(lambda: "Redis unreachable" in log.read_text(), what="the worker to say it waits for Redis")
+        server.start()
+        wait_until(lambda: Worker.count(connection=Redis.from_url(server.url)) == 1, timeout=40,
+                   what="the worker to register once Redis answers")
+        assert "Traceback" not in log.read_text() and "starting another" not in log.read_text()
+    finally:
+        supervisor.terminate()
+        supervisor.wait(timeout=60)
+        server.stop()
