@@ -22,6 +22,30 @@ WORKER_SETTINGS = {  # short timeouts so a lost host's job is re-run within seco
 }
 
 
+class Hosts:
+    """The processes started on the LAN's hosts, each logging to its own file, all stopped together."""
+
+    def __init__(self, lan: Lan, logs, **env: str):
+        self.lan, self.logs, self.env = lan, logs, dict(os.environ, **env)
+        self.processes, self.log_files = [], []
+
+    def start(self, host: str, argv: list[str], **settings: str) -> None:
+        self.log_files.append(open(self.logs / f"{host}.log", "w"))
+        self.processes.append(subprocess.Popen(self.lan.command(host, argv), cwd=ROOT, env=dict(self.env, **settings),
+                                               stdout=self.log_files[-1], stderr=subprocess.STDOUT))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in self.log_files:
+            log.close()
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     """Redis on 10.231.0.1, the web app on .2, workers on hosts w1 (.3) and w2 (.4)."""
@@ -31,44 +55,28 @@ def fleet(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     logs = tmp_path_factory.mktemp("fleet")
-    lan = Lan()
-    processes, log_files = [], []
+    lan, hosts = Lan(), None
     try:
-        redis_ip = lan.add_host("redis", 1)
-        web_ip = lan.add_host("web", 2)
+        redis_ip, web_ip = lan.add_host("redis", 1), lan.add_host("web", 2)
         lan.add_host("w1", 3)
         lan.add_host("w2", 4)
         redis_url = f"redis://:{PASSWORD}@{redis_ip}:6379/0"
-        base_env = dict(os.environ, REDIS_URL=redis_url, YFINANCE_CACHE_DIR=str(logs / "yf"))
-
-        def start(host: str, argv: list[str], **settings) -> None:
-            log = open(logs / f"{host}.log", "w")
-            log_files.append(log)
-            env = dict(base_env, **settings)
-            processes.append(subprocess.Popen(lan.command(host, argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-
-        start("redis", commands()["redis"], REDIS_BIND=redis_ip, REDIS_REQUIREPASS=PASSWORD,
-              REDIS_DATA_DIR=str(logs / "redis-data"))
+        hosts = Hosts(lan, logs, REDIS_URL=redis_url, YFINANCE_CACHE_DIR=str(logs / "yf"))
+        hosts.start("redis", commands()["redis"], REDIS_BIND=redis_ip, REDIS_REQUIREPASS=PASSWORD,
+                    REDIS_DATA_DIR=str(logs / "redis-data"))
         wait_until(lambda: answers(redis_url), timeout=20, what="Redis on its host")
         client = Redis.from_url(redis_url)
-        start("web", commands()["web"],
-              HOST=web_ip, PORT="8000", WEB_PROCESSES="1", JOB_TIMEOUT=WORKER_SETTINGS["JOB_TIMEOUT"])
+        hosts.start("web", commands()["web"], HOST=web_ip, PORT="8000", WEB_PROCESSES="1",
+                    JOB_TIMEOUT=WORKER_SETTINGS["JOB_TIMEOUT"])
         for host in ("w1", "w2"):
-            start(host, commands()["worker"], **WORKER_SETTINGS)
+            hosts.start(host, commands()["worker"], **WORKER_SETTINGS)
         wait_until(lambda: Worker.count(connection=client) == 4, timeout=40, what="4 workers on 2 hosts")
         base_url = f"http://{web_ip}:8000"
         wait_until(lambda: _answers_http(base_url), timeout=20, what="the web app on its host")
         yield {"lan": lan, "redis": client, "url": base_url}
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for log in log_files:
-            log.close()
+        if hosts:
+            hosts.stop()
         lan.close()
 
 
