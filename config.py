@@ -6,7 +6,7 @@ Every process (web app, workers, `make run`, `make redis`) calls `check_settings
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -29,22 +29,23 @@ def _str(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-def _int(name: str, default: int) -> int:
-    """Read an integer setting, refusing anything else by name."""
+def _parsed(name: str, default: object, parse: Callable[[str], Any], kind: str) -> Any:
+    """Read a setting through `parse`, refusing by name anything it cannot parse."""
     raw = _str(name, str(default))
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError:
-        raise SystemExit(f"setting {name} must be an integer, got {raw!r}") from None
+        raise SystemExit(f"setting {name} must be {kind}, got {raw!r}") from None
+
+
+def _int(name: str, default: int) -> int:
+    """Read an integer setting."""
+    return _parsed(name, default, int, "an integer")
 
 
 def _float(name: str, default: float) -> float:
-    """Read a number setting, refusing anything else by name."""
-    raw = _str(name, str(default))
-    try:
-        return float(raw)
-    except ValueError:
-        raise SystemExit(f"setting {name} must be a number, got {raw!r}") from None
+    """Read a number setting."""
+    return _parsed(name, default, float, "a number")
 
 
 def _bool(name: str, default: bool) -> bool:
