@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from config import LOG_FORMAT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, settings_of
 from jobs import analysis, tasks
 from jobs.job_class import SERIALIZER, never_unpickle, trends_queues
-from jobs.worker import TrendsWorker
+from jobs.worker import TrendsWorker, redis_retry_waits
 
 log = logging.getLogger("worker")
 
@@ -79,15 +79,13 @@ def run_worker() -> None:
 
 def wait_for_redis(connection: Redis) -> None:
     """Return once Redis answers: a worker started before Redis, or while it restarts, waits instead of crashing."""
-    wait = 1.0
-    while True:
+    for wait in redis_retry_waits():
         try:
             connection.ping()
             return
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("Redis unreachable (%s); trying again in %g s", exc, wait)
             time.sleep(wait)
-            wait = min(wait * 2, 30)
 
 
 class Supervisor:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis.client import Pipeline
@@ -95,6 +95,14 @@ return #ids
 """
 
 
+def redis_retry_waits() -> Iterator[float]:
+    """Give the seconds to wait before each new try at an unreachable Redis: 1, doubling up to 30."""
+    wait = 1.0
+    while True:
+        yield wait
+        wait = min(wait * 2, 30)
+
+
 class TrendsWorker(SimpleWorker):
     """SimpleWorker (no fork per job) with in-job heartbeats, fenced outcomes and plain-words failures."""
 
@@ -148,7 +156,7 @@ class TrendsWorker(SimpleWorker):
             self._beater.start()
         self._set_idle()
         self.procline("Listening on " + ",".join(self.queue_names()))
-        wait = 1.0
+        waits = redis_retry_waits()
         while True:
             try:
                 self.heartbeat()
@@ -164,9 +172,9 @@ class TrendsWorker(SimpleWorker):
                 if job_and_queue:
                     return job_and_queue
             except (RedisConnectionError, RedisTimeoutError) as exc:
+                wait = next(waits)
                 self.log.error("Worker %s: Redis unreachable (%s); retrying in %g s", self.name, exc, wait)
                 time.sleep(wait)
-                wait = min(wait * 2, 30)
 
     def _take_one(self, timeout: int | None) -> tuple[bytes, bytes, list[bytes] | None] | None:
         """Take a job into the in-flight list (one held already comes first): its queue's key, id and hash, or None.
@@ -272,7 +280,7 @@ class TrendsWorker(SimpleWorker):
         self._done.set()
         try:  # as a lost worker's would be, at once: it is no longer alive
             self.connection.delete(self.alive_key)
-            self._recover(keys=[self.alive_key, self.inflight_key, INFLIGHT_WORKERS_KEY], args=[self.name])
+            self._give_back(self.name)
         except RedisError as exc:
             self.log.warning("Worker %s: could not give back the jobs it held (%s); the next maintenance will", self.name, exc)
         super().teardown()
@@ -363,20 +371,22 @@ class TrendsWorker(SimpleWorker):
 
     def _store_if_current(self, job: Job, execution: Execution, store: Callable[[Pipeline], None]) -> bool:
         """Apply `store` (and end the attempt) atomically if this attempt still owns the job; else drop the outcome."""
-        def store_and_end(pipe: Pipeline) -> None:
-            store(pipe)
+        def end(pipe: Pipeline) -> None:
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             pipe.hset(self.key, "state", WorkerStatus.IDLE)  # with the outcome: no round trip of its own (execute_job)
+
+        def store_and_end(pipe: Pipeline) -> None:
+            store(pipe)
+            end(pipe)
 
         if self._if_owned("zset", job.started_job_registry.key, execution.composite_key, store_and_end):
             self._idle_written = True
             return True
         self.log.warning("Worker %s: job %s was given up on and queued again while this attempt ran; its outcome "
                          "is dropped", self.name, job.id)
-        with self.connection.pipeline() as cleanup:
-            self.cleanup_execution(job, pipeline=cleanup, execution=execution)
-            cleanup.hset(self.key, "state", WorkerStatus.IDLE)
-            cleanup.execute()
+        with self.connection.pipeline() as pipe:
+            end(pipe)
+            pipe.execute()
         self._idle_written = True
         return False
 
@@ -403,8 +413,11 @@ class TrendsWorker(SimpleWorker):
             return
         for name in self.connection.smembers(INFLIGHT_WORKERS_KEY):
             name = name.decode()
-            recovered = self._recover(keys=[alive_key(name), inflight_key(name), INFLIGHT_WORKERS_KEY],
-                                      args=[name])
+            recovered = self._give_back(name)
             if recovered:
                 self.log.warning("Worker %s: put %d job(s) held by lost worker %s back in their queues",
                                  self.name, recovered, name)
+
+    def _give_back(self, name: str) -> int:
+        """Put the jobs worker `name` took but did not start back in their queues, if it is no longer alive."""
+        return self._recover(keys=[alive_key(name), inflight_key(name), INFLIGHT_WORKERS_KEY], args=[name])
