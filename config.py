@@ -6,6 +6,7 @@ Every process (web app, workers, `make run`, `make redis`) calls `check_settings
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -16,6 +17,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # One line per record in every process: web app, workers and `make run` write to the same journal.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")  # what Python's logging accepts by name
+EGRESS_PATTERN = r"[A-Za-z0-9._-]{1,100}"  # an egress name goes into Redis keys and metric labels
 RENAMED = {"MAX_BODY_BYTES": "MAX_CONTENT_LENGTH", "REDIS_PASSWORD": "REDIS_REQUIREPASS"}  # old name → new (0.7.0)
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
@@ -99,6 +101,16 @@ class Config:
     YAHOO_TIMEOUT = _int("YAHOO_TIMEOUT", 10)  # seconds per Yahoo request
     YAHOO_RETRIES = _int("YAHOO_RETRIES", 2)
     YAHOO_BACKOFF = _float("YAHOO_BACKOFF", 1.0)  # base seconds: the n-th retry waits up to YAHOO_BACKOFF * 2^(n-1)
+    # Every worker behind one egress (by default this host; several hosts behind one NAT: one name) shares one
+    # budget of Yahoo calls, kept in Redis (jobs/governor.py); defaults from what Yahoo's users report.
+    YAHOO_EGRESS = _str("YAHOO_EGRESS", socket.gethostname())
+    YAHOO_RATE = _str("YAHOO_RATE", "60/minute")  # sustained calls per egress
+    YAHOO_BURST = _int("YAHOO_BURST", 60)  # calls at once after a quiet spell
+    YAHOO_COOLDOWN = _int("YAHOO_COOLDOWN", 60)  # seconds an egress pauses after a 429
+    YAHOO_URL = _str("YAHOO_URL", "")  # a Yahoo-compatible server instead of Yahoo (the simulated one)
+    YAHOO_SOURCE_ADDRESS = _str("YAHOO_SOURCE_ADDRESS", "")  # the local address Yahoo calls leave from
+    # A worker whose PRICE_SOURCE differs from the live fleet's refuses to start, unless this is set.
+    ALLOW_MIXED_SOURCES = _bool("ALLOW_MIXED_SOURCES", False)
     YFINANCE_CACHE_DIR = _str("YFINANCE_CACHE_DIR", os.path.join(ROOT, ".cache", "yfinance"))
     SYNTHETIC_LATENCY_MS = _int("SYNTHETIC_LATENCY_MS", 0)  # PRICE_SOURCE=synthetic: simulated fetch time
     WEB_PROCESSES = _int("WEB_PROCESSES", 2)
@@ -150,7 +162,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "WORKER_LOST_AFTER": (3, 3600), "MAINTENANCE_INTERVAL": (1, 3600), "MAX_BACKLOG": (1, 10_000_000),
     "MAX_QUEUE_WAIT": (1, 86_400), "MAX_CONTENT_LENGTH": (1024, 100_000_000), "YAHOO_TIMEOUT": (1, 300),
     "YAHOO_RETRIES": (0, 10), "YAHOO_BACKOFF": (0, 60), "SYNTHETIC_LATENCY_MS": (0, 60_000),
-    "WEB_PROCESSES": (1, 256), "WEB_CONNECTIONS": (1, 100_000),
+    "YAHOO_BURST": (1, 100_000), "YAHOO_COOLDOWN": (1, 3600), "WEB_PROCESSES": (1, 256), "WEB_CONNECTIONS": (1, 100_000),
 }
 
 
@@ -174,12 +186,35 @@ def _malformed(settings: Mapping[str, Any]) -> list[str]:
         problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {settings['LOG_LEVEL']!r}")
     if not re.fullmatch(r"\d+([kmg]b?|b)?", settings["REDIS_MAXMEMORY"].lower()):
         problems.append(f"REDIS_MAXMEMORY must be a size such as 512mb or 1gb, got {settings['REDIS_MAXMEMORY']!r}")
-    for name in ("RATE_LIMIT_SYMBOLS", "RATE_LIMIT_POLL", "DASHBOARD_LOGIN_LIMIT"):
+    problems += _malformed_yahoo(settings)
+    for name in ("RATE_LIMIT_SYMBOLS", "RATE_LIMIT_POLL", "DASHBOARD_LOGIN_LIMIT", "YAHOO_RATE"):
         try:
             parse_rate_limit(settings[name])
         except ValueError:
             problems.append(f"{name} must be a rate such as 600/minute, got {settings[name]!r}")
     return problems
+
+
+def _malformed_yahoo(settings: Mapping[str, Any]) -> list[str]:
+    """Each Yahoo setting that does not have its expected form."""
+    problems = []
+    if not re.fullmatch(EGRESS_PATTERN, settings["YAHOO_EGRESS"]):
+        problems.append(f"YAHOO_EGRESS must be 1-100 letters, digits, '.', '_' or '-', got {settings['YAHOO_EGRESS']!r}")
+    if settings["YAHOO_URL"] and urlsplit(settings["YAHOO_URL"]).scheme not in ("http", "https"):
+        problems.append(f"YAHOO_URL must start with http:// or https://, got {settings['YAHOO_URL']!r}")
+    if settings["YAHOO_SOURCE_ADDRESS"]:
+        try:
+            ipaddress.ip_address(settings["YAHOO_SOURCE_ADDRESS"])
+        except ValueError:
+            problems.append(f"YAHOO_SOURCE_ADDRESS must be an IP address of this host, got "
+                            f"{settings['YAHOO_SOURCE_ADDRESS']!r}")
+    return problems
+
+
+def yahoo_rate_per_second(rate: str) -> float:
+    """Turn a YAHOO_RATE such as 60/minute into calls per second."""
+    item = parse_rate_limit(rate)
+    return item.amount / item.get_expiry()
 
 
 def _incoherent(settings: Mapping[str, Any]) -> list[str]:

@@ -30,10 +30,12 @@ from exchange_calendars.errors import InvalidCalendarName
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import Worker
 
 from config import LOG_FORMAT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, settings_of
 from jobs import analysis, tasks
 from jobs.job_class import SERIALIZER, never_unpickle, trends_queues
+from jobs.records import VERSION
 from jobs.worker import TrendsWorker, redis_retry_waits
 
 log = logging.getLogger("worker")
@@ -64,17 +66,41 @@ def run_worker() -> None:
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it stops workers one signal at a time
     connection = Redis.from_url(Config.REDIS_URL)
     wait_for_redis(connection)
+    source = tasks.price_source().name
     worker = TrendsWorker(
         trends_queues(connection, settings_of(Config)),
         connection=connection,
         serializer=SERIALIZER,
-        name=f"{socket.gethostname()}.{os.getpid()}",
+        # What the dashboard's worker list shows: where it runs, its price source and version, its process.
+        name=f"{socket.gethostname()}.{source}-{VERSION}.{os.getpid()}",
+        source=source,
         worker_ttl=Config.WORKER_TTL,
         maintenance_interval=Config.MAINTENANCE_INTERVAL,
         lost_after=Config.WORKER_LOST_AFTER,
     )
     worker.log_result_lifespan = False  # one INFO line per job is enough
     worker.work(logging_level=Config.LOG_LEVEL)
+
+
+def refuse_a_mixed_fleet(connection: Redis) -> None:
+    """Exit, saying how to override, if live workers at this Redis use another price source than this host's."""
+    if Config.ALLOW_MIXED_SOURCES:
+        return
+    mine = tasks.price_source().name
+    keys = list(Worker.all_keys(connection=connection))
+    pipe = connection.pipeline(transaction=False)
+    for key in keys:
+        pipe.hmget(key, "trends_source", "hostname")
+    others: dict[str, set[str]] = {}
+    for source, host in pipe.execute():
+        if source and source.decode() != mine:
+            others.setdefault(source.decode(), set()).add((host or b"?").decode())
+    if others:
+        fleet = "; ".join(f"{source} on {', '.join(sorted(hosts))}" for source, hosts in sorted(others.items()))
+        raise SystemExit(f"refusing to start: this host's PRICE_SOURCE gives {mine!r} prices, but live workers at this "
+                         f"Redis use another source ({fleet}), and one answer would mix them. Set PRICE_SOURCE to "
+                         "match the fleet, stop those workers first, or set ALLOW_MIXED_SOURCES=1 to run mixed "
+                         "sources anyway (each result names its source).")
 
 
 def wait_for_redis(connection: Redis) -> None:
@@ -157,6 +183,10 @@ def main() -> None:
     logging.basicConfig(level=Config.LOG_LEVEL, stream=sys.stdout, format=LOG_FORMAT)
     preload()
     redis_host = urlsplit(Config.REDIS_URL).hostname  # not the whole URL: it may hold a password
+    connection = Redis.from_url(Config.REDIS_URL)
+    wait_for_redis(connection)
+    refuse_a_mixed_fleet(connection)
+    connection.close()  # the workers open their own
     log.info("starting %d workers against Redis at %s (price source %s)", Config.WORKERS, redis_host, Config.PRICE_SOURCE)
     Supervisor(Config.WORKERS).run()
 

@@ -15,14 +15,21 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Callable
+from importlib.metadata import version
 
 from redis import Redis
 from redis.client import Pipeline
 
-# hash "<queue>:<finished|failed|refused>" → count, kept by the workers, read by /metrics; refused jobs
-# (naming code that is not ours) are counted as failed too
+VERSION = version("stock-trends")  # the project's, from its package metadata (pyproject.toml)
+# hash "<queue>:<outcome>" → count of symbols that ended so, kept by the workers, read by /metrics
 JOB_STATS_KEY = "trends:stats:jobs"
+# Why a symbol's job ended: a result, or the cause of its failure (jobs/tasks.py `outcome_of`).
+OUTCOMES = ("ok", "unknown_symbol", "no_data", "rate_limited", "source_unavailable", "timeout", "worker_lost",
+            "refused", "error")
 PRICE_STATS_KEY = "trends:stats:prices"  # hash lookups, misses of the price cache, read by /metrics
+# hash "<egress>:<counter>" → value, kept by the workers' Yahoo source (jobs/governor.py), read by /metrics:
+# "requests:<HTTP status or 'error'>", "waits" (token waits), "wait_seconds", "cooldowns", "deferrals"
+YAHOO_STATS_KEY = "trends:stats:yahoo"
 OPEN_ANALYSES_KEY = "trends:analyses:open"
 
 

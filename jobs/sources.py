@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -21,10 +22,12 @@ import requests
 import yfinance as yf
 from numpy.typing import ArrayLike
 from redis import Redis
+from requests.adapters import HTTPAdapter
 from yfinance.exceptions import YFDataException, YFPricesMissingError, YFRateLimitError, YFTickerMissingError
 
-from config import Config
+from config import Config, yahoo_rate_per_second
 from jobs import records
+from jobs.governor import Governor
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +36,20 @@ TRADING_DAYS_PER_YEAR = 252
 
 @dataclass(frozen=True)
 class PriceHistory:
-    """A year of daily closes, oldest first, and the source that gave them."""
+    """A year of daily closes, oldest first, the source that gave them, and whether they are adjusted."""
 
     symbol: str
     dates: list[dt.date]
     closes: np.ndarray
     source: str
+    adjusted: bool  # for splits and dividends, as each source says of itself
 
 
 class PriceSource(Protocol):
     """What every source offers: its name, and one symbol's daily closes."""
 
     name: str
+    adjusted: bool  # whether its closes are adjusted for splits and dividends
     worth_caching: bool  # whether reading the shared price cache is cheaper than asking the source again
 
     def history(self, symbol: str) -> PriceHistory:
@@ -71,13 +76,61 @@ class SourceUnavailableError(PriceDataError):
     """The source could not be reached or gave an answer that could not be read."""
 
 
-def _history(symbol: str, source: str, dates: ArrayLike, closes: ArrayLike) -> PriceHistory:
+def _history(symbol: str, source: str, adjusted: bool, dates: ArrayLike, closes: ArrayLike) -> PriceHistory:
     """Build a PriceHistory from parallel dates/closes, dropping missing closes."""
     frame = pd.DataFrame({"close": np.asarray(closes, dtype=float)}, index=pd.DatetimeIndex(dates))
     frame = frame.dropna().sort_index()
     if frame.empty:
         raise NoPriceDataError(f"{symbol}: the {source} source has no daily closes for the last year")
-    return PriceHistory(symbol, [d.date() for d in frame.index], frame["close"].to_numpy(), source)
+    return PriceHistory(symbol, [d.date() for d in frame.index], frame["close"].to_numpy(), source, adjusted)
+
+
+class YahooTransport(HTTPAdapter):
+    """requests' HTTP adapter for every call yfinance makes, so each one can be sent elsewhere and observed.
+
+    `base_url` (YAHOO_URL) sends Yahoo's paths to a Yahoo-compatible server instead, such as the
+    simulated Yahoo (scripts/simulated_yahoo.py); `source_address` (YAHOO_SOURCE_ADDRESS) binds the
+    local end of each connection; `observe(status)` is told every answer's HTTP status, or None for
+    no answer (the governor counts them and starts a cool-down on 429).
+    """
+
+    def __init__(self, base_url: str = "", source_address: str = "",
+                 observe: Callable[[int | None], None] | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.source_address = source_address
+        self.observe = observe
+        super().__init__()
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        """Build urllib3's pools, bound to the source address when one is set."""
+        if self.source_address:
+            kwargs["source_address"] = (self.source_address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+        """Send one request (to `base_url` when set, same path and query) and report its status."""
+        if self.base_url:
+            parts = urlsplit(request.url)
+            request.url = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            response = super().send(request, **kwargs)
+        except OSError:
+            if self.observe:
+                self.observe(None)
+            raise
+        if self.observe:
+            self.observe(response.status_code)
+        return response
+
+
+def yahoo_session(base_url: str = "", source_address: str = "",
+                  observe: Callable[[int | None], None] | None = None) -> requests.Session:
+    """Give the requests.Session yfinance uses: every http(s) call through one YahooTransport."""
+    session = requests.Session()
+    transport = YahooTransport(base_url, source_address, observe)
+    session.mount("https://", transport)
+    session.mount("http://", transport)
+    return session
 
 
 class YahooSource:
@@ -88,11 +141,13 @@ class YahooSource:
     """
 
     name = "yahoo"
+    adjusted = True  # asked for explicitly (auto_adjust=True): splits and dividends
     worth_caching = True
     transient = (RateLimitedError, SourceUnavailableError, NoPriceDataError)
 
     def __init__(self, cache_dir: str, timeout: float = 10, session: requests.Session | None = None, retries: int = 2,
-                 backoff: float = 1.0, budget: float = 20, sleep: Callable[[float], None] = time.sleep) -> None:
+                 backoff: float = 1.0, budget: float = 20, sleep: Callable[[float], None] = time.sleep,
+                 governor: Governor | None = None) -> None:
         os.makedirs(cache_dir, exist_ok=True)
         # yfinance keeps time-zone and cookie caches in SQLite files; one project folder
         # (WAL mode) instead of the user's home directory that every process would share blindly.
@@ -106,13 +161,14 @@ class YahooSource:
         self._backoff = backoff
         self._budget = budget
         self._sleep = sleep
+        self._governor = governor
 
     def history(self, symbol: str) -> PriceHistory:
         """Fetch `symbol`'s year of closes, retrying transient failures while the time budget allows."""
         deadline = time.monotonic() + self._budget
         for attempt in itertools.count():
             try:
-                return self._fetch(symbol)
+                return self._fetch(symbol, deadline)
             except self.transient as exc:
                 delay = random.uniform(0, self._backoff * 2**attempt)
                 if attempt == self._retries or time.monotonic() + delay + self._timeout > deadline:
@@ -120,16 +176,24 @@ class YahooSource:
                 log.info("retrying %s in %.2f s after: %s", symbol, delay, exc)
                 self._sleep(delay)
 
-    def _fetch(self, symbol: str) -> PriceHistory:
+    def _fetch(self, symbol: str, deadline: float) -> PriceHistory:
+        """Make one call for the year of bars, once the egress's governor gives it a slot (Deferred if it won't in time)."""
+        if self._governor:
+            self._governor.acquire(deadline - time.monotonic() - self._timeout, self._governor.running_job_is_interactive())
         try:
             ticker = self._yf.Ticker(symbol, session=self._session)
-            frame = ticker.history(period="1y", interval="1d", timeout=self._timeout)
+            # yfinance first asks Yahoo for a fresh symbol's time zone in a call of its own (a second call per
+            # symbol against the budget); with a period and daily bars it uses it only in log text, and dates
+            # come from the answer's own exchange time zone. Our one call still tells an unknown symbol (404).
+            ticker._tz = "UTC"
+            # Closes adjusted for splits and dividends, said explicitly: the result reports it ("adjusted").
+            frame = ticker.history(period="1y", interval="1d", auto_adjust=True, timeout=self._timeout)
         except Exception as exc:  # yfinance raises many kinds: HTTP, network, parsing, its own
             log.warning("yahoo fetch of %s failed: %r", symbol, exc)
             raise _plain_yahoo_error(symbol, exc) from None
         if frame.empty or "Close" not in frame:
             raise NoPriceDataError(f"{symbol}: Yahoo Finance returned no daily prices for the last year")
-        return _history(symbol, self.name, frame.index.tz_localize(None), frame["Close"])
+        return _history(symbol, self.name, self.adjusted, frame.index.tz_localize(None), frame["Close"])
 
 
 def _plain_yahoo_error(symbol: str, exc: Exception) -> PriceDataError:
@@ -156,6 +220,7 @@ class CsvSource:
     """A folder of SYMBOL.csv files in Yahoo's export format; the last year of each file is used."""
 
     name = "csv"
+    adjusted = False  # the file's Close column as it is (Yahoo's export: split-adjusted only; Adj Close unused)
     worth_caching = True
 
     def __init__(self, folder: str) -> None:
@@ -167,12 +232,12 @@ class CsvSource:
         """Read the last year of `symbol`'s file."""
         frame = self._read(symbol)
         last_year = frame[frame["Date"] > frame["Date"].max() - pd.DateOffset(years=1)]
-        return _history(symbol, self.name, last_year["Date"], last_year["Close"])
+        return _history(symbol, self.name, self.adjusted, last_year["Date"], last_year["Close"])
 
     def full_history(self, symbol: str) -> PriceHistory:
         """Every close in the file, for evaluations over many years."""
         frame = self._read(symbol)
-        return _history(symbol, self.name, frame["Date"], frame["Close"])
+        return _history(symbol, self.name, self.adjusted, frame["Date"], frame["Close"])
 
     def _read(self, symbol: str) -> pd.DataFrame:
         path = os.path.join(self.folder, f"{symbol}.csv")
@@ -194,6 +259,7 @@ class SyntheticSource:
     """
 
     name = "synthetic"
+    adjusted = False  # made-up prices with no corporate actions
 
     def __init__(self, latency_ms: int = 0) -> None:
         self.latency = latency_ms / 1000
@@ -210,7 +276,7 @@ class SyntheticSource:
         start_price = rng.uniform(20, 500)
         daily_returns = rng.normal(0.0004, 0.015, TRADING_DAYS_PER_YEAR)
         closes = start_price * np.exp(np.cumsum(daily_returns))
-        return PriceHistory(symbol, _weekdays_up_to_yesterday(dt.date.today()), closes, self.name)
+        return PriceHistory(symbol, _weekdays_up_to_yesterday(dt.date.today()), closes, self.name, self.adjusted)
 
 
 @functools.lru_cache(maxsize=2)
@@ -230,6 +296,7 @@ class CachedSource:
     def __init__(self, source: PriceSource, connection: Redis, ttl: int) -> None:
         self.source = source
         self.name = source.name
+        self.adjusted = source.adjusted
         self.worth_caching = False  # it is the cache
         self.connection = connection
         self.ttl = ttl
@@ -243,7 +310,7 @@ class CachedSource:
         (days, closes), _ = pipe.execute()
         if days is not None and closes is not None:
             dates = [dt.date.fromordinal(int(day)) for day in np.frombuffer(days, dtype=np.int32)]
-            return PriceHistory(symbol, dates, np.frombuffer(closes, dtype=np.float64).copy(), self.name)
+            return PriceHistory(symbol, dates, np.frombuffer(closes, dtype=np.float64).copy(), self.name, self.adjusted)
         history = self.source.history(symbol)  # errors are not cached: the next request asks again
         pipe = self.connection.pipeline(transaction=False)
         pipe.hset(key, mapping={"days": np.array([d.toordinal() for d in history.dates], dtype=np.int32).tobytes(),
@@ -255,12 +322,15 @@ class CachedSource:
 
 
 def price_source_from_config(config: type[Config]) -> YahooSource | CsvSource | SyntheticSource:
-    """Build the source config.PRICE_SOURCE names: `yahoo`, `synthetic` or `csv:DIR`."""
+    """Build the source config.PRICE_SOURCE names: `yahoo` (behind its egress's governor), `synthetic` or `csv:DIR`."""
     setting = config.PRICE_SOURCE
     if setting == "yahoo":
+        governor = Governor(Redis.from_url(config.REDIS_URL), config.YAHOO_EGRESS, yahoo_rate_per_second(config.YAHOO_RATE),
+                            config.YAHOO_BURST, config.YAHOO_COOLDOWN, config.BULK_QUEUE)
+        session = yahoo_session(config.YAHOO_URL, config.YAHOO_SOURCE_ADDRESS, observe=governor.observe)
         budget = max(config.JOB_TIMEOUT - 2, 1)  # leave time to answer before RQ's timeout
-        return YahooSource(config.YFINANCE_CACHE_DIR, config.YAHOO_TIMEOUT, retries=config.YAHOO_RETRIES,
-                           backoff=config.YAHOO_BACKOFF, budget=budget)
+        return YahooSource(config.YFINANCE_CACHE_DIR, config.YAHOO_TIMEOUT, session=session, retries=config.YAHOO_RETRIES,
+                           backoff=config.YAHOO_BACKOFF, budget=budget, governor=governor)
     if setting == "synthetic":
         return SyntheticSource(config.SYNTHETIC_LATENCY_MS)
     return CsvSource(setting.removeprefix("csv:"))  # config.check_settings allows no other form

@@ -11,7 +11,16 @@ from rq.timeouts import JobTimeoutException
 from config import Config
 from jobs.analysis import moving_average, next_trading_days
 from jobs.forecast import backtest, forecast, interval
-from jobs.sources import CachedSource, PriceDataError, PriceHistory, PriceSource, price_source_from_config
+from jobs.sources import (
+    CachedSource,
+    PriceDataError,
+    PriceHistory,
+    PriceSource,
+    RateLimitedError,
+    SourceUnavailableError,
+    UnknownSymbolError,
+    price_source_from_config,
+)
 
 _price_source: PriceSource | None = None
 
@@ -45,6 +54,16 @@ def failure_message(symbol: str, exc_type: type, timeout: int | None, exc_value:
     return f"{symbol}: the analysis failed unexpectedly ({exc_type.__name__}); the worker log has details"
 
 
+def outcome_of(exc_type: type) -> str:
+    """Name why a symbol's job failed, for /metrics (one of jobs.records.OUTCOMES)."""
+    for kind, outcome in ((UnknownSymbolError, "unknown_symbol"), (RateLimitedError, "rate_limited"),
+                          (SourceUnavailableError, "source_unavailable"), (PriceDataError, "no_data"),
+                          (JobTimeoutException, "timeout")):
+        if issubclass(exc_type, kind):
+            return outcome
+    return "error"
+
+
 def analyze_history(history: PriceHistory, window: int, horizon: int, method: str = "trend") -> dict[str, Any]:
     """Build the API's result object for one symbol's price history, with its forecast's track record."""
     closes = history.closes
@@ -58,6 +77,7 @@ def analyze_history(history: PriceHistory, window: int, horizon: int, method: st
     return {
         "symbol": history.symbol,
         "source": history.source,
+        "adjusted": history.adjusted,
         "window": window,
         "horizon": horizon,
         "method": method,

@@ -40,10 +40,11 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from jobs.governor import Deferred
 from jobs.job_class import RefusedJobError, TrendsJob
-from jobs.records import APPLY_RECORDED, JOB_STATS_KEY, alive_key, inflight_key, recorded
+from jobs.records import APPLY_RECORDED, JOB_STATS_KEY, VERSION, alive_key, inflight_key, recorded
 from jobs.sources import PriceDataError
-from jobs.tasks import failure_message
+from jobs.tasks import failure_message, outcome_of
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,10 @@ class TrendsWorker(SimpleWorker):
 
     job_class = TrendsJob
 
-    def __init__(self, *args: Any, lost_after: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lost_after: int, source: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lost_after = lost_after
+        self.source = source  # the price source's name, advertised in the worker's hash (and its name)
         self.inflight_key = inflight_key(self.name)
         self.alive_key = alive_key(self.name)
         self._take = self.connection.register_script(TAKE_SCRIPT)
@@ -121,6 +123,13 @@ class TrendsWorker(SimpleWorker):
         self._done = threading.Event()
         self._suspension_checked_at = -1.0
         self._idle_written = False  # whether the running job's outcome also wrote the worker's "idle" state
+        self._outcome: str | None = None  # why the running job failed, once handle_exception has said (for /metrics)
+        self._deferred: Deferred | None = None  # the running job's deferral, if the governor gave it no slot
+        self._paused_until: dict[str, float] = {}  # queue name → when to take from it again, after a deferral
+
+    def serialize(self) -> dict:
+        """Add the price source and the project's version to RQ's worker hash, for /healthz, /metrics and the fleet check."""
+        return {**super().serialize(), "trends_source": self.source, "trends_version": VERSION}
 
     @property
     def dequeue_timeout(self) -> int:
@@ -181,14 +190,23 @@ class TrendsWorker(SimpleWorker):
 
         The hash is None when the job was taken by the blocking wait (it is read afterwards).
         """
-        taken = self._take(keys=[self.inflight_key, *self.queue_keys()])
+        queues = self._takeable_queues()
+        taken = self._take(keys=[self.inflight_key, *(queue.key for queue in queues)])
         if taken:
             return taken[0], taken[1], taken[2]
         if timeout is not None:
+            if not queues or queues[0] is not self.queues[0]:  # interactive paused: nothing to block on
+                time.sleep(min(timeout, 1))
+                return None
             moved = self.connection.blmove(self.queues[0].key, self.inflight_key, min(timeout, 1))
             if moved:
                 return self.queues[0].key.encode(), moved, None
         return None
+
+    def _takeable_queues(self) -> list[Queue]:
+        """List the queues to take from now, in priority order: not those paused after a deferral."""
+        moment = time.monotonic()
+        return [queue for queue in self.queues if self._paused_until.get(queue.name, 0) <= moment]
 
     def _job_taken(self, queue_key: bytes, raw_id: bytes, fields: list[bytes] | None) -> tuple[Job, Queue] | None:
         """Read a job just taken, with its queue; drop it from the in-flight list if it is gone or unreadable."""
@@ -313,7 +331,12 @@ class TrendsWorker(SimpleWorker):
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """Say in words what went wrong; expected failures (symbol errors, timeouts) get no traceback and no retry."""
         exc_type, exc_value = exc_info[0], exc_info[1]
-        if issubclass(exc_type, RefusedJobError):  # already recorded by the job class
+        self._outcome = None
+        if issubclass(exc_type, Deferred):
+            self._deferred = exc_value
+            self.log.info("Worker %s: job %s deferred: %s", self.name, job.id, exc_value)
+            return
+        if issubclass(exc_type, RefusedJobError):  # already recorded (and counted) by the job class
             job.retries_left = 0
             return
         if issubclass(exc_type, DeserializationError):
@@ -324,9 +347,10 @@ class TrendsWorker(SimpleWorker):
             return
         symbol = str(job.args[0]) if job.args else job.id
         job.meta["error"] = failure_message(symbol, exc_type, job.timeout, exc_value)
+        self._outcome = outcome_of(exc_type)
         if issubclass(exc_type, (PriceDataError, JobTimeoutException)):
             job.retries_left = 0
-            self.log.info("Worker %s: job %s failed: %s", self.name, job.id, job.meta["error"])
+            self.log.info("Worker %s: job %s failed (%s): %s", self.name, job.id, self._outcome, job.meta["error"])
             return
         super().handle_exception(job, *exc_info)
 
@@ -341,7 +365,7 @@ class TrendsWorker(SimpleWorker):
             job._handle_success(result_ttl, pipeline=pipe, worker_name=self.name, execution_id=execution.id,
                                 execution_started_at=execution.created_at, execution_ended_at=job.ended_at)
             job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
-            pipe.hincrby(JOB_STATS_KEY, f"{queue.name}:finished", 1)
+            pipe.hincrby(JOB_STATS_KEY, f"{queue.name}:ok", 1)
 
         self._store_if_current(job, execution, store)
 
@@ -351,8 +375,13 @@ class TrendsWorker(SimpleWorker):
         if execution is None:  # RQ's paths outside an execution (a job stuck in the intermediate queue)
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
             return
+        deferred, self._deferred = self._deferred, None
+        if deferred:
+            self._put_back(job, queue, execution, deferred)
+            return
         stopped = self._stopped_job_id == job.id
         retry = job.should_retry and not stopped
+        outcome = self._outcome
 
         def store(pipe: Pipeline) -> None:
             self.increment_failed_job_count(pipe)
@@ -364,10 +393,25 @@ class TrendsWorker(SimpleWorker):
             job.save(pipeline=pipe, include_result=False)  # with meta["error"]
             job._handle_failure(exc_string, pipe, worker_name=self.name, execution_id=execution.id,
                                 execution_started_at=execution.created_at, execution_ended_at=job.ended_at)
-            pipe.hincrby(JOB_STATS_KEY, f"{queue.name}:failed", 1)
+            if outcome:  # refusals are counted where they are recorded
+                pipe.hincrby(JOB_STATS_KEY, f"{queue.name}:{outcome}", 1)
 
         if self._store_if_current(job, execution, store) and stopped:
             self._stopped_job_id = None
+
+    def _put_back(self, job: Job, queue: Queue, execution: Execution, deferred: Deferred) -> None:
+        """Queue a deferred job again at the front, its retries untouched, and leave its queue (and those after) for a while.
+
+        The job keeps its place and its id (whoever waits on it still does); this worker takes other work,
+        if any is allowed, until the egress may have a slot for it.
+        """
+        def requeue(pipe: Pipeline) -> None:
+            queue._enqueue_job(job, pipeline=pipe, at_front=True)  # what RQ's own retry does, without using one up
+
+        self._store_if_current(job, execution, requeue)
+        resume_at = time.monotonic() + deferred.retry_after
+        for later in self.queues[self.queues.index(queue):]:
+            self._paused_until[later.name] = resume_at
 
     def _store_if_current(self, job: Job, execution: Execution, store: Callable[[Pipeline], None]) -> bool:
         """Apply `store` (and end the attempt) atomically if this attempt still owns the job; else drop the outcome."""
@@ -398,7 +442,7 @@ class TrendsWorker(SimpleWorker):
         for queue in self.queues:
             if self.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=self.maintenance_interval):
                 try:
-                    clean_registries(queue, self._exc_handlers)
+                    clean_registries(queue, [self._count_lost, *self._exc_handlers])
                     worker_registration.clean_worker_registry(queue)
                 except (RedisConnectionError, RedisTimeoutError, StopRequested):
                     raise
@@ -406,6 +450,12 @@ class TrendsWorker(SimpleWorker):
                     self.log.exception("Worker %s: cleaning the registries of %s failed", self.name, queue.name)
                 queue.release_maintenance_lock()  # no intermediate queue to clean: in-flight lists replace it
         self.last_cleaned_at = now()
+
+    def _count_lost(self, job: Job, *exc_info: Any) -> bool:
+        """Count a job whose worker was lost, when it has no retry left (its symbol then ends so); go on to the next handler."""
+        if not job.retries_left:
+            self.connection.hincrby(JOB_STATS_KEY, f"{job.origin}:worker_lost", 1)
+        return True
 
     def _recover_lost_workers(self) -> None:
         """Put the jobs that lost workers had taken but not started back in their queues (one worker at a time)."""

@@ -46,7 +46,7 @@ def test_next_trading_days_skip_the_weekend():
 
 def test_analyze_history_gives_the_contract_fields(closes):
     days = [d.date() for d in pd.bdate_range("2025-01-01", periods=len(closes))]
-    result = analyze_history(PriceHistory("TEST", days, closes, "csv"), window=20, horizon=5)
+    result = analyze_history(PriceHistory("TEST", days, closes, "csv", False), window=20, horizon=5)
     assert result["symbol"] == "TEST" and result["source"] == "csv"
     assert len(result["trend"]) == len(closes) - 19
     assert result["trend"][-1] == pytest.approx(closes[-20:].mean(), abs=1e-6)

@@ -82,7 +82,7 @@ def test_interval_bounds_bracket_the_prediction_and_widen_with_the_horizon_on_ra
 def test_a_result_carries_its_method_track_record_and_interval():
     closes = random_walk(6)
     days = [dt.date(2025, 1, 2) + dt.timedelta(days=i) for i in range(len(closes))]
-    result = analyze_history(PriceHistory("TEST", days, closes, "synthetic"), 20, 5, "anchored")
+    result = analyze_history(PriceHistory("TEST", days, closes, "synthetic", False), 20, 5, "anchored")
     assert result["method"] == "anchored"
     assert result["backtest"]["origins"] > 100 and len(result["backtest"]["naive_mape"]) == 5
     assert len(result["prediction_lower"]) == len(result["prediction_upper"]) == 5
@@ -91,7 +91,7 @@ def test_a_result_carries_its_method_track_record_and_interval():
 def test_too_short_a_history_has_no_track_record_rather_than_a_made_up_one():
     closes = random_walk(7, 40)
     days = [dt.date(2025, 1, 2) + dt.timedelta(days=i) for i in range(40)]
-    result = analyze_history(PriceHistory("NEW", days, closes, "csv"), 20, 5)
+    result = analyze_history(PriceHistory("NEW", days, closes, "csv", False), 20, 5)
     assert result["backtest"] is None and result["prediction_lower"] is None
 
 

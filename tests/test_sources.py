@@ -104,7 +104,7 @@ def test_yahoo_source_parses_a_chart_answer_through_yfinance(yahoo):
         ("REFUSED", requests.ConnectionError("connection refused"), SourceUnavailableError, "could not be reached"),
         ("SLOW", requests.Timeout("read timed out"), SourceUnavailableError, "could not be reached"),
         ("GARBAGE", (200, "<html>not json</html>"), SourceUnavailableError, "could not be read"),
-        ("DOWN", (503, "<html>Will be right back</html>"), SourceUnavailableError, "could not be read"),
+        ("DOWN", (503, "<html>Will be right back</html>"), SourceUnavailableError, "says it is down"),
         ("NORESULT", (200, {"chart": {"result": [], "error": None}}), SourceUnavailableError, "could not be read"),
     ],
 )

@@ -12,7 +12,9 @@ from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
 from jobs import tasks
+from jobs.governor import Deferred
 from jobs.job_class import SERIALIZER, TrendsJob
+from jobs.records import JOB_STATS_KEY
 from jobs.sources import SyntheticSource
 from jobs.worker import TrendsWorker
 from tests.conftest import analysis_jobs, wait_until
@@ -77,7 +79,7 @@ def test_a_sigterm_while_an_outcome_is_written_is_a_warm_stop(app, client, monke
     monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
     created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
     waiting = client.post("/api/analyses", json={"symbols": ["MSFT"]}).json
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3)
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic")
     write = worker._guarded
 
     def write_with_a_sigterm(keys: list, args: list) -> int:
@@ -102,7 +104,7 @@ def test_a_sigterm_while_an_idle_worker_reads_the_job_it_took_gives_the_job_back
         restore(job, raw)
 
     monkeypatch.setattr(TrendsJob, "restore", restore_with_a_sigterm)
-    run_until_stopped(TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3))
+    run_until_stopped(TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic"))
     monkeypatch.setattr(TrendsJob, "restore", restore)
     job = analysis_jobs(app.redis, created["id"])[0]
     assert job.id in app.interactive_queue.get_job_ids(), "back in its queue, not lost"
@@ -123,3 +125,34 @@ def run_until_stopped(worker: TrendsWorker) -> None:
 def test_json_without_infinity_is_written_and_rqs_own_is_still_read():
     assert SERIALIZER.loads(SERIALIZER.dumps({"mape": [1.5, float("inf")], 3: "x"})) == {"mape": [1.5, None], "3": "x"}
     assert SERIALIZER.loads(JSONSerializer.dumps({"mape": [float("inf")]})) == {"mape": [float("inf")]}
+
+
+class DeferringSource(SyntheticSource):
+    """A source whose egress has no Yahoo call to spare: every fetch is deferred."""
+
+    def history(self, symbol):
+        raise Deferred(30, "no call to spare")
+
+
+def test_a_deferred_job_goes_back_to_the_front_of_its_queue_untouched_and_runs_later(app, client, run_jobs, monkeypatch):
+    first = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    second = client.post("/api/analyses", json={"symbols": ["MSFT"]}).json
+    job = analysis_jobs(app.redis, first["id"])[0]
+    retries = job.retries_left
+    monkeypatch.setattr(tasks, "_price_source", DeferringSource())
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic")
+    worker.work(burst=True, logging_level="WARNING")
+    job.refresh()
+    assert job.get_status() == JobStatus.QUEUED and job.retries_left == retries
+    assert app.interactive_queue.get_job_ids()[0] == job.id, "back at the front, ahead of MSFT"
+    assert len(job.get_executions()) == 0 and job.latest_result() is None
+    other = analysis_jobs(app.redis, second["id"])[0]
+    assert app.interactive_queue.get_job_ids() == [job.id, other.id]
+    assert other.get_status() == JobStatus.QUEUED and not other.get_executions(), \
+        "the worker left the queue after the deferral instead of deferring MSFT too"
+    assert app.redis.hgetall(JOB_STATS_KEY) == {}, "a deferral is not an outcome"
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())  # the egress has calls again
+    run_jobs(app)
+    for created in (first, second):
+        assert client.get(created["status_url"]).json["state"] == "finished"
+    assert app.redis.hget(JOB_STATS_KEY, f"{app.interactive_queue.name}:ok") == b"2"

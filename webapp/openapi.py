@@ -3,9 +3,9 @@
 The request schema is the pydantic model's own (webapp/validation.py), so what is documented is what is accepted.
 """
 import functools
-from importlib.metadata import version
 from typing import Any
 
+from jobs.records import VERSION
 from webapp.analyses import ANALYSIS_ID_PATTERN, ANALYSIS_STATES
 from webapp.validation import METHODS, request_model
 
@@ -15,7 +15,7 @@ def openapi_spec(max_symbols: int) -> dict[str, Any]:
     """Describe the JSON API in OpenAPI 3.1, with this deployment's MAX_SYMBOLS as the most symbols a request may have."""
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Stock trends", "version": version("stock-trends"),
+        "info": {"title": "Stock trends", "version": VERSION,
                  "description": "Per symbol: the moving average of a year of daily closes and a linear-regression forecast."},
         "paths": _paths(),
         "components": {"schemas": _schemas(max_symbols)},
@@ -95,6 +95,8 @@ def _result_schema() -> dict[str, Any]:
     errors = {"type": "array", "items": {"type": ["number", "null"]}}
     return {"type": "object", "required": ["symbol"], "properties": {
         "symbol": {"type": "string"}, "source": {"type": "string", "enum": ["yahoo", "csv", "synthetic"]},
+        "adjusted": {"type": "boolean", "description": "whether the closes are adjusted for splits and dividends "
+                                                       "(yahoo: true; csv: the file's Close as it is; synthetic: false)"},
         "error": {"type": "string"}, "window": {"type": "integer"}, "horizon": {"type": "integer"},
         "dates": dates, "closes": numbers, "trend": numbers, "predictions": numbers, "prediction_dates": dates,
         "last_close": {"type": "number"}, "method": {"type": "string", "enum": list(METHODS)},
