@@ -92,8 +92,9 @@ def test_yahoo_source_parses_a_chart_answer_through_yfinance(yahoo):
     history = source.history("AAPL")
     assert history.dates == days
     assert np.allclose(history.closes, closes)
-    assert history.source == "yahoo"
-    assert any("/v8/finance/chart/AAPL" in url and "range=1y" in url for url in fake.urls)
+    assert history.source == "yahoo" and history.adjusted is True
+    charts_asked = [url for url in fake.urls if "/v8/finance/chart/" in url]
+    assert len(charts_asked) == 1 and "range=1y" in charts_asked[0], "one call per fresh symbol: no time-zone lookup"
 
 
 @pytest.mark.parametrize(
@@ -105,7 +106,7 @@ def test_yahoo_source_parses_a_chart_answer_through_yfinance(yahoo):
         ("SLOW", requests.Timeout("read timed out"), SourceUnavailableError, "could not be reached"),
         ("GARBAGE", (200, "<html>not json</html>"), SourceUnavailableError, "could not be read"),
         ("DOWN", (503, "<html>Will be right back</html>"), SourceUnavailableError, "says it is down"),
-        ("NORESULT", (200, {"chart": {"result": [], "error": None}}), SourceUnavailableError, "could not be read"),
+        ("NORESULT", (200, {"chart": {"result": [], "error": None}}), NoPriceDataError, "no daily prices"),
     ],
 )
 def test_yahoo_failures_are_told_apart_in_plain_words(yahoo, symbol, answer, error, words):
@@ -199,6 +200,7 @@ class CountingSource:
     """A source that counts its fetches, to see which lookups the cache answered."""
 
     name = "synthetic"
+    adjusted = False
 
     def __init__(self):
         self.fetches = 0
