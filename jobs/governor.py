@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass
 
@@ -34,7 +35,8 @@ from jobs.records import YAHOO_STATS_KEY
 log = logging.getLogger(__name__)
 
 # KEYS: the egress's TAT, its cool-down flag, the stats hash. ARGV: interval ms, burst tolerance ms,
-# the longest wait ms the caller accepts, the egress. Returns {1, wait ms} with a slot reserved, or
+# the longest wait ms the caller accepts, the egress, 'wait' (the caller waits for its slot) or 'charge'
+# (a call already made takes the next slot). Returns {1, wait ms} with a slot reserved, or
 # {0, ms until asking again makes sense} without one.
 TAKE_SCRIPT = """
 local clock = redis.call('TIME')
@@ -46,7 +48,7 @@ local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
 local wait = math.max(tat - tolerance - now, 0)
 if wait > longest then return {0, wait - longest} end
 redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
-if wait > 0 then
+if wait > 0 and ARGV[5] == 'wait' then
   redis.call('HINCRBY', KEYS[3], ARGV[4] .. ':waits', 1)
   redis.call('HINCRBYFLOAT', KEYS[3], ARGV[4] .. ':wait_seconds', wait / 1000)
 end
@@ -87,6 +89,7 @@ class Governor:
     def __post_init__(self) -> None:
         self._take = self.connection.register_script(TAKE_SCRIPT)
         self._cool_down = self.connection.register_script(COOL_DOWN_SCRIPT)
+        self._prepaid = threading.local()  # whether this thread's next call is the one its slot paid for
         self._keys = [f"trends:yahoo:tat:{self.egress}", f"trends:yahoo:cooldown:{self.egress}", YAHOO_STATS_KEY]
         self.interval_ms = 1000 / self.rate
         self.tolerance_ms = (self.burst - 1) * self.interval_ms
@@ -98,9 +101,11 @@ class Governor:
         if not interactive:
             longest_wait = min(longest_wait, self.bulk_horizon)
         longest_ms = max(int(longest_wait * 1000), 0)
-        reserved, wait_ms = self._take(keys=self._keys, args=[self.interval_ms, self.tolerance_ms, longest_ms, self.egress])
+        args = [self.interval_ms, self.tolerance_ms, longest_ms, self.egress, "wait"]
+        reserved, wait_ms = self._take(keys=self._keys, args=args)
         if not reserved:
             self._defer(wait_ms / 1000)
+        self._prepaid.covered = True  # the fetch's first call; any other it makes is charged as it happens
         if wait_ms:
             time.sleep(wait_ms / 1000)
             cooling = self.connection.pttl(self._keys[1])  # a 429 while this job waited: its slot is void
@@ -119,8 +124,17 @@ class Governor:
         return job is None or job.origin != self.bulk_queue
 
     def observe(self, status: int | None) -> None:
-        """Count one Yahoo answer by HTTP status ('error': none came); a 429 cools the whole egress down."""
+        """Count one Yahoo call by HTTP status ('error': no answer), and charge it unless a slot paid for it.
+
+        yfinance makes calls of its own (its cookie and crumb, a second try with its other cookie strategy
+        after a 404): each takes the next slot without waiting, so later fetches wait for it instead.
+        A 429 cools the whole egress down.
+        """
         try:
+            if getattr(self._prepaid, "covered", False):
+                self._prepaid.covered = False
+            else:
+                self._take(keys=self._keys, args=[self.interval_ms, self.tolerance_ms, 2**40, self.egress, "charge"])
             self.connection.hincrby(YAHOO_STATS_KEY, f"{self.egress}:requests:{status or 'error'}", 1)
             if status == 429 and self._cool_down(keys=self._keys,
                                                  args=[int(self.cooldown * 1000), self.tolerance_ms, self.egress]):

@@ -23,6 +23,7 @@ import yfinance as yf
 from numpy.typing import ArrayLike
 from redis import Redis
 from requests.adapters import HTTPAdapter
+from yfinance.data import YfData
 from yfinance.exceptions import YFDataException, YFPricesMissingError, YFRateLimitError, YFTickerMissingError
 
 from config import Config, yahoo_rate_per_second
@@ -109,15 +110,18 @@ class YahooTransport(HTTPAdapter):
 
     def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
         """Send one request (to `base_url` when set, same path and query) and report its status."""
-        if self.base_url:
+        forwarded = request
+        if self.base_url:  # a copy goes there; yfinance and the cookie jar still see Yahoo's URL
             parts = urlsplit(request.url)
-            request.url = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
+            forwarded = request.copy()
+            forwarded.url = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
         try:
-            response = super().send(request, **kwargs)
+            response = super().send(forwarded, **kwargs)
         except OSError:
             if self.observe:
                 self.observe(None)
             raise
+        response.request, response.url = request, request.url
         if self.observe:
             self.observe(response.status_code)
         return response
@@ -162,6 +166,18 @@ class YahooSource:
         self._budget = budget
         self._sleep = sleep
         self._governor = governor
+
+    def warm_up(self) -> None:
+        """Get yfinance's cookie and crumb once, before the workers fork: they inherit them instead of each asking Yahoo.
+
+        Best effort: a worker whose parent could not get them asks itself.
+        """
+        try:
+            YfData(session=self._session)._get_cookie_and_crumb(timeout=self._timeout)  # yfinance's own login step
+        except Exception as exc:  # noqa: BLE001 (any failure just leaves it to the first fetch)
+            log.warning("could not get Yahoo's cookie and crumb ahead of the workers (%r); each worker will", exc)
+        if self._session:
+            self._session.close()  # no pooled connection may be shared by the forked workers
 
     def history(self, symbol: str) -> PriceHistory:
         """Fetch `symbol`'s year of closes, retrying transient failures while the time budget allows."""
@@ -329,8 +345,10 @@ def price_source_from_config(config: type[Config]) -> YahooSource | CsvSource | 
                             config.YAHOO_BURST, config.YAHOO_COOLDOWN, config.BULK_QUEUE)
         session = yahoo_session(config.YAHOO_URL, config.YAHOO_SOURCE_ADDRESS, observe=governor.observe)
         budget = max(config.JOB_TIMEOUT - 2, 1)  # leave time to answer before RQ's timeout
-        return YahooSource(config.YFINANCE_CACHE_DIR, config.YAHOO_TIMEOUT, session=session, retries=config.YAHOO_RETRIES,
-                           backoff=config.YAHOO_BACKOFF, budget=budget, governor=governor)
+        source = YahooSource(config.YFINANCE_CACHE_DIR, config.YAHOO_TIMEOUT, session=session, retries=config.YAHOO_RETRIES,
+                             backoff=config.YAHOO_BACKOFF, budget=budget, governor=governor)
+        source.warm_up()  # built once per host, before the workers fork (worker.py preload)
+        return source
     if setting == "synthetic":
         return SyntheticSource(config.SYNTHETIC_LATENCY_MS)
     return CsvSource(setting.removeprefix("csv:"))  # config.check_settings allows no other form

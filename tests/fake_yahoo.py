@@ -3,7 +3,6 @@
 yfinance's own request and parsing code runs against it, so the yahoo source is tested
 offline without mocking yfinance itself. Answers follow ../shared/YFINANCE-OFFLINE.md.
 """
-import datetime as dt
 import json
 from urllib.parse import urlparse
 
@@ -11,23 +10,7 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.models import Response
 
-QUOTE_NOT_FOUND = {"quoteSummary": {"result": None, "error": {"code": "Not Found", "description": "Quote not found"}}}
-NOT_FOUND = {"chart": {"result": None, "error": {"code": "Not Found", "description": "No data found, symbol may be delisted"}}}
-
-
-def chart_body(symbol: str, days: list[dt.date], closes: list[float]) -> dict:
-    """A Yahoo v8 chart answer for daily bars at 16:00 New York time (21:00 UTC)."""
-    stamps = [int(dt.datetime(d.year, d.month, d.day, 14, 30, tzinfo=dt.timezone.utc).timestamp()) for d in days]
-    meta = {
-        "currency": "USD", "symbol": symbol, "exchangeName": "NMS", "instrumentType": "EQUITY",
-        "gmtoffset": -18000, "timezone": "EST", "exchangeTimezoneName": "America/New_York",
-        "regularMarketPrice": closes[-1] if closes else None, "dataGranularity": "1d", "range": "1y", "priceHint": 2,
-        "validRanges": ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max"],
-    }
-    quote = {"open": closes, "high": closes, "low": closes, "close": closes, "volume": [1000] * len(closes)}
-    return {"chart": {"result": [{"meta": meta, "timestamp": stamps,
-                                  "indicators": {"quote": [quote], "adjclose": [{"adjclose": closes}]}}],
-                      "error": None}}
+from scripts.simulated_yahoo import NOT_FOUND, QUOTE_NOT_FOUND, chart_body  # noqa: F401 (chart_body: tests import it from here)
 
 
 class FakeYahoo(BaseAdapter):

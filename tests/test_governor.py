@@ -14,7 +14,7 @@ def governor(redis_client, rate: float = 10.0, burst: int = 3, cooldown: int = 6
 
 def reserve(gov: Governor, longest_ms: int) -> tuple[int, int]:
     """Ask the script directly: (reserved, wait ms)."""
-    return tuple(gov._take(keys=gov._keys, args=[gov.interval_ms, gov.tolerance_ms, longest_ms, gov.egress]))
+    return tuple(gov._take(keys=gov._keys, args=[gov.interval_ms, gov.tolerance_ms, longest_ms, gov.egress, "wait"]))
 
 
 def test_a_burst_goes_at_once_then_slots_are_spaced_by_the_rate(redis_client):
