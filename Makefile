@@ -60,6 +60,9 @@ $(BENCH_VENV)/.installed: bench/requirements-peer.txt
 bench: $(VENV)/.installed-test $(BENCH_VENV)/.installed ## benchmark against the Celery peer (../shared) in one run; SAVE=1 writes bench/results.md
 	BENCH_PEER_PYTHON=$(BENCH_VENV)/bin/python $(PY) -m bench.bench $(if $(SAVE),--save)
 
+soak: $(VENV)/.installed-test ## the fleet against a simulated Yahoo that bans: 500 symbols, 2 egresses x 10 workers (~4 min)
+	$(PY) -m bench.soak
+
 evaluate: venv ## forecast errors of each method over a folder of CSVs: make evaluate DATA=../shared/data/prices
 	$(PY) -m scripts.evaluate $(or $(DATA),../shared/data/prices)
 
@@ -70,4 +73,4 @@ loadtest: $(VENV)/.installed-test ## Locust against a running system at URL (doc
 clean: ## remove the virtualenv, caches and local Redis data
 	rm -rf $(VENV) $(BENCH_VENV) .cache .data .pytest_cache .hypothesis *.egg-info
 
-.PHONY: help venv run demo web worker redis test-system test lint bench evaluate loadtest clean
+.PHONY: help venv run demo web worker redis test-system test lint bench soak evaluate loadtest clean

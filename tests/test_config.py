@@ -42,6 +42,12 @@ def test_the_defaults_work_together():
     ({"REDIS_TLS_CERT": "/c.pem"}, "REDIS_TLS_CERT, REDIS_TLS_KEY and REDIS_TLS_CA go together"),
     ({"REDIS_BIND": "0.0.0.0", "REDIS_REQUIREPASS": ""}, "REDIS_BIND (0.0.0.0) is not loopback: set REDIS_REQUIREPASS"),
     ({"PRICE_SOURCE": "csv:/no/such/folder"}, "PRICE_SOURCE names a folder that does not exist: '/no/such/folder'"),
+    ({"YAHOO_RATE": "fast"}, "YAHOO_RATE must be a rate such as 600/minute, got 'fast'"),
+    ({"YAHOO_BURST": 0}, "YAHOO_BURST must be between 1 and 100000, got 0"),
+    ({"YAHOO_COOLDOWN": 0}, "YAHOO_COOLDOWN must be between 1 and 3600, got 0"),
+    ({"YAHOO_EGRESS": "nat:1"}, "YAHOO_EGRESS must be 1-100 letters, digits, '.', '_' or '-', got 'nat:1'"),
+    ({"YAHOO_URL": "ftp://x"}, "YAHOO_URL must start with http:// or https://, got 'ftp://x'"),
+    ({"YAHOO_SOURCE_ADDRESS": "eth0"}, "YAHOO_SOURCE_ADDRESS must be an IP address of this host, got 'eth0'"),
 ])
 def test_settings_that_cannot_work_are_refused_by_name(changes, named):
     with pytest.raises(SettingsError, match="settings that cannot work: ") as refused:
