@@ -29,8 +29,8 @@ venv: $(VENV)/.installed ## create the virtualenv with the pinned requirements
 run: venv ## the whole system on this machine: Redis (if none answers), workers, web app
 	$(PY) -m scripts.run
 
-demo: venv ## `make run` with synthetic prices (no network needed)
-	PRICE_SOURCE=synthetic $(PY) -m scripts.run
+demo: venv ## `make run` with synthetic prices (no network needed); SOURCE=simulated-yahoo: yfinance against a local simulated Yahoo
+	$(if $(filter simulated-yahoo,$(SOURCE)),$(PY) -m scripts.run --simulated-yahoo,PRICE_SOURCE=synthetic $(PY) -m scripts.run)
 
 web: venv ## only the web app (gunicorn) on HOST:PORT
 	$(PY) -m scripts.procfile web

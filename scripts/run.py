@@ -5,10 +5,13 @@ run for a minute): Redis from its append-only file, while the web app and the wo
 reconnect by themselves. Ctrl-C stops the web app first, then the workers (after their current
 jobs), then Redis.
 """
+import argparse
 import os
 import secrets
 import signal
+import socket
 import subprocess
+import sys
 import time
 from types import FrameType
 from urllib.parse import quote, urlsplit
@@ -106,8 +109,23 @@ def start_redis_unless_one_answers() -> Part | None:
     return redis
 
 
+def start_simulated_yahoo() -> Part:
+    """Start the simulated Yahoo (60 calls a minute, bursts of 100, as Yahoo's users report) and send Yahoo's calls to it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "scripts.simulated_yahoo", "--port", str(port), "--rate", "60/minute",
+               "--burst", "100", "--ban", "60"]
+    os.environ.update(PRICE_SOURCE="yahoo", YAHOO_URL=f"http://127.0.0.1:{port}")  # for the parts started after
+    return Part("simulated Yahoo", command)
+
+
 def main() -> None:
     """Start Redis (if needed), the workers and the web app; tend them until Ctrl-C or SIGTERM, then stop them in order."""
+    parser = argparse.ArgumentParser(description="The whole system on this machine.")
+    parser.add_argument("--simulated-yahoo", action="store_true",
+                        help="fetch through yfinance from a local simulated Yahoo (scripts/simulated_yahoo.py)")
+    simulated_yahoo = parser.parse_args().simulated_yahoo
     exit_on_bad_settings()
     parts: list[Part] = []
     stopping = False
@@ -121,6 +139,8 @@ def main() -> None:
     try:
         redis = start_redis_unless_one_answers()
         parts.extend([redis] if redis else [])
+        if simulated_yahoo:
+            parts.append(start_simulated_yahoo())
         parts.append(Part("workers", commands()["worker"]))
         parts.append(Part("web app", commands()["web"]))
         print(f"\n  Stock trends is running at http://{Config.HOST}:{Config.PORT}/  (Ctrl-C stops it)\n", flush=True)
