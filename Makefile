@@ -60,8 +60,8 @@ $(BENCH_VENV)/.installed: bench/requirements-peer.txt
 bench: $(VENV)/.installed-test $(BENCH_VENV)/.installed ## benchmark against the Celery peer (../shared) in one run; SAVE=1 writes bench/results.md
 	BENCH_PEER_PYTHON=$(BENCH_VENV)/bin/python $(PY) -m bench.bench $(if $(SAVE),--save)
 
-soak: $(VENV)/.installed-test ## the fleet against a simulated Yahoo that bans: 500 symbols, 2 egresses x 10 workers (~4 min)
-	$(PY) -m bench.soak
+soak: $(VENV)/.installed-test ## the fleet against a simulated Yahoo that bans: 500 symbols, 2 egresses x 10 workers (~4 min); SAVE=1 keeps it
+	$(PY) -m bench.soak $(if $(SAVE),--save)
 
 evaluate: venv ## forecast errors of each method over a folder of CSVs: make evaluate DATA=../shared/data/prices
 	$(PY) -m scripts.evaluate $(or $(DATA),../shared/data/prices)

@@ -5,7 +5,7 @@ from 127.0.0.2 and 127.0.0.3); the simulated Yahoo (scripts/simulated_yahoo.py) 
 minute per address, bursts of 100, and bans an address for 60 s over that. It checks what issue 13
 asks: every symbol succeeds, Yahoo sees at most 510 calls and no 429 after the first cool-down, and
 the run takes within 15 % of what the budget allows. About four minutes. Prints a report and keeps it
-in bench/soak-last-run.md (not tracked).
+in bench/soak-last-run.md (not tracked); `make soak SAVE=1` writes bench/soak-results.md.
 """
 import argparse
 import datetime as dt
@@ -24,7 +24,7 @@ from scripts.simulated_yahoo import start
 from tests.conftest import RedisServer, WebServer, Workers, http_json, wait_until
 
 EGRESSES = {"egress-a": "127.0.0.2", "egress-b": "127.0.0.3"}
-REPORT = os.path.join(ROOT, "bench", "soak-last-run.md")
+REPORT, SAVED = (os.path.join(ROOT, "bench", name) for name in ("soak-last-run.md", "soak-results.md"))
 
 
 def run(symbols: int, workers: int, scratch: str) -> dict:
@@ -92,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=500)
     parser.add_argument("--workers", type=int, default=10, help="per egress")
+    parser.add_argument("--save", action="store_true", help="also write bench/soak-results.md")
     args = parser.parse_args()
     began = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
@@ -99,8 +100,9 @@ def main() -> None:
     text, held = report(seen, args.symbols, args.workers)
     text += f"\n({time.monotonic() - began:.0f} s in all, start-up included)\n"
     print(text)
-    with open(REPORT, "w") as out:
-        out.write(text)
+    for path in (REPORT, SAVED) if args.save else (REPORT,):
+        with open(path, "w") as out:
+            out.write(text)
     sys.exit(0 if held else 1)
 
 
