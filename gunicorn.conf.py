@@ -1,4 +1,9 @@
 """Gunicorn settings for the web app, taken from config.py (gunicorn reads this file by name)."""
+import os
+import shutil
+import tempfile
+
+from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
 from config import LOG_FORMAT, Config, exit_on_bad_settings
@@ -32,3 +37,27 @@ def post_worker_init(worker: Worker) -> None:
     from webapp.analyses import start_keeper  # noqa: PLC0415
 
     start_keeper(worker.wsgi)
+
+
+# /metrics under several web processes: prometheus_client's multiprocess mode, where each process keeps its
+# metrics in files of PROMETHEUS_MULTIPROC_DIR and a scrape of any process sums them all (webapp/ops.py).
+
+
+def on_starting(server: Arbiter) -> None:
+    """Give this master a fresh metrics folder, so no earlier run's counts are summed in."""
+    # Once per master (a SIGHUP reload keeps it), before any worker forks and loads the app, and with it
+    # prometheus_client, which reads the variable at import.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="trends-metrics-")
+
+
+def child_exit(server: Arbiter, worker: Worker) -> None:
+    """Drop the live-gauge files of a web process that ended (its counters and histograms still count)."""
+    # Here, not at the top: the master imports prometheus_client only once the folder is set.
+    from prometheus_client import multiprocess  # noqa: PLC0415
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Arbiter) -> None:
+    """Remove this master's metrics folder."""
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -6,7 +6,9 @@ import pickle
 
 import pytest
 from flask import jsonify
+from prometheus_client.parser import text_string_to_metric_families
 
+from jobs.records import VERSION
 from tests.conftest import wait_until
 from webapp import create_app
 
@@ -45,6 +47,7 @@ def test_healthz_is_503_without_workers_and_200_with_one(client, redis_server, s
     up = client.get("/healthz")
     assert up.status_code == 200 and up.json["workers"] == 1
     assert list(up.json["hosts"].values()) == [1]
+    assert up.json["sources"] == {"synthetic": 1} and up.json["versions"] == {VERSION: 1}
     assert up.json["queues"]["trends"] == {"depth": 0, "oldest_age_seconds": 0.0}
 
 
@@ -65,12 +68,15 @@ def test_metrics_count_jobs_queues_workers_and_latency(client, synthetic_worker)
     client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]}).close()  # the server closes it once sent
     client.post("/api/analyses", json={"symbols": [f"Q{i}" for i in range(30)]}).close()  # bulk; may still be queued
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'trends_jobs_total{queue="trends",outcome="finished"} 1' in text
-    assert 'trends_jobs_total{queue="trends",outcome="failed"} 1' in text, "NOPE is a failed job, not a finished one"
-    assert 'trends_queue_depth{queue="trends-bulk"}' in text
-    assert 'trends_workers{host="' in text
-    assert 'trends_http_request_duration_seconds_count{endpoint="get_trends"} 1' in text
-    assert 'trends_http_request_duration_seconds_bucket{endpoint="get_trends",le="+Inf"} 1' in text
+    metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert metrics[("trends_symbols_total", (("outcome", "ok"), ("queue", "trends")))] == 1
+    assert metrics[("trends_symbols_total", (("outcome", "unknown_symbol"), ("queue", "trends")))] == 1, "NOPE failed"
+    assert ("trends_queue_depth", (("queue", "trends-bulk"),)) in metrics
+    workers = [labels for (name, labels), count in metrics.items() if name == "trends_workers" and count == 1]
+    assert [dict(labels)["source"] for labels in workers] == ["synthetic"]
+    assert metrics[("trends_http_request_duration_seconds_count", (("endpoint", "get_trends"),))] >= 1
+    assert metrics[("trends_http_request_duration_seconds_bucket", (("endpoint", "get_trends"), ("le", "+Inf")))] >= 1
 
 
 def test_a_one_symbol_request_is_not_starved_by_a_bulk_batch(redis_server, redis_client, synthetic_worker):

@@ -67,7 +67,7 @@ def test_acl_users_for_web_app_and_workers_have_what_they_need_and_no_more(tmp_p
         body = client.post("/get_trends", json={"symbols": ["AAPL", "NOPE"]}).json
         assert body["status"] == "partial" and "predictions" in body["results"][0]
         assert client.get("/healthz").status_code == 200
-        assert "trends_jobs_total" in client.get("/metrics").get_data(as_text=True)
+        assert "trends_symbols_total" in client.get("/metrics").get_data(as_text=True)
         web = Redis.from_url(server.url)
         for forbidden in (web.flushall, web.config_get, lambda: web.set("other:key", 1)):
             with pytest.raises(NoPermissionError):

@@ -99,6 +99,7 @@ def test_metrics_tell_an_unknown_symbol_from_an_unreachable_yahoo(app, client, r
     with start(rate=None, latency_ms=0) as yahoo:
         workers = start_workers(redis_server.url, 1, **yahoo_settings(yahoo.url, tmp_path))
         answer = client.post("/get_trends", json={"symbols": ["AAPL", "NOPE1"]}).json
+        log = workers.log_text()
         workers.stop()
     assert [result.get("error") is None for result in answer["results"]] == [True, False]
     start_workers(redis_server.url, 1, **yahoo_settings(f"http://127.0.0.1:{free_port()}", tmp_path, YAHOO_RETRIES=0))
@@ -107,7 +108,7 @@ def test_metrics_tell_an_unknown_symbol_from_an_unreachable_yahoo(app, client, r
     outcomes = metric_values(client, "trends_symbols")
     for outcome in ("ok", "unknown_symbol", "source_unavailable"):
         assert outcomes[(("outcome", outcome), ("queue", queue))] == 1, outcome
-    assert "failed (unknown_symbol): NOPE1" in workers.log_text(), "the worker log says which symbol failed and why"
+    assert "failed (unknown_symbol): NOPE1" in log, "the worker log says which symbol failed and why"
 
 
 def test_a_worker_with_another_price_source_than_the_fleet_refuses_to_start(redis_client, redis_server, start_workers,

@@ -1,23 +1,31 @@
 """Operations: /livez for load balancers, /healthz for operators, /metrics (Prometheus text), rq-dashboard at /rq."""
 import hmac
+import os
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 
 import rq_dashboard
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask_limiter import Limiter
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, Metric, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, Worker
+from rq import Queue, worker_registration
 from rq.serializers import JSONSerializer
 
-from jobs.records import JOB_STATS_KEY, PRICE_STATS_KEY
+from jobs.records import JOB_STATS_KEY, OUTCOMES, PRICE_STATS_KEY, YAHOO_STATS_KEY
 from webapp.security import guard_dashboard
 
 bp = Blueprint("ops", __name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-LATENCY_KEY = "trends:stats:http"  # hash: "<endpoint>:<bucket index>", "<endpoint>:count", "<endpoint>:sum"
+# Kept in this process (in PROMETHEUS_MULTIPROC_DIR's files under gunicorn); registered per scrape, see `metrics`.
+LATENCY = Histogram("trends_http_request_duration_seconds", "Time to answer API requests.", ["endpoint"],
+                    buckets=LATENCY_BUCKETS, registry=None)
 
 
 def queue_report(queue: Queue) -> dict[str, float]:
@@ -40,73 +48,126 @@ def livez() -> Response | tuple[Response, int]:
 
 @bp.get("/healthz")
 def healthz() -> Response | tuple[Response, int]:
-    """For operators: the fleet (workers per host, queues); 503 when Redis is unreachable or no worker is alive."""
+    """For operators: the fleet (workers per host, source and version; queues); 503 without Redis or a live worker."""
     try:
-        workers = Worker.all(connection=current_app.redis)
+        workers = fleet(current_app.redis)
         queues = {queue.name: queue_report(queue) for queue in current_app.queues}
     except RedisError as exc:
         return jsonify({"status": "error", "redis": False, "reason": f"Redis is unreachable: {exc}"}), 503
-    hosts = Counter(worker.hostname for worker in workers)
-    body = {"status": "ok", "redis": True, "workers": len(workers), "hosts": dict(hosts), "queues": queues}
+    body = {"status": "ok", "redis": True, "workers": len(workers), "hosts": _count(workers, "host"),
+            "sources": _count(workers, "source"), "versions": _count(workers, "version"), "queues": queues}
     if not workers:
         body.update(status="error", reason="no worker is alive: start some with `make worker`")
         return jsonify(body), 503
     return jsonify(body)
 
 
+def fleet(redis: Redis) -> list[dict[str, str | None]]:
+    """Read the live workers' host, price source and version from their RQ hashes in two round trips."""
+    pipe = redis.pipeline(transaction=False)
+    for key in worker_registration.get_keys(connection=redis):
+        pipe.hgetall(key)
+    return [_worker_facts(facts) for facts in pipe.execute() if facts]  # a worker gone since: no hash
+
+
+def _worker_facts(facts: dict[bytes, bytes]) -> dict[str, str | None]:
+    def text(field: str, default: str | None) -> str | None:
+        return facts[field.encode()].decode() if facts.get(field.encode()) else default
+
+    # Workers older than the trends_* fields report "unknown"; a hash re-created without a hostname has host None.
+    return {"host": text("hostname", None), "source": text("trends_source", "unknown"),
+            "version": text("trends_version", "unknown")}
+
+
+def _count(workers: list[dict[str, str | None]], fact: str) -> dict[str | None, int]:
+    return dict(Counter(worker[fact] for worker in workers))
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Report job outcomes, queue depths, live workers, price-cache hits and API latency in Prometheus's text format."""
-    redis = current_app.redis
-    pipe = redis.pipeline(transaction=False)
-    pipe.hgetall(JOB_STATS_KEY)
-    pipe.hgetall(LATENCY_KEY)
-    pipe.hgetall(PRICE_STATS_KEY)
-    jobs, latency, prices = ({k.decode(): float(v) for k, v in h.items()} for h in pipe.execute())
-    workers = Worker.all(connection=redis)
-    lines = [
-        "# HELP trends_jobs_total Jobs that ended, by queue and outcome.",
-        "# TYPE trends_jobs_total counter",
-    ]
-    for field, value in sorted(jobs.items()):
-        queue, outcome = field.rsplit(":", 1)
-        lines.append(f'trends_jobs_total{{queue="{queue}",outcome="{outcome}"}} {value:g}')
-    lines += ["# HELP trends_queue_depth Jobs waiting in each queue.", "# TYPE trends_queue_depth gauge"]
-    lines += ["# HELP trends_oldest_queued_job_age_seconds Age of the oldest waiting job.",
-              "# TYPE trends_oldest_queued_job_age_seconds gauge"]
-    for queue in current_app.queues:
-        report = queue_report(queue)
-        lines.append(f'trends_queue_depth{{queue="{queue.name}"}} {report["depth"]}')
-        lines.append(f'trends_oldest_queued_job_age_seconds{{queue="{queue.name}"}} {report["oldest_age_seconds"]}')
-    lines += ["# HELP trends_workers Live workers, by host.", "# TYPE trends_workers gauge"]
-    for host, count in sorted(Counter(worker.hostname for worker in workers).items()):
-        lines.append(f'trends_workers{{host="{host}"}} {count}')
-    misses = prices.get("misses", 0)
-    lines += ["# HELP trends_price_cache_total Price cache lookups by result.", "# TYPE trends_price_cache_total counter",
-              f'trends_price_cache_total{{result="hit"}} {prices.get("lookups", 0) - misses:g}',
-              f'trends_price_cache_total{{result="miss"}} {misses:g}']
-    lines += _latency_lines(latency)
-    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+    """Report job outcomes, Yahoo traffic, queues, workers, price-cache hits and API latency for Prometheus."""
+    registry = CollectorRegistry()
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # under gunicorn: the latency of every web process, summed
+        MultiProcessCollector(registry)
+    else:
+        registry.register(LATENCY)
+    registry.register(RedisCollector(current_app.redis, current_app.queues))
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
-def _latency_lines(latency: dict[str, float]) -> list[str]:
-    lines = ["# HELP trends_http_request_duration_seconds Time to answer API requests.",
-             "# TYPE trends_http_request_duration_seconds histogram"]
-    endpoints = sorted({field.rsplit(":", 1)[0] for field in latency})
-    for endpoint in endpoints:
-        cumulative = 0.0
-        for index, bound in enumerate(LATENCY_BUCKETS):
-            cumulative += latency.get(f"{endpoint}:{index}", 0)
-            lines.append(f'trends_http_request_duration_seconds_bucket{{endpoint="{endpoint}",le="{bound}"}} {cumulative:g}')
-        count = latency.get(f"{endpoint}:count", 0)
-        lines.append(f'trends_http_request_duration_seconds_bucket{{endpoint="{endpoint}",le="+Inf"}} {count:g}')
-        lines.append(f'trends_http_request_duration_seconds_sum{{endpoint="{endpoint}"}} {latency.get(f"{endpoint}:sum", 0):g}')
-        lines.append(f'trends_http_request_duration_seconds_count{{endpoint="{endpoint}"}} {count:g}')
-    return lines
+class RedisCollector(Collector):
+    """The fleet's counters that the workers keep in Redis, read at scrape time."""
+
+    def __init__(self, redis: Redis, queues: Sequence[Queue]) -> None:
+        self.redis = redis
+        self.queues = queues
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metric families of the counters, queues and workers."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in (JOB_STATS_KEY, YAHOO_STATS_KEY, PRICE_STATS_KEY):
+            pipe.hgetall(key)
+        jobs, yahoo, prices = ({k.decode(): float(v) for k, v in h.items()} for h in pipe.execute())
+        yield self._symbols(jobs)
+        yield from _yahoo(yahoo)
+        price_cache = CounterMetricFamily("trends_price_cache", "Price cache lookups by result.", labels=["result"])
+        misses = prices.get("misses", 0)
+        price_cache.add_metric(["hit"], prices.get("lookups", 0) - misses)
+        price_cache.add_metric(["miss"], misses)
+        yield price_cache
+        yield from self._queues()
+        workers = GaugeMetricFamily("trends_workers", "Live workers, by host, price source and version.",
+                                    labels=["host", "source", "version"])
+        kinds = Counter((str(w["host"]), str(w["source"]), str(w["version"])) for w in fleet(self.redis))
+        for labels, count in sorted(kinds.items()):
+            workers.add_metric(list(labels), count)
+        yield workers
+
+    def _symbols(self, jobs: dict[str, float]) -> CounterMetricFamily:
+        # Every outcome of every queue, 0 until it happens, so alerts can name them; and whatever else is counted.
+        counts = {(queue.name, outcome): 0.0 for queue in self.queues for outcome in OUTCOMES}
+        counts.update({tuple(field.rsplit(":", 1)): value for field, value in jobs.items()})
+        family = CounterMetricFamily("trends_symbols", "Symbols whose job ended, by queue and outcome.",
+                                     labels=["queue", "outcome"])
+        for labels, value in sorted(counts.items()):
+            family.add_metric(list(labels), value)
+        return family
+
+    def _queues(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily("trends_queue_depth", "Jobs waiting in each queue.", labels=["queue"])
+        age = GaugeMetricFamily("trends_oldest_queued_job_age_seconds", "Age of the oldest waiting job.", labels=["queue"])
+        for queue in self.queues:
+            report = queue_report(queue)
+            depth.add_metric([queue.name], report["depth"])
+            age.add_metric([queue.name], report["oldest_age_seconds"])
+        yield depth
+        yield age
+
+
+YAHOO_COUNTERS = {  # counter in YAHOO_STATS_KEY → the family it is exported as, by egress
+    "waits": ("trends_yahoo_governor_waits", "Requests that waited for a token of the Yahoo rate governor."),
+    "wait_seconds": ("trends_yahoo_governor_wait_seconds", "Time requests waited for a token of the Yahoo rate governor."),
+    "cooldowns": ("trends_yahoo_cooldowns", "Cooldowns Yahoo's rate limiting imposed on an egress."),
+    "deferrals": ("trends_yahoo_deferrals", "Jobs deferred while their egress cooled down."),
+}
+
+
+def _yahoo(stats: dict[str, float]) -> Iterator[Metric]:
+    requests = CounterMetricFamily("trends_yahoo_requests", "Requests to Yahoo, by egress and HTTP status (or 'error').",
+                                   labels=["egress", "status"])
+    families = {counter: CounterMetricFamily(name, text, labels=["egress"]) for counter, (name, text) in YAHOO_COUNTERS.items()}
+    for field, value in sorted(stats.items()):
+        egress, counter = field.split(":", 1)
+        if counter.startswith("requests:"):
+            requests.add_metric([egress, counter.removeprefix("requests:")], value)
+        elif counter in families:
+            families[counter].add_metric([egress], value)
+    yield requests
+    yield from families.values()
 
 
 def record_latency(app: Flask) -> None:
-    """Time every API request into a histogram shared by all web processes (one pipelined write, after the answer)."""
+    """Time every API request into this process's histogram (summed over the web processes at scrape time)."""
 
     @app.before_request
     def start_timer() -> None:
@@ -115,26 +176,8 @@ def record_latency(app: Flask) -> None:
     @app.after_request
     def observe(response: Response) -> Response:
         if request.blueprint == "api" and "started" in g:
-            elapsed = time.perf_counter() - g.started
-            bucket = next((i for i, bound in enumerate(LATENCY_BUCKETS) if elapsed <= bound), None)
-            endpoint = request.endpoint.split(".", 1)[1]
-            redis = current_app.redis
-            # Written once the answer has gone out, so the client does not wait on its own statistic.
-            response.call_on_close(lambda: _observe(redis, endpoint, bucket, elapsed))
+            LATENCY.labels(request.endpoint.split(".", 1)[1]).observe(time.perf_counter() - g.started)
         return response
-
-
-def _observe(redis: Redis, endpoint: str, bucket: int | None, elapsed: float) -> None:
-    """Add one request's latency to the shared histogram; a failure costs the statistic, never the answer."""
-    try:
-        pipe = redis.pipeline(transaction=False)
-        if bucket is not None:
-            pipe.hincrby(LATENCY_KEY, f"{endpoint}:{bucket}", 1)
-        pipe.hincrby(LATENCY_KEY, f"{endpoint}:count", 1)
-        pipe.hincrbyfloat(LATENCY_KEY, f"{endpoint}:sum", elapsed)
-        pipe.execute()
-    except RedisError:
-        pass
 
 
 def mount_dashboard(app: Flask, limiter: Limiter) -> None:
