@@ -40,6 +40,30 @@ def test_progress_only_moves_forward(app, client, csv_jobs, prices):
     assert [(body["state"], body["done"]) for body in seen] == [("queued", 0), ("running", 1), ("running", 2), ("finished", 3)]
 
 
+def test_a_poll_with_the_last_cursor_carries_only_the_results_new_since(app, client, csv_jobs, prices):
+    created = client.post("/api/analyses", json={"symbols": ["AAPL", "NOPE", "MSFT"]}).json
+    cursor, carried = "", []
+    for _ in range(3):  # one job at a time
+        csv_jobs(app, max_jobs=1)
+        body = client.get(created["status_url"], query_string={"since": cursor}).json
+        carried.append([entry["symbol"] for entry in body["symbols"] if "result" in entry])
+        cursor = body["cursor"]
+    assert carried == [["AAPL"], ["NOPE"], ["MSFT"]], "each result once, in the poll after it ended"
+    assert [entry["state"] for entry in body["symbols"]] == ["done", "error", "done"], "states stay whole"
+    assert body["state"] == "partial" and body["done"] == 3
+    again = client.get(created["status_url"], query_string={"since": cursor}).json
+    assert not any("result" in entry for entry in again["symbols"]) and again["cursor"] == cursor
+    whole = client.get(created["status_url"]).json
+    assert all("result" in entry for entry in whole["symbols"]), "without a cursor, everything"
+
+
+@pytest.mark.parametrize("since", ["not a cursor!", "A" * 40, "=="])
+def test_a_cursor_this_analysis_did_not_give_is_a_400(client, since):
+    created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    response = client.get(created["status_url"], query_string={"since": since})
+    assert response.status_code == 400 and "since must be the cursor" in response.json["message"]
+
+
 def test_all_symbols_failing_is_failed(app, client, csv_jobs, prices):
     created = client.post("/api/analyses", json={"symbols": ["NOPE", "NADA"]}).json
     csv_jobs(app)

@@ -7,8 +7,10 @@ last symbol is answered, however long its jobs waited in the queue.
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -80,16 +82,49 @@ def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings:
     return analysis_id
 
 
-def analysis_status(redis: Redis, analysis_id: str) -> dict[str, Any] | None:
-    """Overall state, counts and per-symbol states and results, read from the jobs; None if unknown or expired."""
+class CursorError(ValueError):
+    """A `since` cursor that this analysis did not give."""
+
+
+def read_cursor(since: str, total: int) -> frozenset[int]:
+    """Decode a `since` cursor: the positions of the symbols whose ended results the reader already has.
+
+    The cursor is a bitmap (bit i: symbol i), base64url without padding, as `analysis_status` gives it.
+    """
+    if not since:
+        return frozenset()
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", since) or len(since) > 4 * ((total + 7) // 8 + 2) // 3:
+        raise CursorError("since must be the cursor an earlier answer for this analysis gave (or left out)")
+    try:
+        bitmap = int.from_bytes(base64.urlsafe_b64decode(since + "=" * (-len(since) % 4)), "little")
+    except ValueError:
+        raise CursorError("since must be the cursor an earlier answer for this analysis gave (or left out)") from None
+    return frozenset(position for position in range(total) if bitmap >> position & 1)
+
+
+def write_cursor(positions: list[int]) -> str:
+    """Encode the positions of ended symbols as a `since` cursor for the next poll."""
+    bitmap = sum(1 << position for position in positions)
+    return base64.urlsafe_b64encode(bitmap.to_bytes((bitmap.bit_length() + 7) // 8, "little")).decode().rstrip("=")
+
+
+def analysis_status(redis: Redis, analysis_id: str, since: str = "") -> dict[str, Any] | None:
+    """Overall state, counts and per-symbol states and results, read from the jobs; None if unknown or expired.
+
+    With the `since` cursor of an earlier answer, the results that answer carried are left out (their
+    symbols keep their state): a poll carries only what is new. Raises CursorError for a cursor it did not give.
+    """
     raw = redis.hgetall(record_key(analysis_id))
     if not raw:
         return None
     record = {k.decode(): v.decode() for k, v in raw.items()}
     symbols, ids = json.loads(record["symbols"]), json.loads(record["jobs"])
-    statuses, outcomes = snapshot(redis, ids)
+    known = read_cursor(since, len(symbols))
+    statuses, outcomes = snapshot(redis, ids, known)
     objects = result_objects(redis, symbols, ids, outcomes)
-    entries = [_entry(symbol, status, objects.get(job_id)) for symbol, job_id, status in zip(symbols, ids, statuses)]
+    entries = [_known_entry(symbol, status) if position in known else _entry(symbol, status, objects.get(job_id))
+               for position, (symbol, job_id, status) in enumerate(zip(symbols, ids, statuses))]
+    ended = [position for position, entry in enumerate(entries) if entry["state"] in ("done", "error")]
     return {
         "id": analysis_id,
         "state": _overall_state([entry["state"] for entry in entries]),
@@ -99,7 +134,13 @@ def analysis_status(redis: Redis, analysis_id: str) -> dict[str, Any] | None:
         "horizon": int(record["horizon"]),
         "method": record["method"],
         "symbols": entries,
+        "cursor": write_cursor(ended),
     }
+
+
+def _known_entry(symbol: str, status: JobStatus | None) -> dict[str, Any]:
+    """Give the state of a symbol whose result the reader has already (its job's status says which end it had)."""
+    return {"symbol": symbol, "state": "done" if status == JobStatus.FINISHED else "error"}
 
 
 def _entry(symbol: str, status: JobStatus | None, result: dict[str, Any] | None) -> dict[str, Any]:

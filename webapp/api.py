@@ -66,8 +66,12 @@ def create_analysis() -> tuple[Response, int, dict[str, str]]:
 
 @bp.get("/api/analyses/<analysis_id>")
 def get_analysis(analysis_id: str) -> Response:
-    """Show an analysis's state, counts and per-symbol results so far; 404 once it is unknown or expired."""
-    status = analyses.analysis_status(current_app.redis, analysis_id) if ANALYSIS_ID.fullmatch(analysis_id) else None
+    """Show an analysis's state, counts and per-symbol results so far (those not in `since`); 404 once it is gone."""
+    try:
+        status = analyses.analysis_status(current_app.redis, analysis_id, request.args.get("since", "")) \
+            if ANALYSIS_ID.fullmatch(analysis_id) else None
+    except analyses.CursorError as exc:
+        raise BadRequest(str(exc)) from None
     if status is None:
         raise NotFound(f"no analysis {analysis_id!r}: it never existed or has expired (analyses are kept "
                        f"{current_app.config['RESULT_TTL']} s after their last result)")

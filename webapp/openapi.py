@@ -57,8 +57,13 @@ def _paths() -> dict[str, Any]:
         "/api/analyses/{analysis_id}": {"get": {
             "summary": "State, counts and per-symbol results of an analysis",
             "parameters": [{"name": "analysis_id", "in": "path", "required": True,
-                            "schema": {"type": "string", "pattern": f"^{ANALYSIS_ID_PATTERN}$"}}],
+                            "schema": {"type": "string", "pattern": f"^{ANALYSIS_ID_PATTERN}$"}},
+                           {"name": "since", "in": "query", "required": False,
+                            "description": "the `cursor` of an earlier answer for this analysis: the results it "
+                                           "carried are left out (their symbols keep their state)",
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}}],
             "responses": {"200": _json_response("The analysis", _ref("Analysis")),
+                          "400": _json_response("A since that is not a cursor of this analysis", error),
                           "404": _json_response("Unknown or expired", error), "429": limited, "503": unavailable},
         }},
     }
@@ -74,8 +79,10 @@ def _schemas(max_symbols: int) -> dict[str, Any]:
             "status": {"type": "string", "enum": ["success", "partial", "error"]}, "message": {"type": "string"}}},
         "Started": {"type": "object", "required": ["id", "status_url"],
                     "properties": {"id": {"type": "string"}, "status_url": {"type": "string"}}},
-        "Analysis": {"type": "object", "required": ["id", "state", "done", "total", "symbols"], "properties": {
+        "Analysis": {"type": "object", "required": ["id", "state", "done", "total", "symbols", "cursor"], "properties": {
             "id": {"type": "string"},
+            "cursor": {"type": "string", "description": "pass as `since` next time to get only the results new since "
+                                                        "this answer"},
             "state": {"type": "string", "enum": list(ANALYSIS_STATES)}, "method": {"type": "string", "enum": list(METHODS)},
             "done": {"type": "integer"}, "total": {"type": "integer"}, "window": {"type": "integer"},
             "horizon": {"type": "integer"},

@@ -163,20 +163,25 @@ def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str,
     return outcomes
 
 
-def snapshot(redis: Redis, ids: list[str]) -> tuple[list[JobStatus | None], dict[str, Result]]:
+def snapshot(redis: Redis, ids: list[str], known: frozenset[int] = frozenset()) -> tuple[list[JobStatus | None],
+                                                                                          dict[str, Result]]:
     """Read each job's status and, for those that are answered, the final outcome, in one round trip.
 
     RQ's `get_status` and `latest_result`, batched; no MULTI, which a full Redis refuses even for reads.
     A job is never deleted or reused, so an answered job's result is there until it expires.
+    The outcomes of the jobs at the `known` positions (the reader has them already) are not read.
     """
+    wanted = [position for position in range(len(ids)) if position not in known]
     pipe = redis.pipeline(transaction=False)
     for job_id in ids:
         pipe.hget(Job.key_for(job_id), "status")
-        pipe.xrevrange(Result.get_key(job_id), count=1)
+    for position in wanted:
+        pipe.xrevrange(Result.get_key(ids[position]), count=1)
     replies = pipe.execute()
-    statuses = [JobStatus(raw.decode()) if raw else None for raw in replies[0::2]]
+    statuses = [JobStatus(raw.decode()) if raw else None for raw in replies[:len(ids)]]
     outcomes = {}
-    for job_id, status, entries in zip(ids, statuses, replies[1::2]):
+    for position, entries in zip(wanted, replies[len(ids):]):
+        job_id, status = ids[position], statuses[position]
         if entries and status not in LIVE:
             result = Result.restore(job_id, entries[0][0].decode(), entries[0][1], connection=redis, serializer=SERIALIZER)
             if result.type in FINAL_RESULTS:
