@@ -1,4 +1,4 @@
-"""Forecasts and their track record: the methods, a rolling-origin backtest, prediction intervals.
+"""Forecasts and their track record: the methods, a rolling-origin backtest, calibrated likely ranges.
 
 Numbers in, numbers out. The forecast shown to people is fitted with scikit-learn's
 LinearRegression, as the owner specified; the backtest refits a line at every past origin, so
@@ -10,7 +10,8 @@ import sklearn
 from sklearn.linear_model import LinearRegression
 
 MIN_TRAIN = 60  # closes a backtest origin needs behind it
-INTERVAL_QUANTILES = (10, 90)  # percentiles of past percentage errors that bound a prediction
+VOL_WINDOW = MIN_TRAIN  # daily returns behind a day that measure its volatility
+MIN_CALIBRATION = 30  # past scores a year's own origin needs before it is judged (in-year coverage)
 
 
 def forecast(closes: np.ndarray, horizon: int, method: str = "trend") -> np.ndarray:
@@ -88,14 +89,84 @@ def backtest(closes: np.ndarray, horizon: int, method: str) -> dict[str, int | n
     actual = closes[origins[:, None] + np.arange(1, horizon + 1)]
     predicted = predictions_at(closes, origins, horizon, method)
     ours, naive = error_table(actual, predicted), error_table(actual, predictions_at(closes, origins, horizon, "naive"))
-    ratios = actual / predicted - 1
-    low, high = np.percentile(ratios, INTERVAL_QUANTILES, axis=0)
     return {"origins": len(origins), "mape": ours["mape"], "mae": ours["mae"],
-            "naive_mape": naive["mape"], "naive_mae": naive["mae"], "error_low": low, "error_high": high}
+            "naive_mape": naive["mape"], "naive_mae": naive["mae"]}
 
 
-def interval(predictions: np.ndarray, record: dict[str, int | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds from the backtest's 10th/90th percentile errors, widened if need be to hold the prediction."""
-    lower = predictions * (1 + np.minimum(record["error_low"], 0))
-    upper = predictions * (1 + np.maximum(record["error_high"], 0))
-    return lower, upper
+def trailing_volatility(closes: np.ndarray, window: int = VOL_WINDOW) -> np.ndarray:
+    """Give the standard deviation of the last `window` daily log returns ending at each day (fewer early on).
+
+    Only returns up to each day count: no look-ahead. Floored above zero, so flat prices give a zero-width range.
+    """
+    returns = np.diff(np.log(closes))
+    sums = np.concatenate(([0.0], np.cumsum(returns)))
+    squares = np.concatenate(([0.0], np.cumsum(returns * returns)))
+    day = np.arange(len(closes))
+    start = np.maximum(day - window, 0)
+    count = (day - start).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        variance = ((squares[day] - squares[start]) - (sums[day] - sums[start]) ** 2 / count) / (count - 1)
+    return np.sqrt(np.maximum(np.nan_to_num(variance), 1e-24))
+
+
+def conformal_ranks(count: np.ndarray | int, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Give the 0-based order statistics that bound a two-sided `level` range among `count` past scores.
+
+    Split-conformal's finite-sample rule: with n scores, the ⌈(n + 1)(1 − α/2)⌉-th smallest bounds
+    the next score from above with probability at least 1 − α/2 (α = 1 − level), if they are exchangeable.
+    """
+    count = np.asarray(count)
+    tail = (1 - level) / 2
+    exact = 1e-9  # (1 - 0.8) / 2 is 0.0999...98 in floating point: 100 of it must floor to 10, not 9
+    low = np.maximum(np.floor((count + 1) * tail + exact).astype(int), 1) - 1
+    high = np.minimum(np.ceil((count + 1) * (1 - tail) - exact).astype(int), count) - 1
+    return low, high
+
+
+def _scores(closes: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Give the year's origins, their errors in units of volatility, the path from the last day, and each day's volatility.
+
+    An origin's errors are its outcomes' distances from its own slope-from-the-last-close path.
+    """
+    origins = np.arange(MIN_TRAIN - 1, len(closes) - horizon)
+    centres = predictions_at(closes, np.append(origins, len(closes) - 1), horizon, "anchored")
+    sigma = trailing_volatility(closes)
+    outcomes = closes[origins[:, None] + np.arange(1, horizon + 1)]
+    return origins, (outcomes / centres[:-1] - 1) / sigma[origins, None], centres[-1], sigma
+
+
+def likely_range(closes: np.ndarray, horizon: int, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Give the range the next `horizon` closes are in with probability `level`: the same for every method.
+
+    Centred on the fitted line's slope from the last close, spread by the year's own past errors
+    around that path, each divided by the volatility of the 60 days before it and multiplied back
+    by today's (so a calm spell does not narrow the range for a turbulent one), bounded by
+    conformal ranks. Measured on 24 real price series (make evaluate), an 80 % range holds 80-81 %
+    of outcomes on days 1-5. A range built on the trend method's own errors held 66 %: its line's
+    offset from the last close says nothing of where the price goes, so the trend line may lie
+    outside this range (docs/forecasts.md).
+    """
+    origins, scores, path, sigma = _scores(closes, horizon)
+    low, high = conformal_ranks(len(origins), level)
+    ordered = np.sort(scores, axis=0)
+    return path * (1 + ordered[low] * sigma[-1]), path * (1 + ordered[high] * sigma[-1])
+
+
+def in_year_coverage(closes: np.ndarray, horizon: int, level: float = 0.8) -> float | None:
+    """Give the share of the year's outcomes inside ranges built, as likely_range does, from the errors known before each.
+
+    Every `horizon`-th origin of the year, once 30 errors are known, is judged by a range built only
+    from errors whose outcome it had seen (no look-ahead); None if the year has too few.
+    """
+    origins, scores, _, _ = _scores(closes, horizon)
+    judged = np.arange(MIN_CALIBRATION + horizon, len(origins), horizon)
+    if not len(judged):
+        return None
+    ahead = np.arange(1, horizon + 1)
+    known = origins[None, :, None] + ahead <= origins[judged][:, None, None]  # outcome seen by the judged origin
+    ordered = np.sort(np.where(known, scores[None], np.inf), axis=1)
+    low, high = conformal_ranks(known.sum(axis=1), level)
+    lower = np.take_along_axis(ordered, low[:, None], axis=1)[:, 0]
+    upper = np.take_along_axis(ordered, high[:, None], axis=1)[:, 0]
+    inside = (scores[judged] >= lower) & (scores[judged] <= upper)
+    return float(inside.mean())

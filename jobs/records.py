@@ -48,9 +48,9 @@ def prices_key(source: str, symbol: str, day: str) -> str:
     return f"trends:prices:{source}:{symbol}:{day}"
 
 
-def work_id(symbol: str, window: int, horizon: int, method: str, day: str) -> str:
+def work_id(symbol: str, window: int, horizon: int, method: str, level: float, day: str) -> str:
     """Give the same work on the same day the same id; RQ ids allow only letters, digits, - and _."""
-    digest = hashlib.sha1(f"{symbol}|{window}|{horizon}|{method}|{day}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1(f"{symbol}|{window}|{horizon}|{method}|{level:g}|{day}".encode()).hexdigest()[:16]
     return f"{re.sub(r'[^A-Za-z0-9-]', '_', symbol)}-{digest}"
 
 

@@ -10,7 +10,7 @@ from rq.timeouts import JobTimeoutException
 
 from config import Config
 from jobs.analysis import moving_average, next_trading_days
-from jobs.forecast import backtest, forecast, interval
+from jobs.forecast import backtest, forecast, in_year_coverage, likely_range
 from jobs.sources import (
     CachedSource,
     PriceDataError,
@@ -36,13 +36,13 @@ def price_source() -> PriceSource:
     return _price_source
 
 
-def analyze_symbol(symbol: str, window: int, horizon: int, method: str = "trend") -> dict[str, Any]:
+def analyze_symbol(symbol: str, window: int, horizon: int, method: str = "trend", level: float = 0.8) -> dict[str, Any]:
     """Run the RQ job: fetch a year of closes for `symbol` and return its result object.
 
     Raises PriceDataError (its message is for people) when the symbol's prices can't be had, so
     RQ records the job as failed; `failure_message` says what the person is told.
     """
-    return analyze_history(price_source().history(symbol), window, horizon, method)
+    return analyze_history(price_source().history(symbol), window, horizon, method, level)
 
 
 def failure_message(symbol: str, exc_type: type, timeout: int | None, exc_value: BaseException | None = None) -> str:
@@ -64,7 +64,8 @@ def outcome_of(exc_type: type) -> str:
     return "error"
 
 
-def analyze_history(history: PriceHistory, window: int, horizon: int, method: str = "trend") -> dict[str, Any]:
+def analyze_history(history: PriceHistory, window: int, horizon: int, method: str = "trend",
+                    level: float = 0.8) -> dict[str, Any]:
     """Build the API's result object for one symbol's price history, with its forecast's track record."""
     closes = history.closes
     if len(closes) < max(window, 2):
@@ -73,7 +74,8 @@ def analyze_history(history: PriceHistory, window: int, horizon: int, method: st
         )
     predictions = forecast(closes, horizon, method)
     record = backtest(closes, horizon, method)
-    lower, upper = interval(predictions, record) if record else (None, None)
+    lower, upper = likely_range(closes, horizon, level) if record else (None, None)
+    coverage = in_year_coverage(closes, horizon, level) if record else None
     return {
         "symbol": history.symbol,
         "source": history.source,
@@ -88,6 +90,7 @@ def analyze_history(history: PriceHistory, window: int, horizon: int, method: st
         "prediction_dates": [d.isoformat() for d in next_trading_days(history.dates[-1], horizon, Config.EXCHANGE_CALENDAR)],
         "prediction_lower": _rounded(lower) if record else None,
         "prediction_upper": _rounded(upper) if record else None,
+        "interval": {"level": level, "coverage": None if coverage is None else round(coverage, 4)} if record else None,
         "backtest": {
             "origins": record["origins"],
             **{name: _rounded(record[name], 4) for name in ("mape", "mae", "naive_mape", "naive_mae")},

@@ -1,19 +1,23 @@
-"""`make evaluate DATA=DIR`: how well each forecast method did on real daily prices, rolling origin by origin.
+"""`make evaluate DATA=DIR`: how well each forecast method and its likely range did on real daily prices.
 
 Every CSV in DIR is read through the CSV price source. At each origin (every trading day with a
 year of closes behind it and 5 after it) each method sees only the last year (252 closes) and
-predicts 1..5 days ahead; the table gives the mean absolute percentage error at day 1 and day 5
-over all origins of all files.
+predicts 1..5 days ahead; the first table gives the mean absolute percentage error at day 1 and
+day 5 over all origins of all files. The second checks the likely range as a result computes it
+(from the same 252 closes, nothing after the origin), at every 5th origin: the share of actual
+closes inside it (coverage) and its width, per horizon day, at each level the page offers.
 """
 import os
 import sys
 
 import numpy as np
 
-from jobs.forecast import error_table, predictions_at
+from jobs.forecast import error_table, in_year_coverage, likely_range, predictions_at
 from jobs.sources import CsvSource
+from webapp.validation import PAGE_LEVELS
 
 YEAR, HORIZON = 252, 5
+RANGE_EVERY = 5  # every 5th origin for the ranges: each needs its own year's computation (~1 ms)
 METHODS = [  # (label, method, fitting window)
     ("LinearRegression on a year of (trading-day index → close), extrapolated (`trend`, the default)", "trend", YEAR),
     ("LinearRegression on the last 20 days only", "trend", 20),
@@ -45,7 +49,51 @@ def evaluate(folder: str) -> str:
     return "\n".join(lines)
 
 
+def range_at(closes: np.ndarray, origin: int, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | None]:
+    """Give the likely range a result computed at `origin` would show, the outcomes it was about, its in-year coverage.
+
+    Only the year of closes up to the origin goes in: nothing after it.
+    """
+    year = closes[origin - YEAR + 1:origin + 1]
+    lower, upper = likely_range(year, HORIZON, level)
+    return lower, upper, closes[origin + 1:origin + 1 + HORIZON], in_year_coverage(year, HORIZON, level)
+
+
+def range_table(folder: str) -> str:
+    """Tabulate the likely range's coverage and width per horizon day and level over every CSV in `folder`."""
+    source = CsvSource(folder)
+    inside, width, reported, origins = {lv: [] for lv in PAGE_LEVELS}, {lv: [] for lv in PAGE_LEVELS}, \
+        {lv: [] for lv in PAGE_LEVELS}, 0
+    trend_inside = []
+    for symbol in sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".csv")):
+        closes = source.full_history(symbol).closes
+        for origin in range(YEAR - 1, len(closes) - HORIZON, RANGE_EVERY):
+            origins += 1
+            for level in PAGE_LEVELS:
+                lower, upper, actual, coverage = range_at(closes, origin, level)
+                inside[level].append((actual >= lower) & (actual <= upper))
+                width[level].append((upper - lower) / closes[origin] * 100)
+                reported[level].append(np.nan if coverage is None else coverage)
+                if level == PAGE_LEVELS[0]:
+                    trend = predictions_at(closes[origin - YEAR + 1:origin + 1], np.array([YEAR - 1]), HORIZON, "trend")[0]
+                    trend_inside.append((trend >= lower) & (trend <= upper))
+    days = " | ".join(f"day {day}" for day in range(1, HORIZON + 1))
+    lines = [f"Likely range, one for every method (`trend` and `anchored` alike), at {origins:,} origins (every "
+             f"{RANGE_EVERY}th): the share of actual closes inside it, and its mean width in % of the last close:", "",
+             f"| level | {days} | mean width, day 1 → {HORIZON} | in-year coverage the results reported (mean) |",
+             "|---|" + "---|" * (HORIZON + 2)]
+    for level in PAGE_LEVELS:
+        coverage = np.mean(inside[level], axis=0) * 100
+        mean_width = np.mean(width[level], axis=0)
+        lines.append(f"| {level:.0%} | " + " | ".join(f"{c:.1f} %" for c in coverage) +
+                     f" | {mean_width[0]:.1f} → {mean_width[-1]:.1f} % | {np.nanmean(reported[level]) * 100:.1f} % |")
+    share = np.mean(trend_inside, axis=0) * 100
+    lines += ["", f"The `trend` forecast itself lies inside the {PAGE_LEVELS[0]:.0%} range at "
+              + ", ".join(f"{s:.0f} %" for s in share) + f" of origins (days 1 → {HORIZON})."]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
         raise SystemExit("usage: make evaluate DATA=DIR   (a folder of SYMBOL.csv files with Date and Close)")
-    print(evaluate(sys.argv[1]))
+    print(evaluate(sys.argv[1]), range_table(sys.argv[1]), sep="\n\n")

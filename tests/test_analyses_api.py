@@ -4,7 +4,7 @@ import time
 import pytest
 
 from jobs.records import OPEN_ANALYSES_KEY, record_key
-from tests.conftest import wait_until
+from tests.conftest import analysis_jobs, wait_until
 from webapp import create_app
 from webapp.analyses import keep_analyses
 
@@ -62,6 +62,19 @@ def test_a_cursor_this_analysis_did_not_give_is_a_400(client, since):
     created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
     response = client.get(created["status_url"], query_string={"since": since})
     assert response.status_code == 400 and "since must be the cursor" in response.json["message"]
+
+
+def test_the_range_level_is_a_request_option_with_its_own_job(app, client, csv_jobs, prices):
+    usual = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    wider = client.post("/api/analyses", json={"symbols": ["AAPL"], "level": 0.9}).json
+    csv_jobs(app)
+    results = [client.get(created["status_url"]).json for created in (usual, wider)]
+    assert [body["level"] for body in results] == [0.8, 0.9]
+    first, second = (body["symbols"][0]["result"] for body in results)
+    assert first["interval"]["level"] == 0.8 and second["interval"]["level"] == 0.9
+    width = [result["prediction_upper"][0] - result["prediction_lower"][0] for result in (first, second)]
+    assert width[1] > width[0]
+    assert analysis_jobs(app.redis, usual["id"])[0].id != analysis_jobs(app.redis, wider["id"])[0].id
 
 
 def test_all_symbols_failing_is_failed(app, client, csv_jobs, prices):

@@ -1,14 +1,28 @@
 """Forecast methods, the rolling-origin backtest and intervals, on data the tests make."""
 import datetime as dt
+from statistics import NormalDist
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression
 
 from jobs.analysis import next_trading_days
-from jobs.forecast import MIN_TRAIN, backtest, forecast, interval, predictions_at, rolling_lines
+from jobs.forecast import (
+    MIN_TRAIN,
+    VOL_WINDOW,
+    backtest,
+    conformal_ranks,
+    forecast,
+    in_year_coverage,
+    likely_range,
+    predictions_at,
+    rolling_lines,
+    trailing_volatility,
+)
 from jobs.sources import PriceHistory
 from jobs.tasks import analyze_history
+from scripts.evaluate import YEAR, range_at
 from tests.conftest import random_walk
 
 
@@ -65,18 +79,59 @@ def test_the_backtest_reports_errors_per_horizon_day_for_the_method_and_naive():
     assert len(record["mape"]) == len(record["mae"]) == 5
 
 
-def test_interval_bounds_bracket_the_prediction_and_widen_with_the_horizon_on_random_walks():
-    widths = []
-    for seed in range(20):
-        closes = random_walk(seed)
-        for method in ("trend", "anchored"):
-            predictions = forecast(closes, 5, method)
-            lower, upper = interval(predictions, backtest(closes, 5, method))
-            assert np.all(lower <= predictions) and np.all(predictions <= upper)
-            if method == "anchored":
-                widths.append((upper - lower) / predictions)
-    mean_width = np.mean(widths, axis=0)
-    assert np.all(np.diff(mean_width) > 0), mean_width
+def geometric_walk(seed: int, count: int, volatility: float) -> np.ndarray:
+    """Closes whose daily log returns are independent, N(0, volatility²): the range's job is known exactly."""
+    return 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, volatility, count)))
+
+
+@pytest.mark.parametrize("level", [0.8, 0.9])
+def test_the_likely_range_holds_its_level_on_random_walks_of_known_volatility(level):
+    inside, widths = [], []
+    for seed in range(4):
+        closes = geometric_walk(seed, 2500, 0.02)
+        for origin in range(YEAR - 1, len(closes) - 5, 7):
+            lower, upper, actual, _ = range_at(closes, origin, level)
+            inside.append((actual >= lower) & (actual <= upper))
+            widths.append((upper - lower) / closes[origin])
+    coverage = np.mean(inside, axis=0)
+    assert np.all(np.abs(coverage - level) < 0.035), coverage
+    # Known answer: a two-sided range of a normal log return with σ√h is 2·z·σ√h wide (z for the level).
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    expected = 2 * z * 0.02 * np.sqrt(np.arange(1, 6))
+    assert np.all(np.abs(np.mean(widths, axis=0) / expected - 1) < 0.12), np.mean(widths, axis=0) / expected
+
+
+def test_the_in_year_coverage_reported_matches_the_level_on_random_walks():
+    reported = [in_year_coverage(geometric_walk(seed, 252, 0.015), 5, 0.8) for seed in range(60)]
+    assert 0.75 < np.mean(reported) < 0.85
+    assert in_year_coverage(geometric_walk(0, 80, 0.015), 5, 0.8) is None, "too short a year to judge"
+
+
+def test_no_range_uses_a_close_after_its_origin():
+    closes = geometric_walk(9, 400, 0.02)
+    tampered = closes.copy()
+    tampered[300:] = tampered[300:] * 3 + 50  # everything after origin 299 changes
+    for level in (0.8, 0.9):
+        before, after = range_at(closes, 299, level), range_at(tampered, 299, level)
+        assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[3] == after[3]
+    volatility = trailing_volatility(closes)
+    assert np.array_equal(volatility[:300], trailing_volatility(tampered)[:300])
+
+
+def test_trailing_volatility_is_the_rolling_standard_deviation_of_log_returns():
+    closes = geometric_walk(3, 300, 0.02)
+    expected = pd.Series(np.log(closes)).diff().rolling(VOL_WINDOW).std().to_numpy()
+    assert np.allclose(trailing_volatility(closes)[VOL_WINDOW:], expected[VOL_WINDOW:])
+
+
+def test_conformal_ranks_are_the_finite_sample_order_statistics():
+    assert [tuple(map(int, conformal_ranks(n, 0.8))) for n in (9, 99, 188)] == [(0, 8), (9, 89), (17, 170)]
+    assert tuple(map(int, conformal_ranks(99, 0.9))) == (4, 94)
+
+
+def test_flat_prices_give_a_range_of_no_width_not_a_broken_one():
+    lower, upper = likely_range(np.full(252, 50.0), 5, 0.8)
+    assert np.allclose(lower, 50.0) and np.allclose(upper, 50.0)
 
 
 def test_a_result_carries_its_method_track_record_and_interval():
@@ -86,13 +141,18 @@ def test_a_result_carries_its_method_track_record_and_interval():
     assert result["method"] == "anchored"
     assert result["backtest"]["origins"] > 100 and len(result["backtest"]["naive_mape"]) == 5
     assert len(result["prediction_lower"]) == len(result["prediction_upper"]) == 5
+    assert result["interval"]["level"] == 0.8 and 0.5 < result["interval"]["coverage"] <= 1
+    wider = analyze_history(PriceHistory("TEST", days, closes, "synthetic", False), 20, 5, "anchored", level=0.9)
+    assert np.all(np.subtract(wider["prediction_upper"], wider["prediction_lower"]) >
+                  np.subtract(result["prediction_upper"], result["prediction_lower"]))
+    assert wider["interval"]["level"] == 0.9
 
 
 def test_too_short_a_history_has_no_track_record_rather_than_a_made_up_one():
     closes = random_walk(7, 40)
     days = [dt.date(2025, 1, 2) + dt.timedelta(days=i) for i in range(40)]
     result = analyze_history(PriceHistory("NEW", days, closes, "csv", False), 20, 5)
-    assert result["backtest"] is None and result["prediction_lower"] is None
+    assert result["backtest"] is None and result["prediction_lower"] is None and result["interval"] is None
 
 
 def test_predicted_dates_skip_a_known_exchange_holiday():

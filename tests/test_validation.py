@@ -48,6 +48,10 @@ def test_real_world_tickers_are_accepted(symbol):
         ({"symbols": ["AAPL"], "symbol": "X"}, '"symbol": extra inputs are not permitted'),
         ({"symbols": ["AAPL"], "method": "magic"}, '"method": input should be \'trend\' or \'anchored\''),
         ({"symbols": ["AAPL"], "method": 1}, '"method"'),
+        ({"symbols": ["AAPL"], "level": 1}, '"level": input should be less than or equal to 0.95, not 1'),
+        ({"symbols": ["AAPL"], "level": 0.2}, '"level": input should be greater than or equal to 0.5, not 0.2'),
+        ({"symbols": ["AAPL"], "level": "0.9"}, '"level": input should be a valid number, not "0.9"'),
+        ({"symbols": ["AAPL"], "level": None}, '"level"'),
     ],
 )
 def test_bad_requests_are_refused_with_a_message_naming_the_problem(body, words):

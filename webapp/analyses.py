@@ -73,7 +73,7 @@ def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings:
     ids = claim_jobs(redis, queue, request, work_ids(request, day), settings)
     analysis_id = uuid.uuid4().hex
     record = {"symbols": json.dumps(request.symbols), "window": request.window, "horizon": request.horizon,
-              "method": request.method, "day": day, "jobs": json.dumps(ids)}
+              "method": request.method, "level": request.level, "day": day, "jobs": json.dumps(ids)}
     pipe = redis.pipeline(transaction=True)
     pipe.hset(record_key(analysis_id), mapping=record)
     pipe.expire(record_key(analysis_id), settings["RESULT_TTL"])  # the keeper extends it while it is open
@@ -133,6 +133,7 @@ def analysis_status(redis: Redis, analysis_id: str, since: str = "") -> dict[str
         "window": int(record["window"]),
         "horizon": int(record["horizon"]),
         "method": record["method"],
+        "level": float(record.get("level", 0.8)),
         "symbols": entries,
         "cursor": write_cursor(ended),
     }

@@ -85,7 +85,7 @@ def _schemas(max_symbols: int) -> dict[str, Any]:
                                                         "this answer"},
             "state": {"type": "string", "enum": list(ANALYSIS_STATES)}, "method": {"type": "string", "enum": list(METHODS)},
             "done": {"type": "integer"}, "total": {"type": "integer"}, "window": {"type": "integer"},
-            "horizon": {"type": "integer"},
+            "horizon": {"type": "integer"}, "level": {"type": "number"},
             "symbols": {"type": "array", "items": {"type": "object", "required": ["symbol", "state"], "properties": {
                 "symbol": {"type": "string"}, "state": {"type": "string", "enum": ["queued", "running", "done", "error"]},
                 "result": _ref("Result")}}}}},
@@ -109,6 +109,10 @@ def _result_schema() -> dict[str, Any]:
         "last_close": {"type": "number"}, "method": {"type": "string", "enum": list(METHODS)},
         "prediction_lower": {"type": ["array", "null"], "items": {"type": "number"}},
         "prediction_upper": {"type": ["array", "null"], "items": {"type": "number"}},
+        "interval": {"type": ["object", "null"], "description": "what the likely range is: its level, and the share "
+                     "of this symbol's outcomes in its year that fell inside ranges built the same way from the "
+                     "errors known before each (null: too short a year)",
+                     "properties": {"level": {"type": "number"}, "coverage": {"type": ["number", "null"]}}},
         "backtest": {"type": ["object", "null"], "description": "errors per horizon day over past origins",
                      "properties": {"origins": {"type": "integer"},
                                     **{name: errors for name in ("mape", "mae", "naive_mape", "naive_mae")}}}}}

@@ -1,4 +1,4 @@
-"""One shared RQ job per (symbol, window, horizon, method, day): claimed atomically, waited on, read back.
+"""One shared RQ job per (symbol, window, horizon, method, level, day): claimed atomically, waited on, read back.
 
 RQ is the one source of truth: each job's state is its hash (`Job.key_for`), its outcome the
 entry its worker adds to the job's result stream (`Result.get_key`). Requests for the same work
@@ -62,7 +62,7 @@ class JobState:
 
 def work_ids(request: TrendsRequest, day: str) -> list[str]:
     """Name each symbol's work for the day, so requests for the same work find the same job."""
-    return [work_id(symbol, request.window, request.horizon, request.method, day) for symbol in request.symbols]
+    return [work_id(symbol, request.window, request.horizon, request.method, request.level, day) for symbol in request.symbols]
 
 
 def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[str], settings: Mapping[str, Any]) -> list[str]:
@@ -122,7 +122,7 @@ def _job_data(request: TrendsRequest, position: int, job_id: str, settings: Mapp
     retries = settings["JOB_RETRIES"]
     return Queue.prepare_data(
         ANALYZE_SYMBOL,
-        args=(request.symbols[position], request.window, request.horizon, request.method),
+        args=(request.symbols[position], request.window, request.horizon, request.method, request.level),
         job_id=job_id,
         timeout=settings["JOB_TIMEOUT"],
         result_ttl=settings["RESULT_TTL"],

@@ -16,6 +16,8 @@ MAX_WINDOW = 250  # a year holds about 250 trading days
 MAX_HORIZON = 30
 # The forecast methods jobs/forecast.py implements, each with the words the schema and the page show.
 METHODS = {"trend": "the fitted line extrapolated", "anchored": "the fitted line's slope from the last close"}
+# The likely range's level: any in between is accepted; the page offers these (make evaluate measures them).
+MIN_LEVEL, MAX_LEVEL, PAGE_LEVELS = 0.5, 0.95, (0.8, 0.9)
 # Yahoo tickers (BRK-B, ^GSPC, 0700.HK, EURUSD=X, ES=F), ASCII only, a caret only in front; checked
 # before upper-casing, so what the schema allows is exactly what is accepted. Spaces and tabs are
 # spelled out: regex engines disagree on what \s matches.
@@ -40,6 +42,8 @@ class TrendsRequest(BaseModel):
     horizon: int = Field(5, ge=1, le=MAX_HORIZON, description="trading days to forecast")
     method: Literal[tuple(METHODS)] = Field(
         "trend", description="; ".join(f"{name}: {meaning}" for name, meaning in METHODS.items()))
+    level: float = Field(0.8, ge=MIN_LEVEL, le=MAX_LEVEL,
+                         description="the share of outcomes the likely range is to hold (0.8: an 80 % range)")
 
     def distinct_symbols(self) -> list[str]:
         """List the symbols in request order, each once."""
