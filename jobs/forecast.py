@@ -164,9 +164,10 @@ def in_year_coverage(closes: np.ndarray, horizon: int, level: float = 0.8) -> fl
         return None
     ahead = np.arange(1, horizon + 1)
     known = origins[None, :, None] + ahead <= origins[judged][:, None, None]  # outcome seen by the judged origin
-    ordered = np.sort(np.where(known, scores[None], np.inf), axis=1)
-    low, high = conformal_ranks(known.sum(axis=1), level)
-    lower = np.take_along_axis(ordered, low[:, None], axis=1)[:, 0]
-    upper = np.take_along_axis(ordered, high[:, None], axis=1)[:, 0]
-    inside = (scores[judged] >= lower) & (scores[judged] <= upper)
-    return float(inside.mean())
+    low, high = conformal_ranks(judged[:, None] - ahead + 1, level)  # origins are consecutive: that many known
+    judged_scores = scores[judged][:, None, :]
+    # Counted, not sorted: a score is at or above the low-th known one if at least low + 1 known ones are
+    # at or below it, and at or below the high-th if at most high known ones are below it.
+    at_or_below = np.count_nonzero(known & (scores[None] <= judged_scores), axis=1)
+    below = np.count_nonzero(known & (scores[None] < judged_scores), axis=1)
+    return float(((at_or_below >= low + 1) & (below <= high)).mean())
