@@ -107,6 +107,7 @@ class Config:
     YAHOO_RATE = _str("YAHOO_RATE", "60/minute")  # sustained calls per egress
     YAHOO_BURST = _int("YAHOO_BURST", 60)  # calls at once after a quiet spell
     YAHOO_COOLDOWN = _int("YAHOO_COOLDOWN", 60)  # seconds an egress pauses after a 429
+    YAHOO_GIVE_UP_AFTER = _int("YAHOO_GIVE_UP_AFTER", 600)  # a symbol held back by 429s this long fails (rate_limited)
     YAHOO_URL = _str("YAHOO_URL", "")  # a Yahoo-compatible server instead of Yahoo (the simulated one)
     YAHOO_SOURCE_ADDRESS = _str("YAHOO_SOURCE_ADDRESS", "")  # the local address Yahoo calls leave from
     # A worker whose PRICE_SOURCE differs from the live fleet's refuses to start, unless this is set.
@@ -162,7 +163,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "WORKER_LOST_AFTER": (3, 3600), "MAINTENANCE_INTERVAL": (1, 3600), "MAX_BACKLOG": (1, 10_000_000),
     "MAX_QUEUE_WAIT": (1, 86_400), "MAX_CONTENT_LENGTH": (1024, 100_000_000), "YAHOO_TIMEOUT": (1, 300),
     "YAHOO_RETRIES": (0, 10), "YAHOO_BACKOFF": (0, 60), "SYNTHETIC_LATENCY_MS": (0, 60_000),
-    "YAHOO_BURST": (1, 100_000), "YAHOO_COOLDOWN": (1, 3600), "WEB_PROCESSES": (1, 256), "WEB_CONNECTIONS": (1, 100_000),
+    "YAHOO_BURST": (1, 100_000), "YAHOO_COOLDOWN": (1, 3600),
+    "YAHOO_GIVE_UP_AFTER": (10, 86_400), "WEB_PROCESSES": (1, 256), "WEB_CONNECTIONS": (1, 100_000),
 }
 
 

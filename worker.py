@@ -77,6 +77,7 @@ def run_worker() -> None:
         worker_ttl=Config.WORKER_TTL,
         maintenance_interval=Config.MAINTENANCE_INTERVAL,
         lost_after=Config.WORKER_LOST_AFTER,
+        give_up_after=Config.YAHOO_GIVE_UP_AFTER,
     )
     worker.log_result_lifespan = False  # one INFO line per job is enough
     worker.work(logging_level=Config.LOG_LEVEL)

@@ -87,19 +87,18 @@ def _history(symbol: str, source: str, adjusted: bool, dates: ArrayLike, closes:
 
 
 class YahooTransport(HTTPAdapter):
-    """requests' HTTP adapter for every call yfinance makes, so each one can be sent elsewhere and observed.
+    """requests' HTTP adapter for every call yfinance makes, so each one is governed, can be sent elsewhere, and is seen.
 
     `base_url` (YAHOO_URL) sends Yahoo's paths to a Yahoo-compatible server instead, such as the
     simulated Yahoo (scripts/simulated_yahoo.py); `source_address` (YAHOO_SOURCE_ADDRESS) binds the
-    local end of each connection; `observe(status)` is told every answer's HTTP status, or None for
-    no answer (the governor counts them and starts a cool-down on 429).
+    local end of each connection; `governor` gives each call its slot (a call without one is
+    answered here with a 429 and never sent) and is told every answer's HTTP status.
     """
 
-    def __init__(self, base_url: str = "", source_address: str = "",
-                 observe: Callable[[int | None], None] | None = None) -> None:
+    def __init__(self, base_url: str = "", source_address: str = "", governor: Governor | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.source_address = source_address
-        self.observe = observe
+        self.governor = governor
         super().__init__()
 
     def init_poolmanager(self, *args: object, **kwargs: object) -> None:
@@ -109,7 +108,9 @@ class YahooTransport(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
     def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
-        """Send one request (to `base_url` when set, same path and query) and report its status."""
+        """Send one request (to `base_url` when set, same path and query) once it has its slot, and report its status."""
+        if self.governor and not self.governor.admit():
+            return _local_answer(request, 429, "Too Many Requests")  # yfinance raises its rate-limit error on it
         forwarded = request
         if self.base_url:  # a copy goes there; yfinance and the cookie jar still see Yahoo's URL
             parts = urlsplit(request.url)
@@ -118,20 +119,28 @@ class YahooTransport(HTTPAdapter):
         try:
             response = super().send(forwarded, **kwargs)
         except OSError:
-            if self.observe:
-                self.observe(None)
+            if self.governor:
+                self.governor.observe(None)
             raise
         response.request, response.url = request, request.url
-        if self.observe:
-            self.observe(response.status_code)
+        if self.governor:
+            self.governor.observe(response.status_code)
         return response
 
 
-def yahoo_session(base_url: str = "", source_address: str = "",
-                  observe: Callable[[int | None], None] | None = None) -> requests.Session:
+def _local_answer(request: requests.PreparedRequest, status: int, text: str) -> requests.Response:
+    """Build an answer made here, not by Yahoo."""
+    response = requests.Response()
+    response.status_code, response._content, response.encoding = status, text.encode(), "utf-8"
+    response.url, response.request = request.url, request
+    response.headers["Content-Type"] = "text/plain"
+    return response
+
+
+def yahoo_session(base_url: str = "", source_address: str = "", governor: Governor | None = None) -> requests.Session:
     """Give the requests.Session yfinance uses: every http(s) call through one YahooTransport."""
     session = requests.Session()
-    transport = YahooTransport(base_url, source_address, observe)
+    transport = YahooTransport(base_url, source_address, governor)
     session.mount("https://", transport)
     session.mount("http://", transport)
     return session
@@ -172,10 +181,13 @@ class YahooSource:
 
         Best effort: a worker whose parent could not get them asks itself.
         """
+        if self._governor:
+            self._governor.calls_may_wait(self._timeout)
         try:
             YfData(session=self._session)._get_cookie_and_crumb(timeout=self._timeout)  # yfinance's own login step
         except Exception as exc:  # noqa: BLE001 (any failure just leaves it to the first fetch)
             log.warning("could not get Yahoo's cookie and crumb ahead of the workers (%r); each worker will", exc)
+            _forget_a_refused_crumb()
         if self._session:
             self._session.close()  # no pooled connection may be shared by the forked workers
 
@@ -186,6 +198,8 @@ class YahooSource:
             try:
                 return self._fetch(symbol, deadline)
             except self.transient as exc:
+                if isinstance(exc, RateLimitedError) and self._governor:  # the 429 cooled the egress down:
+                    self._governor.defer_after_429()  # the job comes back after it
                 delay = random.uniform(0, self._backoff * 2**attempt)
                 if attempt == self._retries or time.monotonic() + delay + self._timeout > deadline:
                     raise
@@ -206,10 +220,22 @@ class YahooSource:
             frame = ticker.history(period="1y", interval="1d", auto_adjust=True, timeout=self._timeout)
         except Exception as exc:  # yfinance raises many kinds: HTTP, network, parsing, its own
             log.warning("yahoo fetch of %s failed: %r", symbol, exc)
+            _forget_a_refused_crumb()
             raise _plain_yahoo_error(symbol, exc) from None
         if frame.empty or "Close" not in frame:
             raise NoPriceDataError(f"{symbol}: Yahoo Finance returned no daily prices for the last year")
         return _history(symbol, self.name, self.adjusted, frame.index.tz_localize(None), frame["Close"])
+
+
+def _forget_a_refused_crumb() -> None:
+    """Drop the crumb yfinance kept from a refused crumb call ("Too Many Requests"), so the next call asks again.
+
+    yfinance (1.7) stores a 429's body as its crumb and sends it with every later call.
+    """
+    data = YfData()
+    crumb = getattr(data, "_crumb", None)
+    if crumb and ("Too Many Requests" in crumb or "<" in crumb):
+        data._crumb = None
 
 
 def _plain_yahoo_error(symbol: str, exc: Exception) -> PriceDataError:
@@ -342,8 +368,8 @@ def price_source_from_config(config: type[Config]) -> YahooSource | CsvSource | 
     setting = config.PRICE_SOURCE
     if setting == "yahoo":
         governor = Governor(Redis.from_url(config.REDIS_URL), config.YAHOO_EGRESS, yahoo_rate_per_second(config.YAHOO_RATE),
-                            config.YAHOO_BURST, config.YAHOO_COOLDOWN, config.BULK_QUEUE)
-        session = yahoo_session(config.YAHOO_URL, config.YAHOO_SOURCE_ADDRESS, observe=governor.observe)
+                            config.YAHOO_BURST, config.YAHOO_COOLDOWN, config.BULK_QUEUE, config.JOB_TIMEOUT)
+        session = yahoo_session(config.YAHOO_URL, config.YAHOO_SOURCE_ADDRESS, governor)
         budget = max(config.JOB_TIMEOUT - 2, 1)  # leave time to answer before RQ's timeout
         source = YahooSource(config.YFINANCE_CACHE_DIR, config.YAHOO_TIMEOUT, session=session, retries=config.YAHOO_RETRIES,
                              backoff=config.YAHOO_BACKOFF, budget=budget, governor=governor)

@@ -37,10 +37,10 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry, clean_registries
 from rq.timeouts import JobTimeoutException
-from rq.utils import now
+from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
-from jobs.governor import Deferred
+from jobs.governor import PAUSED_RECHECK, Deferred
 from jobs.job_class import RefusedJobError, TrendsJob
 from jobs.records import APPLY_RECORDED, JOB_STATS_KEY, VERSION, alive_key, inflight_key, recorded
 from jobs.sources import PriceDataError
@@ -109,9 +109,10 @@ class TrendsWorker(SimpleWorker):
 
     job_class = TrendsJob
 
-    def __init__(self, *args: Any, lost_after: int, source: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lost_after: int, source: str, give_up_after: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lost_after = lost_after
+        self.give_up_after = give_up_after  # a job the price source's cool-downs held back this long fails instead
         self.source = source  # the price source's name, advertised in the worker's hash (and its name)
         self.inflight_key = inflight_key(self.name)
         self.alive_key = alive_key(self.name)
@@ -332,7 +333,8 @@ class TrendsWorker(SimpleWorker):
         """Say in words what went wrong; expected failures (symbol errors, timeouts) get no traceback and no retry."""
         exc_type, exc_value = exc_info[0], exc_info[1]
         self._outcome = None
-        if issubclass(exc_type, Deferred):
+        if issubclass(exc_type, Deferred) and not self._gave_up(job, exc_value):
+            job.meta["deferred"] = str(exc_value)  # what a request still waiting on it is told (webapp/analyses.py)
             self._deferred = exc_value
             self.log.info("Worker %s: job %s deferred: %s", self.name, job.id, exc_value)
             return
@@ -346,9 +348,9 @@ class TrendsWorker(SimpleWorker):
             self.connection.hincrby(JOB_STATS_KEY, f"{job.origin}:refused", 1)
             return
         symbol = str(job.args[0]) if job.args else job.id
-        job.meta["error"] = failure_message(symbol, exc_type, job.timeout, exc_value)
-        self._outcome = outcome_of(exc_type)
-        if issubclass(exc_type, (PriceDataError, JobTimeoutException)):
+        job.meta.setdefault("error", failure_message(symbol, exc_type, job.timeout, exc_value))
+        self._outcome = "rate_limited" if issubclass(exc_type, Deferred) else outcome_of(exc_type)
+        if issubclass(exc_type, (PriceDataError, JobTimeoutException, Deferred)):
             job.retries_left = 0
             self.log.info("Worker %s: job %s failed (%s): %s", self.name, job.id, self._outcome, job.meta["error"])
             return
@@ -399,17 +401,36 @@ class TrendsWorker(SimpleWorker):
         if self._store_if_current(job, execution, store) and stopped:
             self._stopped_job_id = None
 
+    def _gave_up(self, job: Job, deferred: Deferred) -> bool:
+        """Whether cool-downs have held this job back longer than give_up_after (its failure then says so)."""
+        if not deferred.cooling:
+            return False
+        since = job.meta.setdefault("rate_limited_since", time.time())
+        if time.time() - since <= self.give_up_after:
+            return False
+        symbol = str(job.args[0]) if job.args else job.id
+        job.meta["error"] = (f"{symbol}: Yahoo has refused this fleet's calls (HTTP 429) for over "
+                             f"{self.give_up_after // 60} minutes; try again later")
+        return True
+
     def _put_back(self, job: Job, queue: Queue, execution: Execution, deferred: Deferred) -> None:
         """Queue a deferred job again at the front, its retries untouched, and leave its queue (and those after) for a while.
 
-        The job keeps its place and its id (whoever waits on it still does); this worker takes other work,
-        if any is allowed, until the egress may have a slot for it.
+        The job keeps its place, its id (whoever waits on it still does) and its first enqueue time (so
+        the queue's age, its alert and the backlog bound see how long it has waited); this worker takes
+        other work, if any is allowed, until the egress may have a slot for it, or a few seconds (a
+        cool-down ended early by hand is noticed).
         """
+        first_enqueued = job.enqueued_at
+
         def requeue(pipe: Pipeline) -> None:
             queue._enqueue_job(job, pipeline=pipe, at_front=True)  # what RQ's own retry does, without using one up
+            if first_enqueued:
+                job.enqueued_at = first_enqueued
+                pipe.hset(job.key, "enqueued_at", utcformat(first_enqueued))
 
         self._store_if_current(job, execution, requeue)
-        resume_at = time.monotonic() + deferred.retry_after
+        resume_at = time.monotonic() + min(deferred.retry_after, PAUSED_RECHECK)
         for later in self.queues[self.queues.index(queue):]:
             self._paused_until[later.name] = resume_at
 

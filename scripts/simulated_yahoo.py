@@ -28,6 +28,8 @@ from jobs.sources import SyntheticSource
 
 QUOTE_NOT_FOUND = {"quoteSummary": {"result": None, "error": {"code": "Not Found", "description": "Quote not found"}}}
 NOT_FOUND = {"chart": {"result": None, "error": {"code": "Not Found", "description": "No data found, symbol may be delisted"}}}
+INVALID_CRUMB = {"finance": {"result": None, "error": {"code": "Unauthorized", "description": "Invalid Crumb"}}}
+CRUMB = "simulated-crumb"
 TEXT, JSON = "text/plain", "application/json"
 
 
@@ -57,13 +59,15 @@ def yahoo_answer(path: str, query: str) -> tuple[int, str, object]:
     """Answer one Yahoo path as Yahoo would: chart, crumb, quote summary, or a cookie door."""
     if path.startswith("/v8/finance/chart/"):
         symbol = path.rsplit("/", 1)[1]
+        if parse_qs(query).get("crumb") != [CRUMB]:  # as Yahoo does: a chart call needs the crumb it gave
+            return 401, JSON, INVALID_CRUMB
         if symbol.startswith("NOPE"):
             return 404, JSON, NOT_FOUND
         history = SyntheticSource().history(symbol)
         bars = 1 if parse_qs(query).get("range") == ["1d"] else len(history.dates)
         return 200, JSON, chart_body(symbol, history.dates[-bars:], [float(c) for c in history.closes[-bars:]])
     if path == "/v1/test/getcrumb":
-        return 200, TEXT, "simulated-crumb"
+        return 200, TEXT, CRUMB
     if path.startswith("/v10/finance/quoteSummary/"):
         return 404, JSON, QUOTE_NOT_FOUND
     return 200, TEXT, ""  # fc.yahoo.com "/" and guce consent: doors that only set a cookie

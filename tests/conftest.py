@@ -117,7 +117,8 @@ def run_jobs(monkeypatch):
     monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
 
     def run(app, max_jobs: int | None = None) -> None:
-        worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic")
+        worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                            give_up_after=600)
         worker.work(burst=True, max_jobs=max_jobs, logging_level="WARNING")
 
     return run

@@ -9,12 +9,12 @@ from tests.conftest import wait_until
 
 
 def governor(redis_client, rate: float = 10.0, burst: int = 3, cooldown: int = 60, egress: str = "egress-a") -> Governor:
-    return Governor(redis_client, egress, rate, burst, cooldown, "trends-bulk")
+    return Governor(redis_client, egress, rate, burst, cooldown, "trends-bulk", longest_job=15)
 
 
 def reserve(gov: Governor, longest_ms: int) -> tuple[int, int]:
     """Ask the script directly: (reserved, wait ms)."""
-    return tuple(gov._take(keys=gov._keys, args=[gov.interval_ms, gov.tolerance_ms, longest_ms, gov.egress, "wait"]))
+    return tuple(gov._reserve(longest_ms / 1000, "wait"))
 
 
 def test_a_burst_goes_at_once_then_slots_are_spaced_by_the_rate(redis_client):
@@ -67,7 +67,7 @@ def test_a_429_pauses_the_whole_egress_then_calls_resume_without_a_burst(redis_c
     gov.observe(429)  # the same burst: one cool-down
     with pytest.raises(Deferred) as deferred:
         other_worker.acquire(0.1, interactive=True)
-    assert 0.5 < deferred.value.retry_after <= 1.2, "until the cool-down ends"
+    assert 0.5 < deferred.value.retry_after <= 1.2 and deferred.value.cooling, "until the cool-down ends"
     stats = redis_client.hgetall(YAHOO_STATS_KEY)
     assert stats[b"egress-a:requests:429"] == b"2" and stats[b"egress-a:requests:200"] == b"1"
     assert stats[b"egress-a:cooldowns"] == b"1"
@@ -94,3 +94,31 @@ def test_a_slot_reserved_before_a_429_is_void(redis_client):
     gov.observe(429)
     thread.join(10)
     assert outcome and outcome[0] != "called" and outcome[0] > 20, "deferred until the cool-down ends"
+
+
+def test_every_call_of_a_fetch_has_a_slot_and_one_without_is_never_sent(redis_client):
+    gov = governor(redis_client, rate=10, burst=1)
+    gov.acquire(0.5, interactive=True)
+    assert gov.admit(), "the fetch's first call: its slot was taken by acquire"
+    assert gov.admit(), "a second call (yfinance's own) waits for the next slot, 100 ms on"
+    assert reserve(gov, 10_000)[1] >= 90, "and that slot is taken"
+    gov.calls_may_wait(0)
+    assert not gov.admit(), "no slot free now and no time to wait: answered here with a 429"
+
+
+@pytest.mark.parametrize("planted", [b"abc", b"inf", b"nan", str(10**15).encode()])
+def test_a_budget_value_that_cannot_be_right_counts_as_now(redis_client, planted):
+    gov = governor(redis_client, rate=1, burst=1)
+    redis_client.set("trends:yahoo:tat:egress-a", planted)
+    gov.acquire(0, interactive=True)  # neither an error, a negative wait nor a stall
+
+
+def test_a_cool_down_key_without_expiry_pauses_the_egress_until_deleted(redis_client):
+    gov = governor(redis_client)
+    redis_client.set("trends:yahoo:cooldown:egress-a", 1)  # an operator pausing the egress by hand
+    with pytest.raises(Deferred) as deferred:
+        gov.acquire(1, interactive=True)
+    assert deferred.value.cooling and 5 <= deferred.value.retry_after <= 6, "asks again in a few seconds"
+    assert not gov.admit()
+    redis_client.delete("trends:yahoo:cooldown:egress-a")
+    gov.acquire(0, interactive=True)

@@ -46,20 +46,23 @@ def test_yfinance_reads_synthetic_prices_through_the_simulator(sim, tmp_path):
 
 def test_yahoo_answers_by_path(sim):
     with requests.Session() as session:
-        with session.get(f"{sim.url}/v8/finance/chart/MSFT?range=1d&interval=1d", timeout=5) as response:
+        with session.get(f"{sim.url}/v1/test/getcrumb", timeout=5) as response:
+            assert response.status_code == 200 and response.text
+            crumb = response.text
+        with session.get(f"{sim.url}/v8/finance/chart/MSFT?range=1d&interval=1d&crumb={crumb}", timeout=5) as response:
             result = response.json()["chart"]["result"][0]
         assert len(result["timestamp"]) == 1
         assert result["indicators"]["quote"][0]["close"] == [float(SyntheticSource().history("MSFT").closes[-1])]
-        with session.get(f"{sim.url}/v8/finance/chart/NOPE2", timeout=5) as response:
+        with session.get(f"{sim.url}/v8/finance/chart/NOPE2?crumb={crumb}", timeout=5) as response:
             assert response.status_code == 404 and response.json()["chart"]["error"]["code"] == "Not Found"
-        with session.get(f"{sim.url}/v1/test/getcrumb", timeout=5) as response:
-            assert response.status_code == 200 and response.text
+        with session.get(f"{sim.url}/v8/finance/chart/MSFT?crumb=Too+Many+Requests", timeout=5) as response:
+            assert response.status_code == 401, "a chart call needs the crumb Yahoo gave"
         with session.get(f"{sim.url}/v10/finance/quoteSummary/MSFT", timeout=5) as response:
             assert response.status_code == 404
         with session.get(f"{sim.url}/", timeout=5) as response:
             assert response.status_code == 200 and response.text == "" and "Set-Cookie" in response.headers
     kinds = sim.stats()["addresses"]["127.0.0.1"]["kinds"]
-    assert kinds == {"chart": 2, "crumb": 1, "other": 1, "cookie": 1}
+    assert kinds == {"chart": 3, "crumb": 1, "other": 1, "cookie": 1}
 
 
 def test_an_address_over_budget_gets_429_and_a_ban_while_another_keeps_its_own_budget():

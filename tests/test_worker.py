@@ -79,7 +79,8 @@ def test_a_sigterm_while_an_outcome_is_written_is_a_warm_stop(app, client, monke
     monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
     created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
     waiting = client.post("/api/analyses", json={"symbols": ["MSFT"]}).json
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic")
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                            give_up_after=600)
     write = worker._guarded
 
     def write_with_a_sigterm(keys: list, args: list) -> int:
@@ -104,7 +105,8 @@ def test_a_sigterm_while_an_idle_worker_reads_the_job_it_took_gives_the_job_back
         restore(job, raw)
 
     monkeypatch.setattr(TrendsJob, "restore", restore_with_a_sigterm)
-    run_until_stopped(TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic"))
+    run_until_stopped(TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3,
+                                   source="synthetic", give_up_after=600))
     monkeypatch.setattr(TrendsJob, "restore", restore)
     job = analysis_jobs(app.redis, created["id"])[0]
     assert job.id in app.interactive_queue.get_job_ids(), "back in its queue, not lost"
@@ -128,22 +130,29 @@ def test_json_without_infinity_is_written_and_rqs_own_is_still_read():
 
 
 class DeferringSource(SyntheticSource):
-    """A source whose egress has no Yahoo call to spare: every fetch is deferred."""
+    """A source whose egress has no Yahoo call to spare: every fetch is deferred (after a 429, if `cooling`)."""
+
+    def __init__(self, cooling: bool = False):
+        super().__init__()
+        self.cooling = cooling
 
     def history(self, symbol):
-        raise Deferred(30, "no call to spare")
+        raise Deferred(30, "egress x has no Yahoo call to spare for 30.0 s; back in the queue", self.cooling)
 
 
 def test_a_deferred_job_goes_back_to_the_front_of_its_queue_untouched_and_runs_later(app, client, run_jobs, monkeypatch):
     first = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
     second = client.post("/api/analyses", json={"symbols": ["MSFT"]}).json
     job = analysis_jobs(app.redis, first["id"])[0]
-    retries = job.retries_left
+    retries, enqueued_at = job.retries_left, job.enqueued_at
     monkeypatch.setattr(tasks, "_price_source", DeferringSource())
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic")
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                          give_up_after=600)
     worker.work(burst=True, logging_level="WARNING")
     job.refresh()
     assert job.get_status() == JobStatus.QUEUED and job.retries_left == retries
+    assert job.enqueued_at == enqueued_at, "the queue's age still counts from when it was first queued"
+    assert "no Yahoo call to spare" in job.meta["deferred"]
     assert app.interactive_queue.get_job_ids()[0] == job.id, "back at the front, ahead of MSFT"
     assert len(job.get_executions()) == 0 and job.latest_result() is None
     other = analysis_jobs(app.redis, second["id"])[0]
@@ -156,3 +165,21 @@ def test_a_deferred_job_goes_back_to_the_front_of_its_queue_untouched_and_runs_l
     for created in (first, second):
         assert client.get(created["status_url"]).json["state"] == "finished"
     assert app.redis.hget(JOB_STATS_KEY, f"{app.interactive_queue.name}:ok") == b"2"
+
+
+def test_a_job_held_back_by_429s_longer_than_allowed_fails_as_rate_limited(app, client, monkeypatch):
+    created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    monkeypatch.setattr(tasks, "_price_source", DeferringSource(cooling=True))
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                          give_up_after=30)
+    worker.work(burst=True, logging_level="WARNING")
+    job = analysis_jobs(app.redis, created["id"])[0]
+    assert job.get_status() == JobStatus.QUEUED, "deferred while within give_up_after"
+    job.meta["rate_limited_since"] -= 31  # as if its first 429 came 31 s ago
+    job.save_meta()
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                          give_up_after=30)
+    worker.work(burst=True, logging_level="WARNING")
+    entry = client.get(created["status_url"]).json["symbols"][0]
+    assert entry["state"] == "error" and "refused this fleet's calls (HTTP 429)" in entry["result"]["error"]
+    assert app.redis.hget(JOB_STATS_KEY, f"{app.interactive_queue.name}:rate_limited") == b"1"

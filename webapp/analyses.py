@@ -24,6 +24,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.results import Result
 
+from jobs.job_class import SERIALIZER
 from jobs.records import OPEN_ANALYSES_KEY, record_key, trading_day
 from webapp.shared_jobs import (
     LIVE,
@@ -53,13 +54,17 @@ def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Map
     timeout = settings["TRENDS_TIMEOUT"]
     objects = result_objects(redis, request.symbols, ids, wait_for_outcomes(redis, ids, timeout))
     late = [(symbol, job_id) for symbol, job_id in zip(request.symbols, ids) if job_id not in objects]
-    statuses = dict(zip([job_id for _, job_id in late], job_statuses(redis, [job_id for _, job_id in late])))
+    jobs = dict(zip([job_id for _, job_id in late], Job.fetch_many([job_id for _, job_id in late], redis,
+                                                                     serializer=SERIALIZER)))
     for symbol, job_id in late:
-        objects[job_id] = error_object(symbol, _late_reason(statuses[job_id], timeout))
+        objects[job_id] = error_object(symbol, _late_reason(jobs[job_id], timeout))
     return response_body([objects[job_id] for job_id in ids])
 
 
-def _late_reason(status: JobStatus | None, timeout: float) -> str:
+def _late_reason(job: Job | None, timeout: float) -> str:
+    status = job.get_status(refresh=False) if job else None
+    if status in WAITING and job.meta.get("deferred"):  # put back by a worker: the price source's budget
+        return f"not fetched within {timeout:g} s: {job.meta['deferred']}; ask again in a minute"
     if status in WAITING:
         return f"no worker took this symbol within {timeout:g} s; are workers running, or is the queue long?"
     if status == JobStatus.STARTED:
