@@ -1,8 +1,8 @@
 """The page people use: a form that calls the JSON API and shows each symbol's outcome."""
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, Response, current_app, render_template, send_from_directory
 
 from webapp.analyses import ENDED_STATES
-from webapp.validation import MAX_HORIZON, MAX_WINDOW, METHODS, TrendsRequest
+from webapp.validation import MAX_HORIZON, MAX_LEVEL, MAX_WINDOW, METHODS, MIN_LEVEL, PAGE_LEVELS, TrendsRequest
 
 bp = Blueprint("page", __name__)
 
@@ -14,6 +14,13 @@ def index() -> str:
     return render_template(
         "index.html", max_symbols=current_app.config["MAX_SYMBOLS"], methods=METHODS,
         window=fields["window"].default, max_window=MAX_WINDOW, horizon=fields["horizon"].default,
-        max_horizon=MAX_HORIZON, method=fields["method"].default, ended_states=" ".join(ENDED_STATES),
-        dashboard=bool(current_app.config["DASHBOARD_PASSWORD"]),
+        max_horizon=MAX_HORIZON, method=fields["method"].default, levels=PAGE_LEVELS, level=fields["level"].default,
+        min_level=MIN_LEVEL, max_level=MAX_LEVEL, ended_states=" ".join(ENDED_STATES),
+        result_ttl=current_app.config["RESULT_TTL"], dashboard=bool(current_app.config["DASHBOARD_PASSWORD"]),
     )
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """Serve the page's icon where browsers look for it unasked (e.g. on /healthz), so that is no 404 either."""
+    return send_from_directory(current_app.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=86_400)

@@ -1,61 +1,121 @@
-// The page: starts an analysis through the async API, follows it by polling, and draws each
-// symbol as its job finishes. Text from the server goes in with textContent only, so a
-// crafted symbol or error message cannot inject markup.
-"use strict";
+// The page: starts an analysis through the async API, follows it by polling (each poll carries only
+// the results new since the last one), and draws each symbol as its job finishes. The query and the
+// analysis id live in the URL, so reload, back/forward and a pasted link show the same analysis.
+import { clearCharts, defaultRange, drawCompare, restyle, setLog, setRange, view } from "./charts.js";
+import { download, fileName, toCsv, toJson } from "./downloads.js";
+import { clearRecent, markEnded, remember, showRecent } from "./recent.js";
+import { renderResult } from "./rows.js";
 
 const POLL_MS = 500;
 const MAX_RETRY_MS = 8000;
-const ENDED = new Set(document.querySelector("main").dataset.endedStates.split(" ")); // from the server
-const SOURCE_LABELS = {
-  yahoo: "data: Yahoo Finance",
-  csv: "data: CSV files",
-  synthetic: "synthetic data — not real prices",
-};
-
+const ID_PATTERN = /^[0-9a-f]{32}$/;
+const main = document.querySelector("main");
+const ENDED = new Set(main.dataset.endedStates.split(" ")); // from the server
+const RESULT_TTL = Number(main.dataset.resultTtl); // seconds the server keeps an answered analysis
 const $ = (id) => document.getElementById(id);
+const METHODS = Object.fromEntries([...$("method").options].map((o) => [o.value, o.dataset.meaning]));
 let current = null; // the analysis the page shows; anything older is ignored
 
 function parseSymbols(text) {
-  return text.split(/[\s,;]+/).map((s) => s.trim()).filter(Boolean);
+  // Sent as typed: the server checks, upper-cases and de-duplicates them, and its answer then fills
+  // the form, the URL and the history (adopt).
+  return [...new Set(text.split(/[\s,;]+/).map((s) => s.trim()).filter(Boolean))];
 }
 
-function stop(analysis) {
-  if (!analysis) return;
-  analysis.stopped = true;
-  clearTimeout(analysis.timer);
+// --- The query: form ⇄ params ⇄ URL ------------------------------------------------------------
+
+function formParams() {
+  return {
+    symbols: parseSymbols($("symbols").value), window: Number($("window").value),
+    horizon: Number($("horizon").value), method: $("method").value, level: Number($("level").value),
+  };
 }
 
-async function submit(event) {
-  event.preventDefault();
-  if (current) {
-    stop(current);
-    current.charts.forEach((chart) => chart.destroy());
-    current = null;
+function defaults() {
+  // The values the server put in the form, for parameters a URL leaves out.
+  const selected = (select) => ([...select.options].find((o) => o.defaultSelected) || select.options[0]).value;
+  return { symbols: [], window: Number($("window").defaultValue), horizon: Number($("horizon").defaultValue),
+    method: selected($("method")), level: Number(selected($("level"))) };
+}
+
+function fillForm(params) {
+  $("symbols").value = params.symbols.join(", ");
+  $("window").value = params.window;
+  $("horizon").value = params.horizon;
+  $("method").value = params.method;
+  const level = $("level");
+  if (![...level.options].some((o) => Number(o.value) === params.level) &&
+      params.level >= Number(level.dataset.min) && params.level <= Number(level.dataset.max)) {
+    level.add(new Option(`${Math.round(params.level * 100)} %`, String(params.level))); // a level a link asked for
   }
+  level.value = [...level.options].find((o) => Number(o.value) === params.level)?.value ?? level.value;
+}
+
+function readUrl() {
+  const query = new URLSearchParams(location.search);
+  const base = defaults();
+  const number = (name) => (query.has(name) && query.get(name) !== "" ? Number(query.get(name)) : base[name]);
+  const id = query.get("id");
+  return {
+    params: { symbols: parseSymbols(query.get("symbols") || ""), window: number("window"), horizon: number("horizon"),
+      method: query.get("method") || base.method, level: number("level") },
+    id: id && ID_PATTERN.test(id) ? id : null,
+  };
+}
+
+function writeUrl(params, id, how) {
+  // Commas left readable: ?symbols=AAPL,MSFT&window=20&horizon=5&method=trend&level=0.8&id=…
+  const parts = [`symbols=${params.symbols.map(encodeURIComponent).join(",")}`, `window=${params.window}`,
+    `horizon=${params.horizon}`, `method=${encodeURIComponent(params.method)}`, `level=${params.level}`];
+  if (id) parts.push(`id=${id}`);
+  const url = `${location.pathname}?${parts.join("&")}`;
+  const shown = params.symbols.length > 3 ? `${params.symbols.slice(0, 3).join(", ")} +${params.symbols.length - 3}`
+    : params.symbols.join(", ");
+  document.title = `${shown} — Stock trends and forecasts`;
+  if (url === location.pathname + location.search) return;
+  if (how === "push") history.pushState(null, "", url);
+  else history.replaceState(null, "", url);
+}
+
+function restore() {
+  // Show what the URL says: an analysis by id (its results, no new work), else run its query, else nothing.
+  const { params, id } = readUrl();
+  fillForm(params);
+  if (current && id && current.id === id) {
+    if (current.stopped && !current.ended) resume(current); // back from the page cache mid-analysis
+    return;
+  }
+  if (id) open(params, id, null);
+  else if (params.symbols.length) run(params, "replace");
+  else {
+    leave();
+    $("analysis").hidden = true;
+    document.title = "Stock trends and forecasts";
+  }
+}
+
+// --- Starting and following analyses ------------------------------------------------------------
+
+async function run(params, how) {
   $("form-error").textContent = "";
-  const symbols = parseSymbols($("symbols").value);
-  if (symbols.length === 0) {
+  if (params.symbols.length === 0) {
     $("form-error").textContent = "Enter at least one symbol, for example AAPL, MSFT.";
     $("symbols").focus();
     return;
   }
-  const body = {
-    symbols, window: Number($("window").value), horizon: Number($("horizon").value), method: $("method").value,
-  };
   $("submit").disabled = true;
   try {
     const response = await fetch("/api/analyses", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
+      body: JSON.stringify(params),
     });
     const answer = await response.json().catch(() => ({}));
     if (!response.ok) {
       $("form-error").textContent = answer.message || `The server refused the request (HTTP ${response.status}).`;
       return;
     }
-    current = begin(answer.status_url);
-    poll(current);
+    follow(params, answer.id, answer.status_url, how, null);
   } catch (error) {
     $("form-error").textContent = "The server could not be reached; check your connection and try again.";
   } finally {
@@ -63,24 +123,62 @@ async function submit(event) {
   }
 }
 
-function begin(url) {
+function open(params, id, how) {
+  // An analysis the server may still have: read it; if it has expired, run the same query again.
+  follow(params, id, `/api/analyses/${id}`, how, () => {
+    $("notice").textContent = "That analysis has expired on the server; running it again…";
+    run(params, "replace");
+  });
+}
+
+function leave() {
+  if (!current) return;
+  stop(current);
+  clearCharts();
+  current = null;
+}
+
+function follow(params, id, url, how, onGone) {
+  leave();
+  if (how) writeUrl(params, id, how);
+  remember(params, id);
+  showRecent(RESULT_TTL, pick);
   $("symbol-list").replaceChildren();
   $("notice").textContent = "";
+  $("compare").hidden = true;
   $("analysis").hidden = false;
   setDownloads(false);
-  return { url, rows: new Map(), results: new Map(), order: [], charts: [], retryMs: POLL_MS, stopped: false, timer: null };
+  if (!view.chosen) setRange(defaultRange(params.horizon));
+  current = { id, params, url, onGone, cursor: "", adopted: false, ended: false, rows: new Map(), results: new Map(), order: [],
+    retryMs: POLL_MS, stopped: false, timer: null };
+  poll(current);
+}
+
+function resume(analysis) {
+  analysis.stopped = false;
+  poll(analysis);
+}
+
+function stop(analysis) {
+  analysis.stopped = true;
+  clearTimeout(analysis.timer);
 }
 
 async function poll(analysis) {
   if (analysis.stopped) return;
   let body;
   try {
-    const response = await fetch(analysis.url, { cache: "no-store" });
+    // `since`: the server leaves out the results it gave before (the page keeps them).
+    const url = analysis.cursor ? `${analysis.url}?since=${encodeURIComponent(analysis.cursor)}` : analysis.url;
+    const response = await fetch(url, { cache: "no-store" });
+    if (analysis.stopped) return;
     if (response.status === 404) {
-      $("notice").textContent = "This analysis has expired or is unknown to the server; submit again.";
       stop(analysis);
+      if (analysis.onGone && analysis.results.size === 0) analysis.onGone();
+      else $("notice").textContent = "This analysis has expired or is unknown to the server; submit again.";
       return;
     }
+    if (response.status === 400 && analysis.cursor) analysis.cursor = ""; // a cursor it refuses: ask for everything
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     body = await response.json();
   } catch (error) {
@@ -91,14 +189,17 @@ async function poll(analysis) {
     analysis.timer = setTimeout(() => poll(analysis), wait);
     return;
   }
-  if (analysis.stopped) return; // a newer submit replaced it while the answer was on its way
+  if (analysis.stopped) return; // a newer analysis replaced it while the answer was on its way
   analysis.retryMs = POLL_MS;
+  analysis.cursor = body.cursor || "";
   $("notice").textContent = "";
   show(analysis, body);
   if (ENDED.has(body.state)) {
     stop(analysis);
+    analysis.ended = true;
     $("notice").textContent = endMessage(body);
     setDownloads(true);
+    markEnded(analysis.id);
   } else {
     analysis.timer = setTimeout(() => poll(analysis), POLL_MS);
   }
@@ -111,10 +212,24 @@ function endMessage(body) {
   return `${body.total - failed} of ${body.total} symbols analysed; ${failed} failed (see their rows).`;
 }
 
+function adopt(analysis, body) {
+  // The server's record is what ran: the form, the URL and the history follow it.
+  analysis.adopted = true;
+  const params = { symbols: body.symbols.map((s) => s.symbol), window: body.window, horizon: body.horizon,
+    method: body.method, level: body.level ?? analysis.params.level };
+  analysis.params = params;
+  fillForm(params);
+  writeUrl(params, analysis.id, "replace");
+  remember(params, analysis.id);
+  showRecent(RESULT_TTL, pick);
+}
+
 function show(analysis, body) {
+  if (!analysis.adopted) adopt(analysis, body);
   $("progress").max = body.total;
   $("progress").value = body.done;
   $("progress-text").textContent = `${body.done} / ${body.total}`;
+  let added = false;
   for (const entry of body.symbols) {
     const row = rowFor(analysis, entry.symbol);
     const state = row.querySelector(".state");
@@ -122,9 +237,17 @@ function show(analysis, body) {
     state.textContent = entry.state;
     if (entry.result && !analysis.results.has(entry.symbol)) {
       analysis.results.set(entry.symbol, entry.result);
-      render(analysis, row, entry.result);
+      renderResult(row, entry.result, { level: analysis.params.level, methods: METHODS, onAnchored: switchToAnchored });
+      added = true;
     }
   }
+  if (added) showCompare(analysis);
+}
+
+function showCompare(analysis) {
+  const finished = orderedResults(analysis).filter((r) => !r.error);
+  $("compare").hidden = finished.length < 2;
+  drawCompare($("compare").querySelector("canvas"), finished);
 }
 
 function rowFor(analysis, symbol) {
@@ -139,141 +262,55 @@ function rowFor(analysis, symbol) {
   return analysis.rows.get(symbol);
 }
 
-function render(analysis, row, result) {
-  const badge = row.querySelector(".source");
-  badge.textContent = SOURCE_LABELS[result.source] || (result.source ? `data: ${result.source}` : "");
-  badge.classList.toggle("synthetic", result.source === "synthetic");
-  if (result.error) {
-    const message = row.querySelector(".message");
-    message.textContent = result.error;
-    message.classList.add("error");
-    return;
-  }
-  drawChart(analysis, row, result);
-  fillTable(row, result);
-  describeTrackRecord(row, result);
+function switchToAnchored() {
+  const params = { ...current.params, method: "anchored" };
+  fillForm(params);
+  run(params, "push");
 }
 
-function describeTrackRecord(row, result) {
-  const line = row.querySelector(".track-record");
-  const record = result.backtest;
-  if (!record) {
-    line.textContent = "Too little history to measure how good this forecast is.";
-    return;
-  }
-  const day = result.horizon;
-  const ours = record.mape[day - 1];
-  const naive = record.naive_mape[day - 1];
-  line.textContent = `Typical error at day ${day}: ${ours.toFixed(1)} % (naive, repeating the last close: ` +
-    `${naive.toFixed(1)} %), over ${record.origins} past days of this symbol.`;
-  if (ours > naive) {
-    const flag = document.createElement("span");
-    flag.className = "worse";
-    flag.textContent = " This method did worse than the naive forecast here.";
-    line.appendChild(flag);
-  }
+function pick(entry, fresh) {
+  // A history entry: reopen its results while the server keeps them, else run its query again.
+  const params = { symbols: entry.symbols, window: entry.window, horizon: entry.horizon, method: entry.method,
+    level: entry.level };
+  fillForm(params);
+  if (fresh) open(params, entry.id, "push");
+  else run(params, "push");
+  $("analysis").scrollIntoView({ block: "start" });
 }
 
-function drawChart(analysis, row, result) {
-  const box = row.querySelector(".chart-box");
-  const canvas = box.querySelector("canvas");
-  const n = result.closes.length;
-  const gap = (count) => new Array(count).fill(null);
-  canvas.setAttribute("aria-label",
-    `${result.symbol}: daily closes, ${result.window}-day moving average and ${result.horizon}-day forecast`);
-  box.hidden = false;
-  const chart = new Chart(canvas, {
-    type: "line",
-    data: {
-      labels: result.dates.concat(result.prediction_dates),
-      datasets: [
-        { label: "Close", data: result.closes.concat(gap(result.horizon)), borderColor: "#0b5cad", pointRadius: 0, borderWidth: 1.5 },
-        { label: `${result.window}-day moving average`, data: gap(result.window - 1).concat(result.trend, gap(result.horizon)),
-          borderColor: "#b35c00", pointRadius: 0, borderWidth: 1.5 },
-        { label: "Forecast", data: gap(n).concat(result.predictions), borderColor: "#6a1b9a", backgroundColor: "#6a1b9a",
-          borderDash: [4, 3], pointRadius: 3 },
-        ...band(result, gap(n)),
-      ],
-    },
-    options: {
-      animation: false,
-      maintainAspectRatio: false,
-      interaction: { mode: "index", intersect: false },
-      plugins: { legend: { labels: { filter: (item) => item.text !== "Likely range (low)" } } },
-      scales: { x: { ticks: { maxTicksLimit: 8 } } },
-    },
-  });
-  analysis.charts.push(chart);
-}
-
-function band(result, before) {
-  // The likely range from the backtest's past errors, drawn as a shaded band between two lines.
-  if (!result.prediction_lower) return [];
-  const edge = { borderWidth: 0, pointRadius: 0, backgroundColor: "rgba(106, 27, 154, 0.15)" };
-  return [
-    { label: "Likely range (low)", data: before.concat(result.prediction_lower), fill: false, ...edge },
-    { label: "Likely range", data: before.concat(result.prediction_upper), fill: "-1", ...edge },
-  ];
-}
-
-function fillTable(row, result) {
-  const table = row.querySelector(".numbers");
-  table.querySelector("caption").textContent = `${result.symbol}: last close and forecast`;
-  const tbody = table.tBodies[0];
-  const add = (label, value, range) => {
-    const tr = tbody.insertRow();
-    tr.insertCell().textContent = label;
-    tr.insertCell().textContent = value.toFixed(2);
-    tr.insertCell().textContent = range;
-  };
-  add(`${result.dates[result.dates.length - 1]} (last close)`, result.last_close, "");
-  result.predictions.forEach((price, i) => {
-    const range = result.prediction_lower
-      ? `${result.prediction_lower[i].toFixed(2)} – ${result.prediction_upper[i].toFixed(2)}` : "";
-    add(`${result.prediction_dates[i]} (forecast)`, price, range);
-  });
-  table.hidden = false;
-}
+// --- Downloads ----------------------------------------------------------------------------------
 
 function setDownloads(enabled) {
   $("download-csv").disabled = !enabled;
   $("download-json").disabled = !enabled;
 }
 
-function orderedResults() {
-  return current ? current.order.map((symbol) => current.results.get(symbol)).filter(Boolean) : [];
+function orderedResults(analysis) {
+  return analysis ? analysis.order.map((symbol) => analysis.results.get(symbol)).filter(Boolean) : [];
 }
 
-function csvField(value) {
-  const text = value === null || value === undefined ? "" : String(value);
-  return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
-}
-
-function toCsv(results) {
-  const lines = [["symbol", "date", "close", "moving_average", "forecast", "source", "error"]];
-  for (const r of results) {
-    if (r.error) { lines.push([r.symbol, "", "", "", "", r.source, r.error]); continue; }
-    r.dates.forEach((date, i) => {
-      const trend = i >= r.window - 1 ? r.trend[i - r.window + 1] : "";
-      lines.push([r.symbol, date, r.closes[i], trend, "", r.source, ""]);
-    });
-    r.prediction_dates.forEach((date, i) => lines.push([r.symbol, date, "", "", r.predictions[i], r.source, ""]));
-  }
-  return lines.map((line) => line.map(csvField).join(",")).join("\n") + "\n";
-}
-
-function download(name, type, text) {
-  const link = document.createElement("a");
-  link.href = URL.createObjectURL(new Blob([text], { type }));
-  link.download = name;
-  document.body.appendChild(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
-}
-
-$("analysis-form").addEventListener("submit", submit);
-$("download-csv").addEventListener("click", () => download("trends.csv", "text/csv", toCsv(orderedResults())));
+$("analysis-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  run(formParams(), "push");
+});
+$("download-csv").addEventListener("click", () =>
+  download(fileName(current.params.symbols, "csv"), "text/csv", toCsv(orderedResults(current), current.params)));
 $("download-json").addEventListener("click", () =>
-  download("trends.json", "application/json", JSON.stringify({ results: orderedResults() }, null, 2)));
-window.addEventListener("pagehide", () => stop(current));
+  download(fileName(current.params.symbols, "json"), "application/json",
+    toJson(orderedResults(current), current.params, current.id)));
+document.querySelectorAll("[data-range]").forEach((button) =>
+  button.addEventListener("click", () => setRange(button.dataset.range, true)));
+$("log-scale").addEventListener("click", () => setLog(!view.log));
+$("clear-recent").addEventListener("click", () => {
+  clearRecent();
+  showRecent(RESULT_TTL, pick);
+  $("symbols").focus(); // the list and its button are gone: keep the keyboard somewhere useful
+});
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", restyle);
+window.addEventListener("popstate", restore);
+window.addEventListener("pagehide", () => current && stop(current));
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) restore(); // back from the page cache: polling was stopped on the way out
+});
+showRecent(RESULT_TTL, pick);
+restore();

@@ -1,0 +1,158 @@
+// One row per symbol: its badges, chart, numbers, track record and what they mean. Text from the
+// server goes in with textContent only, so a crafted symbol or error message cannot inject markup.
+import { drawSymbolChart } from "./charts.js";
+
+const SOURCE_LABELS = {
+  yahoo: "data: Yahoo Finance",
+  csv: "data: CSV files",
+  synthetic: "synthetic data — not real prices",
+};
+// A trend forecast this far from the last close gets a note: the line is fitted through the whole year.
+const FAR_SHARE = 0.03;
+const FAR_TYPICAL_ERRORS = 2;
+
+const price = (value) => Number(value).toFixed(2);
+const percent = (value) => (value === null || value === undefined ? "n/a" : `${Number(value).toFixed(1)} %`);
+
+export function levelOf(result, requested) {
+  return result.interval && result.interval.level ? result.interval.level : requested;
+}
+
+function inWords(level) {
+  // 0.8 → "8 in 10", 0.95 → "19 in 20"
+  const pct = Math.round(level * 100);
+  if (pct % 10 === 0) return `${pct / 10} in 10`;
+  const gcd = (a, b) => (b ? gcd(b, a % b) : a);
+  const d = gcd(pct, 100);
+  return `${pct / d} in ${100 / d}`;
+}
+
+export function renderResult(row, result, context) {
+  // context: { level (the analysis'), methods (name → meaning), onAnchored() }
+  showBadges(row, result);
+  if (result.error) {
+    const message = row.querySelector(".message");
+    message.textContent = result.error;
+    message.classList.add("error");
+    return;
+  }
+  const level = levelOf(result, context.level);
+  noteFarStart(row, result, context.onAnchored);
+  const box = row.querySelector(".chart-box");
+  box.hidden = false;
+  drawSymbolChart(box.querySelector("canvas"), result, result.prediction_lower ? level : null);
+  fillTable(row, result, level);
+  describeCoverage(row, result);
+  describeTrackRecord(row, result);
+  explain(row, result, level, context.methods);
+}
+
+function showBadges(row, result) {
+  const badge = row.querySelector(".source");
+  badge.textContent = SOURCE_LABELS[result.source] || (result.source ? `data: ${result.source}` : "");
+  badge.classList.toggle("synthetic", result.source === "synthetic");
+  badge.hidden = !badge.textContent;
+  const adjusted = row.querySelector(".adjusted");
+  if (typeof result.adjusted !== "boolean") return; // results from before the field: say nothing
+  adjusted.hidden = false;
+  adjusted.textContent = result.adjusted ? "adjusted closes" : "unadjusted closes";
+  adjusted.title = result.adjusted ? "Closes adjusted for splits and dividends"
+    : "Closes as the source gives them, not adjusted for dividends";
+}
+
+function fillTable(row, result, level) {
+  const table = row.querySelector(".numbers");
+  table.querySelector("caption").textContent = `${result.symbol}: last close and forecast`;
+  if (result.prediction_lower) row.querySelector(".range-head").textContent = `Likely range (${Math.round(level * 100)} %)`;
+  const tbody = table.tBodies[0];
+  const add = (label, value, range) => {
+    const tr = tbody.insertRow();
+    tr.insertCell().textContent = label;
+    tr.insertCell().textContent = price(value);
+    tr.insertCell().textContent = range;
+  };
+  add(`${result.dates[result.dates.length - 1]} (last close)`, result.last_close, "");
+  result.predictions.forEach((value, i) => {
+    const range = result.prediction_lower
+      ? `${price(result.prediction_lower[i])} – ${price(result.prediction_upper[i])}` : "";
+    add(`${result.prediction_dates[i]} (forecast)`, value, range);
+  });
+  table.hidden = false;
+}
+
+function describeCoverage(row, result) {
+  // Said only when the server measured it (results carry "interval" from version 0.9 on).
+  const interval = result.interval;
+  if (!result.prediction_lower || !interval || !Number.isFinite(interval.level) || !Number.isFinite(interval.coverage)) return;
+  const line = row.querySelector(".coverage");
+  line.textContent = `${Math.round(interval.level * 100)} % range: ${inWords(interval.level)} of this symbol's past ` +
+    `outcomes fell in ranges built this way (measured ${Math.round(interval.coverage * 100)} %).`;
+  line.hidden = false;
+}
+
+function describeTrackRecord(row, result) {
+  const line = row.querySelector(".track-record");
+  const record = result.backtest;
+  if (!record) {
+    line.textContent = "Too little history to measure how good this forecast is.";
+    return;
+  }
+  const day = result.horizon;
+  const ours = record.mape[day - 1];
+  const naive = record.naive_mape[day - 1];
+  line.textContent = `Typical error at day ${day}: ${percent(ours)} (naive, repeating the last close: ` +
+    `${percent(naive)}), over ${record.origins} past days of this symbol.`;
+  if (ours > naive) {
+    const flag = document.createElement("span");
+    flag.className = "worse";
+    flag.textContent = " This method did worse than the naive forecast here.";
+    line.appendChild(flag);
+  }
+}
+
+function explain(row, result, level, methods) {
+  const record = result.backtest;
+  const low = Math.round(((1 - level) / 2) * 100);
+  const terms = [
+    [`The ${result.method} method`, `${methods[result.method] || result.method}: a straight line fitted by linear ` +
+      `regression through the ${result.closes.length} daily closes (trading day → close).`],
+    ["The naive baseline", `Every future day = the last close (${price(result.last_close)}). A method is worth ` +
+      "using only where it beats this."],
+    ["Typical error", record
+      ? `The mean absolute percentage error: at each of ${record.origins} past days with 60 closes behind it, the ` +
+        `method saw only the closes up to that day and was compared with what followed (day 1: ${percent(record.mape[0])}, ` +
+        `${price(record.mae[0])} in price).`
+      : "Measured on the symbol's own past; this history is too short for it."],
+  ];
+  if (result.prediction_lower) {
+    terms.push([`Likely range (${Math.round(level * 100)} %)`, "Each forecast widened by this method's past errors " +
+      `on this symbol, from their ${low}th to their ${100 - low}th percentile: where the price ended up around ` +
+      "forecasts made this way. Not a guarantee."]);
+  }
+  const list = row.querySelector(".explain dl");
+  for (const [term, meaning] of terms) {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = meaning;
+    list.append(dt, dd);
+  }
+  row.querySelector(".explain").hidden = false;
+}
+
+function noteFarStart(row, result, onAnchored) {
+  if (result.method === "anchored" || !result.predictions.length) return; // anchored starts at the last close
+  const gap = result.predictions[0] - result.last_close;
+  const share = Math.abs(gap) / result.last_close;
+  const typical = result.backtest ? result.backtest.mae[0] : null;
+  const pastErrors = Number.isFinite(typical) && typical > 0 && Math.abs(gap) > FAR_TYPICAL_ERRORS * typical;
+  if (share <= FAR_SHARE && !pastErrors) return;
+  const note = row.querySelector(".far-note");
+  note.querySelector("p").textContent = `The forecast starts ${(share * 100).toFixed(1)} % ${gap > 0 ? "above" : "below"} ` +
+    `the last close (${price(result.predictions[0])} against ${price(result.last_close)})` +
+    (pastErrors ? `, more than ${FAR_TYPICAL_ERRORS} times its typical day-1 error (${price(typical)})` : "") +
+    `: the ${result.method} method continues the line fitted through the whole year, which can sit far from ` +
+    "today's price. The anchored method keeps the line's slope but starts from the last close.";
+  note.querySelector("button").addEventListener("click", onAnchored);
+  note.hidden = false;
+}
