@@ -36,6 +36,7 @@ from config import LOG_FORMAT, WORKER_STOP_PATIENCE, Config, exit_on_bad_setting
 from jobs import analysis, tasks
 from jobs.job_class import SERIALIZER, never_unpickle, trends_queues
 from jobs.records import VERSION
+from jobs.sources import source_name
 from jobs.worker import TrendsWorker, redis_retry_waits
 
 log = logging.getLogger("worker")
@@ -66,7 +67,7 @@ def run_worker() -> None:
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it stops workers one signal at a time
     connection = Redis.from_url(Config.REDIS_URL)
     wait_for_redis(connection)
-    source = tasks.price_source().name
+    source = source_name(Config.PRICE_SOURCE)
     worker = TrendsWorker(
         trends_queues(connection, settings_of(Config)),
         connection=connection,
@@ -87,7 +88,7 @@ def refuse_a_mixed_fleet(connection: Redis) -> None:
     """Exit, saying how to override, if live workers at this Redis use another price source than this host's."""
     if Config.ALLOW_MIXED_SOURCES:
         return
-    mine = tasks.price_source().name
+    mine = source_name(Config.PRICE_SOURCE)
     keys = list(Worker.all_keys(connection=connection))
     pipe = connection.pipeline(transaction=False)
     for key in keys:
@@ -182,12 +183,12 @@ def main() -> None:
     exit_on_bad_settings()
     sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(level=Config.LOG_LEVEL, stream=sys.stdout, format=LOG_FORMAT)
-    preload()
-    redis_host = urlsplit(Config.REDIS_URL).hostname  # not the whole URL: it may hold a password
     connection = Redis.from_url(Config.REDIS_URL)
     wait_for_redis(connection)
-    refuse_a_mixed_fleet(connection)
+    refuse_a_mixed_fleet(connection)  # before the warm-up: a refused host makes no call to Yahoo
     connection.close()  # the workers open their own
+    preload()
+    redis_host = urlsplit(Config.REDIS_URL).hostname  # not the whole URL: it may hold a password
     log.info("starting %d workers against Redis at %s (price source %s)", Config.WORKERS, redis_host, Config.PRICE_SOURCE)
     Supervisor(Config.WORKERS).run()
 

@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import time
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import pandas as pd
 import requests
 import yfinance as yf
 from numpy.typing import ArrayLike
+from pandas.errors import Pandas4Warning
 from redis import Redis
 from requests.adapters import HTTPAdapter
 from yfinance.data import YfData
@@ -31,6 +33,8 @@ from jobs import records
 from jobs.governor import Governor
 
 log = logging.getLogger(__name__)
+# yfinance 1.7 uses pandas features that pandas 3.1 deprecates: a dozen warnings in every worker's log, none ours to fix.
+warnings.filterwarnings("ignore", category=Pandas4Warning, module="yfinance")
 
 TRADING_DAYS_PER_YEAR = 252
 
@@ -361,6 +365,11 @@ class CachedSource:
         pipe.hincrby(records.PRICE_STATS_KEY, "misses", 1)
         pipe.execute()
         return history
+
+
+def source_name(setting: str) -> str:
+    """Name the source a PRICE_SOURCE setting gives (its results' `source`): yahoo, synthetic or csv."""
+    return setting.split(":", 1)[0]
 
 
 def price_source_from_config(config: type[Config]) -> YahooSource | CsvSource | SyntheticSource:

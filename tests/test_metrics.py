@@ -100,6 +100,19 @@ def test_label_values_are_escaped(client, redis_client):
     assert value(metrics, "trends_yahoo_requests_total", egress='eth"0\\', status="200") == 1
 
 
+def test_damaged_or_planted_data_costs_its_own_figures_never_the_scrape(client, redis_client):
+    redis_client.hset(JOB_STATS_KEY, mapping={"trends:ok": 3, "trends:error": "many", "no-colon": 1, b"\xff:ok": 1})
+    redis_client.hset(YAHOO_STATS_KEY, mapping={"egress-a:requests:200": 2, "nocolon": 5})
+    redis_client.set(PRICE_STATS_KEY, "not a hash")
+    add_worker(redis_client, "odd", hostname=b"\xffhost", trends_source="yahoo", trends_version=b"\xfe")
+    redis_client.sadd("rq:workers", "rq:worker:planted")
+    redis_client.set("rq:worker:planted", "not a hash")
+    metrics = scrape(client)
+    assert value(metrics, "trends_symbols_total", queue="trends", outcome="ok") == 3
+    assert value(metrics, "trends_yahoo_requests_total", egress="egress-a", status="200") == 2
+    assert client.get("/healthz").json["sources"] == {"yahoo": 1}
+
+
 def test_api_latency_is_counted_in_the_process_without_writing_redis(client, redis_client):
     before = scrape(client)
     calls_before = hash_increments(redis_client)

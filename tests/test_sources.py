@@ -15,6 +15,7 @@ from jobs.sources import (
     SyntheticSource,
     UnknownSymbolError,
     YahooSource,
+    source_name,
 )
 from tests.conftest import weekdays, write_prices
 from tests.fake_yahoo import chart_body, session_for
@@ -232,3 +233,9 @@ def test_the_price_cache_does_not_keep_errors(redis_client):
         with pytest.raises(UnknownSymbolError):
             cached.history("NOPE")
     assert inner.fetches == 2
+
+
+def test_a_price_source_setting_names_the_source_its_results_say(tmp_path):
+    assert source_name("synthetic") == SyntheticSource().name
+    assert source_name(f"csv:{tmp_path}") == CsvSource(str(tmp_path)).name
+    assert source_name("yahoo") == YahooSource.name

@@ -67,12 +67,13 @@ def fleet(redis: Redis) -> list[dict[str, str | None]]:
     pipe = redis.pipeline(transaction=False)
     for key in worker_registration.get_keys(connection=redis):
         pipe.hgetall(key)
-    return [_worker_facts(facts) for facts in pipe.execute() if facts]  # a worker gone since: no hash
+    # A worker gone since has no hash; a key that is not a hash (planted) is left out.
+    return [_worker_facts(facts) for facts in pipe.execute(raise_on_error=False) if facts and isinstance(facts, dict)]
 
 
 def _worker_facts(facts: dict[bytes, bytes]) -> dict[str, str | None]:
     def text(field: str, default: str | None) -> str | None:
-        return facts[field.encode()].decode() if facts.get(field.encode()) else default
+        return facts[field.encode()].decode(errors="replace") if facts.get(field.encode()) else default
 
     # Workers older than the trends_* fields report "unknown"; a hash re-created without a hostname has host None.
     return {"host": text("hostname", None), "source": text("trends_source", "unknown"),
@@ -107,7 +108,7 @@ class RedisCollector(Collector):
         pipe = self.redis.pipeline(transaction=False)
         for key in (JOB_STATS_KEY, YAHOO_STATS_KEY, PRICE_STATS_KEY):
             pipe.hgetall(key)
-        jobs, yahoo, prices = ({k.decode(): float(v) for k, v in h.items()} for h in pipe.execute())
+        jobs, yahoo, prices = (_counters(reply) for reply in pipe.execute(raise_on_error=False))
         yield self._symbols(jobs)
         yield from _yahoo(yahoo)
         price_cache = CounterMetricFamily("trends_price_cache", "Price cache lookups by result.", labels=["result"])
@@ -126,7 +127,7 @@ class RedisCollector(Collector):
     def _symbols(self, jobs: dict[str, float]) -> CounterMetricFamily:
         # Every outcome of every queue, 0 until it happens, so alerts can name them; and whatever else is counted.
         counts = {(queue.name, outcome): 0.0 for queue in self.queues for outcome in OUTCOMES}
-        counts.update({tuple(field.rsplit(":", 1)): value for field, value in jobs.items()})
+        counts.update({tuple(field.rsplit(":", 1)): value for field, value in jobs.items() if ":" in field})
         family = CounterMetricFamily("trends_symbols", "Symbols whose job ended, by queue and outcome.",
                                      labels=["queue", "outcome"])
         for labels, value in sorted(counts.items()):
@@ -148,8 +149,21 @@ YAHOO_COUNTERS = {  # counter in YAHOO_STATS_KEY → the family it is exported a
     "waits": ("trends_yahoo_governor_waits", "Requests that waited for a token of the Yahoo rate governor."),
     "wait_seconds": ("trends_yahoo_governor_wait_seconds", "Time requests waited for a token of the Yahoo rate governor."),
     "cooldowns": ("trends_yahoo_cooldowns", "Cooldowns Yahoo's rate limiting imposed on an egress."),
-    "deferrals": ("trends_yahoo_deferrals", "Jobs deferred while their egress cooled down."),
+    "deferrals": ("trends_yahoo_deferrals", "Jobs put back in their queue: their egress had no call to spare in time."),
 }
+
+
+def _counters(reply: dict[bytes, bytes] | Exception) -> dict[str, float]:
+    """Read a counters hash as text → number, leaving out what is not one (planted or damaged data never fails a scrape)."""
+    if not isinstance(reply, dict):  # not a hash (WRONGTYPE)
+        return {}
+    counters = {}
+    for field, value in reply.items():
+        try:
+            counters[field.decode(errors="replace")] = float(value)
+        except ValueError:
+            continue
+    return counters
 
 
 def _yahoo(stats: dict[str, float]) -> Iterator[Metric]:
@@ -157,6 +171,8 @@ def _yahoo(stats: dict[str, float]) -> Iterator[Metric]:
                                    labels=["egress", "status"])
     families = {counter: CounterMetricFamily(name, text, labels=["egress"]) for counter, (name, text) in YAHOO_COUNTERS.items()}
     for field, value in sorted(stats.items()):
+        if ":" not in field:
+            continue
         egress, counter = field.split(":", 1)
         if counter.startswith("requests:"):
             requests.add_metric([egress, counter.removeprefix("requests:")], value)
