@@ -12,6 +12,7 @@ from sklearn.linear_model import LinearRegression
 MIN_TRAIN = 60  # closes a backtest origin needs behind it
 VOL_WINDOW = MIN_TRAIN  # daily returns behind a day that measure its volatility
 MIN_CALIBRATION = 30  # past scores a year's own origin needs before it is judged (in-year coverage)
+JUDGED_PER_BLOCK = 4  # judged origins that share one range in the in-year coverage (a block spans 4 × horizon days)
 
 
 def forecast(closes: np.ndarray, horizon: int, method: str = "trend") -> np.ndarray:
@@ -135,10 +136,10 @@ def _scores(closes: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray, n
     return origins, (outcomes / centres[:-1] - 1) / sigma[origins, None], centres[-1], sigma
 
 
-def likely_range(closes: np.ndarray, horizon: int, level: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """Give the range the next `horizon` closes are in with probability `level`: the same for every method.
+def likely_range(closes: np.ndarray, horizon: int, level: float = 0.8) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Give the range the next `horizon` closes are in with probability `level`, and how often such ranges held this year.
 
-    Centred on the fitted line's slope from the last close, spread by the year's own past errors
+    The same range for every method. Centred on the fitted line's slope from the last close, spread by the year's own past errors
     around that path, each divided by the volatility of the 60 days before it and multiplied back
     by today's (so a calm spell does not narrow the range for a turbulent one), bounded by
     conformal ranks. Measured on 24 real price series (make evaluate), an 80 % range holds 80-81 %
@@ -149,25 +150,26 @@ def likely_range(closes: np.ndarray, horizon: int, level: float = 0.8) -> tuple[
     origins, scores, path, sigma = _scores(closes, horizon)
     low, high = conformal_ranks(len(origins), level)
     ordered = np.sort(scores, axis=0)
-    return path * (1 + ordered[low] * sigma[-1]), path * (1 + ordered[high] * sigma[-1])
+    lower, upper = path * (1 + ordered[low] * sigma[-1]), path * (1 + ordered[high] * sigma[-1])
+    return lower, upper, _in_year_coverage(origins, scores, horizon, level)
 
 
-def in_year_coverage(closes: np.ndarray, horizon: int, level: float = 0.8) -> float | None:
+def _in_year_coverage(origins: np.ndarray, scores: np.ndarray, horizon: int, level: float) -> float | None:
     """Give the share of the year's outcomes inside ranges built, as likely_range does, from the errors known before each.
 
     Every `horizon`-th origin of the year, once 30 errors are known, is judged by a range built only
-    from errors whose outcome it had seen (no look-ahead); None if the year has too few.
+    from errors whose outcome was seen by the start of its block of JUDGED_PER_BLOCK judged origins
+    (no look-ahead; a block shares one range); None if the year has too few.
     """
-    origins, scores, _, _ = _scores(closes, horizon)
     judged = np.arange(MIN_CALIBRATION + horizon, len(origins), horizon)
     if not len(judged):
         return None
+    cuts = judged[::JUDGED_PER_BLOCK]
     ahead = np.arange(1, horizon + 1)
-    known = origins[None, :, None] + ahead <= origins[judged][:, None, None]  # outcome seen by the judged origin
-    low, high = conformal_ranks(judged[:, None] - ahead + 1, level)  # origins are consecutive: that many known
-    judged_scores = scores[judged][:, None, :]
-    # Counted, not sorted: a score is at or above the low-th known one if at least low + 1 known ones are
-    # at or below it, and at or below the high-th if at most high known ones are below it.
-    at_or_below = np.count_nonzero(known & (scores[None] <= judged_scores), axis=1)
-    below = np.count_nonzero(known & (scores[None] < judged_scores), axis=1)
-    return float(((at_or_below >= low + 1) & (below <= high)).mean())
+    known = origins[None, :, None] + ahead <= origins[cuts][:, None, None]  # (blocks, origins, days): seen by the cut
+    ordered = np.sort(np.where(known, scores[None], np.inf), axis=1)
+    low, high = conformal_ranks(cuts[:, None] - ahead + 1, level)  # origins are consecutive: that many known
+    lower = np.take_along_axis(ordered, low[:, None, :], axis=1)[:, 0]
+    upper = np.take_along_axis(ordered, high[:, None, :], axis=1)[:, 0]
+    block = np.arange(len(judged)) // JUDGED_PER_BLOCK
+    return float(((scores[judged] >= lower[block]) & (scores[judged] <= upper[block])).mean())

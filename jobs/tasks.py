@@ -10,7 +10,7 @@ from rq.timeouts import JobTimeoutException
 
 from config import Config
 from jobs.analysis import moving_average, next_trading_days
-from jobs.forecast import backtest, forecast, in_year_coverage, likely_range
+from jobs.forecast import backtest, forecast, likely_range
 from jobs.sources import (
     CachedSource,
     PriceDataError,
@@ -74,8 +74,7 @@ def analyze_history(history: PriceHistory, window: int, horizon: int, method: st
         )
     predictions = forecast(closes, horizon, method)
     record = backtest(closes, horizon, method)
-    lower, upper = likely_range(closes, horizon, level) if record else (None, None)
-    coverage = in_year_coverage(closes, horizon, level) if record else None
+    lower, upper, coverage = likely_range(closes, horizon, level) if record else (None, None, None)
     return {
         "symbol": history.symbol,
         "source": history.source,

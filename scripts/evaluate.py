@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from jobs.forecast import error_table, in_year_coverage, likely_range, predictions_at
+from jobs.forecast import error_table, likely_range, predictions_at
 from jobs.sources import CsvSource
 from webapp.validation import PAGE_LEVELS
 
@@ -54,9 +54,8 @@ def range_at(closes: np.ndarray, origin: int, level: float) -> tuple[np.ndarray,
 
     Only the year of closes up to the origin goes in: nothing after it.
     """
-    year = closes[origin - YEAR + 1:origin + 1]
-    lower, upper = likely_range(year, HORIZON, level)
-    return lower, upper, closes[origin + 1:origin + 1 + HORIZON], in_year_coverage(year, HORIZON, level)
+    lower, upper, coverage = likely_range(closes[origin - YEAR + 1:origin + 1], HORIZON, level)
+    return lower, upper, closes[origin + 1:origin + 1 + HORIZON], coverage
 
 
 def range_table(folder: str) -> str:

@@ -14,7 +14,6 @@ from jobs.forecast import (
     backtest,
     conformal_ranks,
     forecast,
-    in_year_coverage,
     likely_range,
     predictions_at,
     rolling_lines,
@@ -102,9 +101,9 @@ def test_the_likely_range_holds_its_level_on_random_walks_of_known_volatility(le
 
 
 def test_the_in_year_coverage_reported_matches_the_level_on_random_walks():
-    reported = [in_year_coverage(geometric_walk(seed, 252, 0.015), 5, 0.8) for seed in range(60)]
+    reported = [likely_range(geometric_walk(seed, 252, 0.015), 5, 0.8)[2] for seed in range(60)]
     assert 0.75 < np.mean(reported) < 0.85
-    assert in_year_coverage(geometric_walk(0, 80, 0.015), 5, 0.8) is None, "too short a year to judge"
+    assert likely_range(geometric_walk(0, 80, 0.015), 5, 0.8)[2] is None, "too short a year to judge"
 
 
 def test_no_range_uses_a_close_after_its_origin():
@@ -130,7 +129,7 @@ def test_conformal_ranks_are_the_finite_sample_order_statistics():
 
 
 def test_flat_prices_give_a_range_of_no_width_not_a_broken_one():
-    lower, upper = likely_range(np.full(252, 50.0), 5, 0.8)
+    lower, upper, _ = likely_range(np.full(252, 50.0), 5, 0.8)
     assert np.allclose(lower, 50.0) and np.allclose(upper, 50.0)
 
 
