@@ -188,7 +188,7 @@ def _malformed(settings: Mapping[str, Any]) -> list[str]:
         problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {settings['LOG_LEVEL']!r}")
     if not re.fullmatch(r"\d+([kmg]b?|b)?", settings["REDIS_MAXMEMORY"].lower()):
         problems.append(f"REDIS_MAXMEMORY must be a size such as 512mb or 1gb, got {settings['REDIS_MAXMEMORY']!r}")
-    problems += _malformed_yahoo(settings)
+    problems += _malformed_yahoo(settings) + _positive_rate(settings)
     for name in ("RATE_LIMIT_SYMBOLS", "RATE_LIMIT_POLL", "DASHBOARD_LOGIN_LIMIT", "YAHOO_RATE"):
         try:
             parse_rate_limit(settings[name])
@@ -211,6 +211,15 @@ def _malformed_yahoo(settings: Mapping[str, Any]) -> list[str]:
             problems.append(f"YAHOO_SOURCE_ADDRESS must be an IP address of this host, got "
                             f"{settings['YAHOO_SOURCE_ADDRESS']!r}")
     return problems
+
+
+def _positive_rate(settings: Mapping[str, Any]) -> list[str]:
+    """YAHOO_RATE refused if it allows no call at all."""
+    try:
+        return [] if yahoo_rate_per_second(settings["YAHOO_RATE"]) > 0 else [
+            f"YAHOO_RATE must allow at least one call, got {settings['YAHOO_RATE']!r}"]
+    except ValueError:
+        return []  # refused as malformed already
 
 
 def yahoo_rate_per_second(rate: str) -> float:

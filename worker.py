@@ -47,9 +47,8 @@ log = logging.getLogger("worker")
 KILL_AFTER = WORKER_STOP_PATIENCE + 5
 
 
-def preload() -> None:
-    """Load what the first job would otherwise load: the price source and the exchange calendar."""
-    tasks.price_source()
+def load_the_calendar() -> None:
+    """Load the exchange calendar the first job would otherwise load, refusing an unknown one in words."""
     try:
         analysis.next_trading_days(datetime.date.today(), 1, Config.EXCHANGE_CALENDAR)
     except InvalidCalendarName:
@@ -183,11 +182,12 @@ def main() -> None:
     exit_on_bad_settings()
     sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(level=Config.LOG_LEVEL, stream=sys.stdout, format=LOG_FORMAT)
+    load_the_calendar()
     connection = Redis.from_url(Config.REDIS_URL)
     wait_for_redis(connection)
-    refuse_a_mixed_fleet(connection)  # before the warm-up: a refused host makes no call to Yahoo
+    refuse_a_mixed_fleet(connection)  # before the price source: a refused host makes no call to Yahoo
     connection.close()  # the workers open their own
-    preload()
+    tasks.price_source()  # built once here (Yahoo's login included) and inherited by every worker
     redis_host = urlsplit(Config.REDIS_URL).hostname  # not the whole URL: it may hold a password
     log.info("starting %d workers against Redis at %s (price source %s)", Config.WORKERS, redis_host, Config.PRICE_SOURCE)
     Supervisor(Config.WORKERS).run()

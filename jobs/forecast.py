@@ -136,7 +136,7 @@ def _scores(closes: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray, n
     return origins, (outcomes / centres[:-1] - 1) / sigma[origins, None], centres[-1], sigma
 
 
-def likely_range(closes: np.ndarray, horizon: int, level: float = 0.8) -> tuple[np.ndarray, np.ndarray, float | None]:
+def likely_range(closes: np.ndarray, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, float | None]:
     """Give the range the next `horizon` closes are in with probability `level`, and how often such ranges held this year.
 
     The same range for every method. Centred on the fitted line's slope from the last close, spread by the year's own past errors

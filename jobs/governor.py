@@ -167,9 +167,12 @@ class Governor:
         cooling = self.connection.exists(self._keys[1]) == 1
         after = PAUSED_RECHECK if wait_ms == -1 else wait_ms / 1000
         self.connection.hincrby(YAHOO_STATS_KEY, f"{self.egress}:deferrals", 1)
-        why = "is cooling down after Yahoo answered 429" if cooling else "has no Yahoo call to spare"
-        raise Deferred(after * random.uniform(1, 1.2), f"egress {self.egress} {why} for {after:.1f} s; back in the queue",
-                       cooling)
+        log.info("egress %s: no Yahoo call for %.1f s (%s); a job goes back to its queue", self.egress, after,
+                 "cooling down after a 429" if cooling else "budget taken")
+        # The reason is shown to clients (a late /get_trends): it names no host or egress.
+        reason = (f"Yahoo refused calls (HTTP 429), so they pause for {after:.0f} s" if cooling
+                  else f"Yahoo's call budget is taken for the next {after:.0f} s")
+        raise Deferred(after * random.uniform(1, 1.2), f"{reason}; it waits in the queue", cooling)
 
     def defer_after_429(self) -> None:
         """Put the job back after Yahoo answered 429: the cool-down that answer started decides when it comes back."""

@@ -21,6 +21,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 VERSION = version("stock-trends")  # the project's, from its package metadata (pyproject.toml)
+DEFAULT_LEVEL = 0.8  # the likely range's level when a request names none: an 80 % range
 # hash "<queue>:<outcome>" → count of symbols that ended so, kept by the workers, read by /metrics
 JOB_STATS_KEY = "trends:stats:jobs"
 # Why a symbol's job ended: a result, or the cause of its failure (jobs/tasks.py `outcome_of`).

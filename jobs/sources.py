@@ -153,7 +153,7 @@ def yahoo_session(base_url: str = "", source_address: str = "", governor: Govern
 class YahooSource:
     """Yahoo Finance through yfinance: one year of daily bars per symbol.
 
-    Transient failures (rate limit, network, garbage or empty answers) are retried with
+    Transient failures (network, garbage or empty answers; a rate limit without a governor) are retried with
     exponential backoff and full jitter, within a time budget that keeps the job under its timeout.
     """
 
@@ -357,12 +357,12 @@ class CachedSource:
         if days is not None and closes is not None:
             dates = [dt.date.fromordinal(int(day)) for day in np.frombuffer(days, dtype=np.int32)]
             return PriceHistory(symbol, dates, np.frombuffer(closes, dtype=np.float64).copy(), self.name, self.adjusted)
+        self.connection.hincrby(records.PRICE_STATS_KEY, "misses", 1)  # before the fetch, which may fail or be deferred
         history = self.source.history(symbol)  # errors are not cached: the next request asks again
         pipe = self.connection.pipeline(transaction=False)
         pipe.hset(key, mapping={"days": np.array([d.toordinal() for d in history.dates], dtype=np.int32).tobytes(),
                                 "closes": np.asarray(history.closes, dtype=np.float64).tobytes()})
         pipe.expire(key, self.ttl)
-        pipe.hincrby(records.PRICE_STATS_KEY, "misses", 1)
         pipe.execute()
         return history
 

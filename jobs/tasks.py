@@ -11,6 +11,7 @@ from rq.timeouts import JobTimeoutException
 from config import Config
 from jobs.analysis import moving_average, next_trading_days
 from jobs.forecast import backtest, forecast, likely_range
+from jobs.records import DEFAULT_LEVEL
 from jobs.sources import (
     CachedSource,
     PriceDataError,
@@ -36,7 +37,8 @@ def price_source() -> PriceSource:
     return _price_source
 
 
-def analyze_symbol(symbol: str, window: int, horizon: int, method: str = "trend", level: float = 0.8) -> dict[str, Any]:
+def analyze_symbol(symbol: str, window: int, horizon: int, method: str = "trend",
+                   level: float = DEFAULT_LEVEL) -> dict[str, Any]:
     """Run the RQ job: fetch a year of closes for `symbol` and return its result object.
 
     Raises PriceDataError (its message is for people) when the symbol's prices can't be had, so
@@ -65,7 +67,7 @@ def outcome_of(exc_type: type) -> str:
 
 
 def analyze_history(history: PriceHistory, window: int, horizon: int, method: str = "trend",
-                    level: float = 0.8) -> dict[str, Any]:
+                    level: float = DEFAULT_LEVEL) -> dict[str, Any]:
     """Build the API's result object for one symbol's price history, with its forecast's track record."""
     closes = history.closes
     if len(closes) < max(window, 2):

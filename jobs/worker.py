@@ -96,6 +96,11 @@ return #ids
 """
 
 
+def _symbol_of(job: Job) -> str:
+    """Name the symbol a job analyses (its first argument), for messages."""
+    return str(job.args[0]) if job.args else job.id
+
+
 def redis_retry_waits() -> Iterator[float]:
     """Give the seconds to wait before each new try at an unreachable Redis: 1, doubling up to 30."""
     wait = 1.0
@@ -347,8 +352,8 @@ class TrendsWorker(SimpleWorker):
             self.log.warning("Worker %s: job %s from queue %s: %s", self.name, job.id, job.origin, job.meta["error"])
             self.connection.hincrby(JOB_STATS_KEY, f"{job.origin}:refused", 1)
             return
-        symbol = str(job.args[0]) if job.args else job.id
-        job.meta.setdefault("error", failure_message(symbol, exc_type, job.timeout, exc_value))
+        if not issubclass(exc_type, Deferred):  # one that gave up has its message from _gave_up
+            job.meta["error"] = failure_message(_symbol_of(job), exc_type, job.timeout, exc_value)
         self._outcome = "rate_limited" if issubclass(exc_type, Deferred) else outcome_of(exc_type)
         if issubclass(exc_type, (PriceDataError, JobTimeoutException, Deferred)):
             job.retries_left = 0
@@ -408,9 +413,8 @@ class TrendsWorker(SimpleWorker):
         since = job.meta.setdefault("rate_limited_since", time.time())
         if time.time() - since <= self.give_up_after:
             return False
-        symbol = str(job.args[0]) if job.args else job.id
-        job.meta["error"] = (f"{symbol}: Yahoo has refused this fleet's calls (HTTP 429) for over "
-                             f"{self.give_up_after // 60} minutes; try again later")
+        job.meta["error"] = (f"{_symbol_of(job)}: Yahoo has refused this fleet's calls (HTTP 429), or they were paused, "
+                             f"for over {self.give_up_after} s; try again later")
         return True
 
     def _put_back(self, job: Job, queue: Queue, execution: Execution, deferred: Deferred) -> None:

@@ -6,7 +6,7 @@ import pytest
 from jobs.records import OPEN_ANALYSES_KEY, record_key
 from tests.conftest import analysis_jobs, wait_until
 from webapp import create_app
-from webapp.analyses import keep_analyses
+from webapp.analyses import keep_analyses, write_cursor
 
 
 def test_create_answers_202_at_once_with_a_location(client, redis_client):
@@ -55,6 +55,13 @@ def test_a_poll_with_the_last_cursor_carries_only_the_results_new_since(app, cli
     assert not any("result" in entry for entry in again["symbols"]) and again["cursor"] == cursor
     whole = client.get(created["status_url"]).json
     assert all("result" in entry for entry in whole["symbols"]), "without a cursor, everything"
+
+
+def test_a_cursor_that_claims_a_symbol_not_answered_yet_is_a_400(client):
+    created = client.post("/api/analyses", json={"symbols": ["AAPL", "MSFT"]}).json
+    forged = write_cursor([0, 1])  # well formed, but neither symbol has ended
+    response = client.get(created["status_url"], query_string={"since": forged})
+    assert response.status_code == 400 and "since must be the cursor" in response.json["message"]
 
 
 @pytest.mark.parametrize("since", ["not a cursor!", "A" * 40, "=="])

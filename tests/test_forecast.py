@@ -9,6 +9,8 @@ from sklearn.linear_model import LinearRegression
 
 from jobs.analysis import next_trading_days
 from jobs.forecast import (
+    JUDGED_PER_BLOCK,
+    MIN_CALIBRATION,
     MIN_TRAIN,
     VOL_WINDOW,
     backtest,
@@ -104,6 +106,34 @@ def test_the_in_year_coverage_reported_matches_the_level_on_random_walks():
     reported = [likely_range(geometric_walk(seed, 252, 0.015), 5, 0.8)[2] for seed in range(60)]
     assert 0.75 < np.mean(reported) < 0.85
     assert likely_range(geometric_walk(0, 80, 0.015), 5, 0.8)[2] is None, "too short a year to judge"
+
+
+def in_year_coverage_by_hand(closes: np.ndarray, horizon: int, level: float) -> float:
+    """The in-year coverage written out origin by origin: each judged origin sees only the errors whose outcome had
+    happened by the start of its block, so nothing after it can enter."""
+    slope = rolling_lines(closes)[0]
+    sigma = trailing_volatility(closes)
+    origins = list(range(MIN_TRAIN - 1, len(closes) - horizon))
+
+    def score(origin: int, day: int) -> float:
+        return (closes[origin + day] / (closes[origin] + slope[origin] * day) - 1) / sigma[origin]
+
+    judged = list(range(MIN_CALIBRATION + horizon, len(origins), horizon))
+    inside = []
+    for k, j in enumerate(judged):
+        cut = origins[judged[k - k % JUDGED_PER_BLOCK]]
+        for day in range(1, horizon + 1):
+            known = sorted(score(origin, day) for origin in origins if origin + day <= cut)
+            low, high = conformal_ranks(len(known), level)
+            inside.append(known[int(low)] <= score(origins[j], day) <= known[int(high)])
+    return float(np.mean(inside))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_in_year_coverage_judges_each_origin_only_by_errors_seen_before_it(seed):
+    closes = geometric_walk(seed, 252, 0.02)
+    for level in (0.8, 0.9):
+        assert likely_range(closes, 5, level)[2] == pytest.approx(in_year_coverage_by_hand(closes, 5, level))
 
 
 def test_no_range_uses_a_close_after_its_origin():

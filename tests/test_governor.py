@@ -60,8 +60,8 @@ def test_egresses_have_budgets_of_their_own(redis_client):
 
 
 def test_a_429_pauses_the_whole_egress_then_calls_resume_without_a_burst(redis_client):
-    gov = governor(redis_client, rate=20, burst=5, cooldown=1)
-    other_worker = governor(redis_client, rate=20, burst=5, cooldown=1)  # same egress, another process's view
+    gov = governor(redis_client, rate=2, burst=5, cooldown=1)
+    other_worker = governor(redis_client, rate=2, burst=5, cooldown=1)  # same egress, another process's view
     gov.observe(200)
     gov.observe(429)
     gov.observe(429)  # the same burst: one cool-down

@@ -319,7 +319,7 @@ def test_the_range_coverage_is_said_only_when_the_server_measured_it(page, web_s
         body = answer.json()
         for entry in body["symbols"]:  # both shapes, whichever the server gives now
             if entry.get("result") and entry["symbol"] == "AAPL":
-                entry["result"]["interval"] = {"level": 0.8, "coverage": 0.81}
+                entry["result"]["interval"] = {"level": 0.8, "coverage": 0.6}  # the words follow the measurement
             elif entry.get("result"):
                 entry["result"].pop("interval", None)
         route.fulfill(response=answer, json=body)
@@ -327,8 +327,10 @@ def test_the_range_coverage_is_said_only_when_the_server_measured_it(page, web_s
     page.route(POLL, with_interval)
     analyse(page, web_server, "AAPL MSFT", 2)
     assert page.locator('li[data-symbol="AAPL"] .coverage').inner_text() == (
-        "80 % range: 8 in 10 of this symbol's past outcomes fell in ranges built this way (measured 81 %).")
+        "80 % range: in this symbol's past year, 6 in 10 outcomes fell in ranges built this way (60 %).")
     expect(page.locator('li[data-symbol="MSFT"] .coverage')).to_be_hidden()
+    explained = page.locator('li[data-symbol="AAPL"] .explain').text_content()  # closed: inner_text skips it
+    assert "the same for every method" in explained and "The trend line can lie outside it" in explained
 
 
 def test_polls_after_the_first_result_carry_only_new_results(page, web_server, redis_server, start_workers):

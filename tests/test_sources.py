@@ -89,10 +89,13 @@ def test_yahoo_source_parses_a_chart_answer_through_yfinance(yahoo):
     source, charts, fake, _ = yahoo
     days = weekdays("2025-11-03", 30)
     closes = [100.0 + i * 0.5 for i in range(30)]
-    charts["AAPL"] = (200, chart_body("AAPL", days, closes))
+    body = chart_body("AAPL", days, closes)
+    adjusted = [close * 0.9 for close in closes]  # as after a dividend: Yahoo's adjusted closes differ from its closes
+    body["chart"]["result"][0]["indicators"]["adjclose"] = [{"adjclose": adjusted}]
+    charts["AAPL"] = (200, body)
     history = source.history("AAPL")
     assert history.dates == days
-    assert np.allclose(history.closes, closes)
+    assert np.allclose(history.closes, adjusted), "the adjusted closes, asked for explicitly"
     assert history.source == "yahoo" and history.adjusted is True
     charts_asked = [url for url in fake.urls if "/v8/finance/chart/" in url]
     assert len(charts_asked) == 1 and "range=1y" in charts_asked[0], "one call per fresh symbol: no time-zone lookup"

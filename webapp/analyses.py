@@ -25,7 +25,7 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 
 from jobs.job_class import SERIALIZER
-from jobs.records import OPEN_ANALYSES_KEY, record_key, trading_day
+from jobs.records import DEFAULT_LEVEL, OPEN_ANALYSES_KEY, record_key, trading_day
 from webapp.shared_jobs import (
     LIVE,
     claim_jobs,
@@ -126,6 +126,8 @@ def analysis_status(redis: Redis, analysis_id: str, since: str = "") -> dict[str
     symbols, ids = json.loads(record["symbols"]), json.loads(record["jobs"])
     known = read_cursor(since, len(symbols))
     statuses, outcomes = snapshot(redis, ids, known)
+    if any(statuses[position] in LIVE for position in known):  # a symbol not answered yet cannot be known
+        raise CursorError("since must be the cursor an earlier answer for this analysis gave (or left out)")
     objects = result_objects(redis, symbols, ids, outcomes)
     entries = [_known_entry(symbol, status) if position in known else _entry(symbol, status, objects.get(job_id))
                for position, (symbol, job_id, status) in enumerate(zip(symbols, ids, statuses))]
@@ -138,7 +140,7 @@ def analysis_status(redis: Redis, analysis_id: str, since: str = "") -> dict[str
         "window": int(record["window"]),
         "horizon": int(record["horizon"]),
         "method": record["method"],
-        "level": float(record.get("level", 0.8)),
+        "level": float(record.get("level", DEFAULT_LEVEL)),  # records older than 0.8.0 have none
         "symbols": entries,
         "cursor": write_cursor(ended),
     }

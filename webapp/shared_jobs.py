@@ -24,7 +24,7 @@ from rq.results import Result
 from rq.utils import utcparse
 
 from jobs.job_class import ANALYZE_SYMBOL, SERIALIZER
-from jobs.records import APPLY_RECORDED, current_job_key, recorded, work_id
+from jobs.records import APPLY_RECORDED, DEFAULT_LEVEL, current_job_key, recorded, work_id
 from webapp.validation import TrendsRequest
 
 LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
@@ -122,7 +122,9 @@ def _job_data(request: TrendsRequest, position: int, job_id: str, settings: Mapp
     retries = settings["JOB_RETRIES"]
     return Queue.prepare_data(
         ANALYZE_SYMBOL,
-        args=(request.symbols[position], request.window, request.horizon, request.method, request.level),
+        # The default level is left out, so a worker from before 0.8.0 (four arguments) still runs it mid-upgrade.
+        args=(request.symbols[position], request.window, request.horizon, request.method,
+              *((request.level,) if request.level != DEFAULT_LEVEL else ())),
         job_id=job_id,
         timeout=settings["JOB_TIMEOUT"],
         result_ttl=settings["RESULT_TTL"],

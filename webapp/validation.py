@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from jobs.records import DEFAULT_LEVEL
+
 MAX_SYMBOL_LENGTH = 15
 MAX_WINDOW = 250  # a year holds about 250 trading days
 MAX_HORIZON = 30
@@ -42,8 +44,10 @@ class TrendsRequest(BaseModel):
     horizon: int = Field(5, ge=1, le=MAX_HORIZON, description="trading days to forecast")
     method: Literal[tuple(METHODS)] = Field(
         "trend", description="; ".join(f"{name}: {meaning}" for name, meaning in METHODS.items()))
-    level: float = Field(0.8, ge=MIN_LEVEL, le=MAX_LEVEL,
-                         description="the share of outcomes the likely range is to hold (0.8: an 80 % range)")
+    # Rounded to hundredths: levels that print alike are one job (its id holds the level).
+    level: Annotated[float, AfterValidator(lambda raw: round(raw, 2))] = Field(
+        DEFAULT_LEVEL, ge=MIN_LEVEL, le=MAX_LEVEL,
+        description="the share of outcomes the likely range is to hold (0.8: an 80 % range), rounded to hundredths")
 
     def distinct_symbols(self) -> list[str]:
         """List the symbols in request order, each once."""

@@ -81,12 +81,12 @@ function fillTable(row, result, level) {
 }
 
 function describeCoverage(row, result) {
-  // Said only when the server measured it (results carry "interval" from version 0.9 on).
+  // Said only when the server measured it (results carry "interval" from version 0.8.0 on), in the measured words.
   const interval = result.interval;
   if (!result.prediction_lower || !interval || !Number.isFinite(interval.level) || !Number.isFinite(interval.coverage)) return;
   const line = row.querySelector(".coverage");
-  line.textContent = `${Math.round(interval.level * 100)} % range: ${inWords(interval.level)} of this symbol's past ` +
-    `outcomes fell in ranges built this way (measured ${Math.round(interval.coverage * 100)} %).`;
+  line.textContent = `${Math.round(interval.level * 100)} % range: in this symbol's past year, ` +
+    `${inWords(interval.coverage)} outcomes fell in ranges built this way (${Math.round(interval.coverage * 100)} %).`;
   line.hidden = false;
 }
 
@@ -125,9 +125,11 @@ function explain(row, result, level, methods) {
       : "Measured on the symbol's own past; this history is too short for it."],
   ];
   if (result.prediction_lower) {
-    terms.push([`Likely range (${Math.round(level * 100)} %)`, "Each forecast widened by this method's past errors " +
-      `on this symbol, from their ${low}th to their ${100 - low}th percentile: where the price ended up around ` +
-      "forecasts made this way. Not a guarantee."]);
+    terms.push([`Likely range (${Math.round(level * 100)} %)`, "Where the price is likely to be, the same for " +
+      "every method: it starts from the last close and follows the fitted line's slope, spread by how far prices " +
+      `strayed from such paths in this symbol's year (scaled by recent volatility), between their ${low}th and ` +
+      `${100 - low}th percentile. On 24 real price series such ranges held their level. The trend line can lie ` +
+      "outside it: its distance from the last close says nothing of where the price goes. Not a guarantee."]);
   }
   const list = row.querySelector(".explain dl");
   for (const [term, meaning] of terms) {
