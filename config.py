@@ -7,8 +7,9 @@ import ipaddress
 import os
 import re
 import socket
+import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
 from limits import parse as parse_rate_limit
@@ -20,6 +21,17 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")  # what P
 EGRESS_PATTERN = r"[A-Za-z0-9._-]{1,100}"  # an egress name goes into Redis keys and metric labels
 RENAMED = {"MAX_BODY_BYTES": "MAX_CONTENT_LENGTH", "REDIS_PASSWORD": "REDIS_REQUIREPASS"}  # old name → new (0.7.0)
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+# The exit status of a process that refuses to start as configured (sysexits' EX_CONFIG): the systemd
+# unit does not restart on it, since starting again would be refused again.
+REFUSED = 78
+
+
+def refuse_to_start(message: str) -> NoReturn:
+    """Say why this process will not start, on stderr, and exit with REFUSED."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(REFUSED)
 
 
 class SettingsError(ValueError):
@@ -37,7 +49,7 @@ def _parsed(name: str, default: object, parse: Callable[[str], Any], kind: str) 
     try:
         return parse(raw)
     except ValueError:
-        raise SystemExit(f"setting {name} must be {kind}, got {raw!r}") from None
+        refuse_to_start(f"setting {name} must be {kind}, got {raw!r}")
 
 
 def _int(name: str, default: int) -> int:
@@ -54,7 +66,7 @@ def _bool(name: str, default: bool) -> bool:
     """Read a yes/no setting (1/0, true/false, yes/no, on/off), refusing anything else by name."""
     raw = _str(name, str(default)).lower()
     if raw not in _FLAGS:
-        raise SystemExit(f"setting {name} must be one of {', '.join(_FLAGS)}, got {raw!r}")
+        refuse_to_start(f"setting {name} must be one of {', '.join(_FLAGS)}, got {raw!r}")
     return _FLAGS[raw]
 
 
@@ -152,7 +164,7 @@ def exit_on_bad_settings() -> None:
     try:
         check_settings(settings_of(Config))
     except SettingsError as exc:
-        raise SystemExit(str(exc)) from None
+        refuse_to_start(str(exc))
 
 
 # Workable bounds of each number. A busy worker beats every WORKER_LOST_AFTER / 3 s, at most once a second.

@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 
-from config import LOG_FORMAT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, settings_of
+from config import LOG_FORMAT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, refuse_to_start, settings_of
 from jobs import analysis, tasks
 from jobs.job_class import SERIALIZER, never_unpickle, trends_queues
 from jobs.records import VERSION
@@ -52,8 +52,8 @@ def load_the_calendar() -> None:
     try:
         analysis.next_trading_days(datetime.date.today(), 1, Config.EXCHANGE_CALENDAR)
     except InvalidCalendarName:
-        raise SystemExit(f"EXCHANGE_CALENDAR must be an exchange_calendars name such as XNYS or XLON, "
-                         f"got {Config.EXCHANGE_CALENDAR!r}") from None
+        refuse_to_start(f"EXCHANGE_CALENDAR must be an exchange_calendars name such as XNYS or XLON, "
+                        f"got {Config.EXCHANGE_CALENDAR!r}")
 
 
 def run_worker() -> None:
@@ -98,10 +98,10 @@ def refuse_a_mixed_fleet(connection: Redis) -> None:
             others.setdefault(source.decode(), set()).add((host or b"?").decode())
     if others:
         fleet = "; ".join(f"{source} on {', '.join(sorted(hosts))}" for source, hosts in sorted(others.items()))
-        raise SystemExit(f"refusing to start: this host's PRICE_SOURCE gives {mine!r} prices, but live workers at this "
-                         f"Redis use another source ({fleet}), and one answer would mix them. Set PRICE_SOURCE to "
-                         "match the fleet, stop those workers first, or set ALLOW_MIXED_SOURCES=1 to run mixed "
-                         "sources anyway (each result names its source).")
+        refuse_to_start(f"refusing to start: this host's PRICE_SOURCE gives {mine!r} prices, but live workers at this "
+                        f"Redis use another source ({fleet}), and one answer would mix them. Set PRICE_SOURCE to "
+                        "match the fleet, stop those workers first, or set ALLOW_MIXED_SOURCES=1 to run mixed "
+                        "sources anyway (each result names its source).")
 
 
 def wait_for_redis(connection: Redis) -> None:

@@ -11,7 +11,7 @@ call may go (the theoretical arrival time, TAT), read and advanced by a script o
 clock. A take reserves the next slot and says how long to wait for it, so waiting workers are
 spaced exactly, without polling. A fetch waits for its first call's slot at most the time its job
 allows; a bulk job at most `bulk_horizon`, so an interactive symbol waits at most that long behind
-bulk ones. A fetch that would wait longer is put back in its queue (Deferred) instead: it is never
+bulk ones. A fetch that would wait longer is put back in its queue (PutBack) instead: it is never
 lost and never holds a worker past its timeout. yfinance's own further calls (its cookie and
 crumb, its second try after an error) each take a slot too, waiting within the same time; one
 that cannot have one is answered here with a 429, never sent.
@@ -74,7 +74,7 @@ return 1
 """
 
 
-class Deferred(Exception):  # noqa: N818 (not an error: the job goes back to its queue)
+class PutBack(Exception):  # noqa: N818 (not an error: the job goes back to its queue)
     """The egress has no Yahoo call for this job within the time it may wait: put the job back, try again later.
 
     `cooling`: because Yahoo answered 429 (a cool-down), not because the budget is booked.
@@ -113,7 +113,7 @@ class Governor:
         self._fetch = threading.local()  # this thread's fetch: whether its next call is paid for, and by when calls go
 
     def acquire(self, longest_wait: float, interactive: bool) -> None:
-        """Take the slot of a fetch's first call, waiting up to `longest_wait` s (less for bulk jobs), or raise Deferred.
+        """Take the slot of a fetch's first call, waiting up to `longest_wait` s (less for bulk jobs), or raise PutBack.
 
         yfinance's further calls in this fetch wait for their slots up to the same time (`admit`).
         """
@@ -148,7 +148,7 @@ class Governor:
         return reserved, wait_ms
 
     def _sleep_to_slot(self, wait_ms: int, defer: bool) -> bool:
-        """Sleep until a reserved slot; a cool-down begun meanwhile voids it (Deferred, or False)."""
+        """Sleep until a reserved slot; a cool-down begun meanwhile voids it (PutBack, or False)."""
         if not wait_ms:
             return True
         time.sleep(wait_ms / 1000)
@@ -172,7 +172,7 @@ class Governor:
         # The reason is shown to clients (a late /get_trends): it names no host or egress.
         reason = (f"Yahoo refused calls (HTTP 429), so they pause for {after:.0f} s" if cooling
                   else f"Yahoo's call budget is taken for the next {after:.0f} s")
-        raise Deferred(after * random.uniform(1, 1.2), f"{reason}; it waits in the queue", cooling)
+        raise PutBack(after * random.uniform(1, 1.2), f"{reason}; it waits in the queue", cooling)
 
     def defer_after_429(self) -> None:
         """Put the job back after Yahoo answered 429: the cool-down that answer started decides when it comes back."""

@@ -211,7 +211,7 @@ class YahooSource:
                 self._sleep(delay)
 
     def _fetch(self, symbol: str, deadline: float) -> PriceHistory:
-        """Make one call for the year of bars, once the egress's governor gives it a slot (Deferred if it won't in time)."""
+        """Make one call for the year of bars, once the egress's governor gives it a slot (PutBack if it won't in time)."""
         if self._governor:
             self._governor.acquire(deadline - time.monotonic() - self._timeout, self._governor.running_job_is_interactive())
         try:

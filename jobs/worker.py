@@ -40,7 +40,7 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
-from jobs.governor import PAUSED_RECHECK, Deferred
+from jobs.governor import PAUSED_RECHECK, PutBack
 from jobs.job_class import RefusedJobError, TrendsJob
 from jobs.records import APPLY_RECORDED, JOB_STATS_KEY, VERSION, alive_key, inflight_key, recorded
 from jobs.sources import PriceDataError
@@ -130,7 +130,7 @@ class TrendsWorker(SimpleWorker):
         self._suspension_checked_at = -1.0
         self._idle_written = False  # whether the running job's outcome also wrote the worker's "idle" state
         self._outcome: str | None = None  # why the running job failed, once handle_exception has said (for /metrics)
-        self._deferred: Deferred | None = None  # the running job's deferral, if the governor gave it no slot
+        self._putting_back: PutBack | None = None  # the running job's way back to its queue, if the governor gave it no slot
         self._paused_until: dict[str, float] = {}  # queue name → when to take from it again, after a deferral
 
     def serialize(self) -> dict:
@@ -338,10 +338,10 @@ class TrendsWorker(SimpleWorker):
         """Say in words what went wrong; expected failures (symbol errors, timeouts) get no traceback and no retry."""
         exc_type, exc_value = exc_info[0], exc_info[1]
         self._outcome = None
-        if issubclass(exc_type, Deferred) and not self._gave_up(job, exc_value):
-            job.meta["deferred"] = str(exc_value)  # what a request still waiting on it is told (webapp/analyses.py)
-            self._deferred = exc_value
-            self.log.info("Worker %s: job %s deferred: %s", self.name, job.id, exc_value)
+        if issubclass(exc_type, PutBack) and not self._gave_up(job, exc_value):
+            job.meta["waiting_for_yahoo"] = str(exc_value)  # what a request still waiting on it is told (webapp/analyses.py)
+            self._putting_back = exc_value
+            self.log.info("Worker %s: job %s put back in its queue: %s", self.name, job.id, exc_value)
             return
         if issubclass(exc_type, RefusedJobError):  # already recorded (and counted) by the job class
             job.retries_left = 0
@@ -352,10 +352,10 @@ class TrendsWorker(SimpleWorker):
             self.log.warning("Worker %s: job %s from queue %s: %s", self.name, job.id, job.origin, job.meta["error"])
             self.connection.hincrby(JOB_STATS_KEY, f"{job.origin}:refused", 1)
             return
-        if not issubclass(exc_type, Deferred):  # one that gave up has its message from _gave_up
+        if not issubclass(exc_type, PutBack):  # one that gave up has its message from _gave_up
             job.meta["error"] = failure_message(_symbol_of(job), exc_type, job.timeout, exc_value)
-        self._outcome = "rate_limited" if issubclass(exc_type, Deferred) else outcome_of(exc_type)
-        if issubclass(exc_type, (PriceDataError, JobTimeoutException, Deferred)):
+        self._outcome = "rate_limited" if issubclass(exc_type, PutBack) else outcome_of(exc_type)
+        if issubclass(exc_type, (PriceDataError, JobTimeoutException, PutBack)):
             job.retries_left = 0
             self.log.info("Worker %s: job %s failed (%s): %s", self.name, job.id, self._outcome, job.meta["error"])
             return
@@ -382,9 +382,9 @@ class TrendsWorker(SimpleWorker):
         if execution is None:  # RQ's paths outside an execution (a job stuck in the intermediate queue)
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
             return
-        deferred, self._deferred = self._deferred, None
-        if deferred:
-            self._put_back(job, queue, execution, deferred)
+        putting_back, self._putting_back = self._putting_back, None
+        if putting_back:
+            self._put_back(job, queue, execution, putting_back)
             return
         stopped = self._stopped_job_id == job.id
         retry = job.should_retry and not stopped
@@ -406,9 +406,9 @@ class TrendsWorker(SimpleWorker):
         if self._store_if_current(job, execution, store) and stopped:
             self._stopped_job_id = None
 
-    def _gave_up(self, job: Job, deferred: Deferred) -> bool:
+    def _gave_up(self, job: Job, put_back: PutBack) -> bool:
         """Whether cool-downs have held this job back longer than give_up_after (its failure then says so)."""
-        if not deferred.cooling:
+        if not put_back.cooling:
             return False
         since = job.meta.setdefault("rate_limited_since", time.time())
         if time.time() - since <= self.give_up_after:
@@ -417,7 +417,7 @@ class TrendsWorker(SimpleWorker):
                              f"for over {self.give_up_after} s; try again later")
         return True
 
-    def _put_back(self, job: Job, queue: Queue, execution: Execution, deferred: Deferred) -> None:
+    def _put_back(self, job: Job, queue: Queue, execution: Execution, put_back: PutBack) -> None:
         """Queue a deferred job again at the front, its retries untouched, and leave its queue (and those after) for a while.
 
         The job keeps its place, its id (whoever waits on it still does) and its first enqueue time (so
@@ -434,7 +434,7 @@ class TrendsWorker(SimpleWorker):
                 pipe.hset(job.key, "enqueued_at", utcformat(first_enqueued))
 
         self._store_if_current(job, execution, requeue)
-        resume_at = time.monotonic() + min(deferred.retry_after, PAUSED_RECHECK)
+        resume_at = time.monotonic() + min(put_back.retry_after, PAUSED_RECHECK)
         for later in self.queues[self.queues.index(queue):]:
             self._paused_until[later.name] = resume_at
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from config import Config, SettingsError, check_settings, settings_of
+from config import REFUSED, Config, SettingsError, check_settings, settings_of
 from jobs.records import trading_day
 from scripts.procfile import commands
 from tests.conftest import ROOT
@@ -76,7 +76,7 @@ def test_the_web_app_refuses_them_at_start_up():
 def test_every_process_refuses_bad_settings_at_start_up_in_words(process, settings, said):
     env = dict(os.environ, REDIS_URL="redis://127.0.0.1:1/0", PRICE_SOURCE="synthetic", **settings)
     run = subprocess.run(commands()[process], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert run.returncode != 0
+    assert run.returncode == REFUSED, "a status systemd's unit does not restart on"
     assert said in run.stderr
     assert "Traceback" not in run.stderr
 
@@ -97,7 +97,7 @@ def test_the_servers_password_is_the_one_the_clients_send():
 def test_a_setting_that_is_not_a_value_of_its_kind_stops_the_process_by_name(name, raw, said):
     run = subprocess.run([sys.executable, "-c", "import config"], cwd=ROOT, env=dict(os.environ, **{name: raw}),
                          capture_output=True, text=True, timeout=60)
-    assert run.returncode == 1
+    assert run.returncode == REFUSED, "a status systemd's unit does not restart on"
     assert said in run.stderr
 
 

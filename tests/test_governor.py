@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from jobs.governor import Deferred, Governor
+from jobs.governor import Governor, PutBack
 from jobs.records import YAHOO_STATS_KEY
 from tests.conftest import wait_until
 
@@ -31,7 +31,7 @@ def test_a_burst_goes_at_once_then_slots_are_spaced_by_the_rate(redis_client):
 def test_no_slot_within_the_wait_allowed_is_a_deferral_that_reserves_nothing(redis_client):
     gov = governor(redis_client, rate=1, burst=1)
     gov.acquire(0, interactive=True)
-    with pytest.raises(Deferred) as deferred:
+    with pytest.raises(PutBack) as deferred:
         gov.acquire(0, interactive=True)
     assert 0.9 <= deferred.value.retry_after <= 1.2 * 1.0 + 0.01, "ask again when the next slot is due"
     assert reserve(gov, 2000)[1] > 900, "the deferral did not take the slot"
@@ -42,7 +42,7 @@ def test_bulk_jobs_reserve_only_a_short_way_ahead_so_interactive_ones_get_in(red
     gov = governor(redis_client, rate=10, burst=1)  # bulk horizon: 1 s, ten slots
     for _ in range(11):
         reserve(gov, 1000)  # slots up to 1 s ahead, as bulk jobs take them
-    with pytest.raises(Deferred):
+    with pytest.raises(PutBack):
         gov.acquire(5, interactive=False)
     waited = threading.Event()
     thread = threading.Thread(target=lambda: (gov.acquire(5, interactive=True), waited.set()))
@@ -55,7 +55,7 @@ def test_egresses_have_budgets_of_their_own(redis_client):
     first, second = governor(redis_client, rate=1, burst=1), governor(redis_client, rate=1, burst=1, egress="egress-b")
     first.acquire(0, interactive=True)
     second.acquire(0, interactive=True)
-    with pytest.raises(Deferred):
+    with pytest.raises(PutBack):
         first.acquire(0, interactive=True)
 
 
@@ -65,7 +65,7 @@ def test_a_429_pauses_the_whole_egress_then_calls_resume_without_a_burst(redis_c
     gov.observe(200)
     gov.observe(429)
     gov.observe(429)  # the same burst: one cool-down
-    with pytest.raises(Deferred) as deferred:
+    with pytest.raises(PutBack) as deferred:
         other_worker.acquire(0.1, interactive=True)
     assert 0.5 < deferred.value.retry_after <= 1.2 and deferred.value.cooling, "until the cool-down ends"
     stats = redis_client.hgetall(YAHOO_STATS_KEY)
@@ -85,7 +85,7 @@ def test_a_slot_reserved_before_a_429_is_void(redis_client):
         try:
             gov.acquire(5, interactive=True)  # reserves the slot 500 ms ahead and sleeps
             outcome.append("called")
-        except Deferred as exc:
+        except PutBack as exc:
             outcome.append(exc.retry_after)
 
     thread = threading.Thread(target=wait_for_the_next_slot)
@@ -116,7 +116,7 @@ def test_a_budget_value_that_cannot_be_right_counts_as_now(redis_client, planted
 def test_a_cool_down_key_without_expiry_pauses_the_egress_until_deleted(redis_client):
     gov = governor(redis_client)
     redis_client.set("trends:yahoo:cooldown:egress-a", 1)  # an operator pausing the egress by hand
-    with pytest.raises(Deferred) as deferred:
+    with pytest.raises(PutBack) as deferred:
         gov.acquire(1, interactive=True)
     assert deferred.value.cooling and 5 <= deferred.value.retry_after <= 6, "asks again in a few seconds"
     assert not gov.admit()

@@ -12,7 +12,7 @@ from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
 from jobs import tasks
-from jobs.governor import Deferred
+from jobs.governor import PutBack
 from jobs.job_class import SERIALIZER, TrendsJob
 from jobs.records import JOB_STATS_KEY
 from jobs.sources import SyntheticSource
@@ -137,7 +137,7 @@ class DeferringSource(SyntheticSource):
         self.cooling = cooling
 
     def history(self, symbol):
-        raise Deferred(30, "egress x has no Yahoo call to spare for 30.0 s; back in the queue", self.cooling)
+        raise PutBack(30, "egress x has no Yahoo call to spare for 30.0 s; back in the queue", self.cooling)
 
 
 def test_a_deferred_job_goes_back_to_the_front_of_its_queue_untouched_and_runs_later(app, client, run_jobs, monkeypatch):
@@ -152,7 +152,7 @@ def test_a_deferred_job_goes_back_to_the_front_of_its_queue_untouched_and_runs_l
     job.refresh()
     assert job.get_status() == JobStatus.QUEUED and job.retries_left == retries
     assert job.enqueued_at == enqueued_at, "the queue's age still counts from when it was first queued"
-    assert "no Yahoo call to spare" in job.meta["deferred"]
+    assert "no Yahoo call to spare" in job.meta["waiting_for_yahoo"]
     assert app.interactive_queue.get_job_ids()[0] == job.id, "back at the front, ahead of MSFT"
     assert len(job.get_executions()) == 0 and job.latest_result() is None
     other = analysis_jobs(app.redis, second["id"])[0]

@@ -11,7 +11,7 @@ import subprocess
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Worker
 
-from config import ROOT
+from config import REFUSED, ROOT
 from jobs.sources import yahoo_session
 from scripts.procfile import commands
 from scripts.simulated_yahoo import start
@@ -127,7 +127,7 @@ def test_a_worker_with_another_price_source_than_the_fleet_refuses_to_start(redi
     yahoo = {"PRICE_SOURCE": "yahoo", "YAHOO_URL": f"http://127.0.0.1:{free_port()}", "YFINANCE_CACHE_DIR": str(tmp_path / "yf")}
     env = dict(os.environ, REDIS_URL=redis_server.url, WORKERS="1", **yahoo)
     refused = subprocess.run(commands()["worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert refused.returncode != 0
+    assert refused.returncode == REFUSED, "a status systemd's unit does not restart on"
     assert "live workers at this Redis use another source (synthetic on" in refused.stderr
     assert "ALLOW_MIXED_SOURCES=1" in refused.stderr
     assert live_workers(redis_client) == 1

@@ -63,8 +63,8 @@ def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Map
 
 def _late_reason(job: Job | None, timeout: float) -> str:
     status = job.get_status(refresh=False) if job else None
-    if status in WAITING and job.meta.get("deferred"):  # put back by a worker: the price source's budget
-        return f"not fetched within {timeout:g} s: {job.meta['deferred']}; ask again in a minute"
+    if status in WAITING and job.meta.get("waiting_for_yahoo"):  # put back by a worker: the price source's budget
+        return f"not fetched within {timeout:g} s: {job.meta['waiting_for_yahoo']}; ask again in a minute"
     if status in WAITING:
         return f"no worker took this symbol within {timeout:g} s; are workers running, or is the queue long?"
     if status == JobStatus.STARTED:
