@@ -119,7 +119,7 @@ function explain(row, result, level, methods) {
     ["The naive baseline", `Every future day = the last close (${price(result.last_close)}). A method is worth ` +
       "using only where it beats this."],
     ["Typical error", record
-      ? `The mean absolute percentage error: at each of ${record.origins} past days with 60 closes behind it, the ` +
+      ? `The mean absolute percentage error: at each of ${record.origins} past days with enough closes behind it, the ` +
         `method saw only the closes up to that day and was compared with what followed (day 1: ${percent(record.mape[0])}, ` +
         `${price(record.mae[0])} in price).`
       : "Measured on the symbol's own past; this history is too short for it."],
