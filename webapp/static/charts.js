@@ -87,35 +87,40 @@ function symbolConfig(canvas, result, level) {
     );
   }
   const rangeName = level ? `Likely range (${Math.round(level * 100)} %)` : "Likely range";
+  return lineChart(labels, datasets, "index", {
+    legend: {
+      labels: {
+        ...legendLabels(colors),
+        // Lines as lines (the forecast dashed); one entry for the band, named after its level, while
+        // the tooltip keeps "(low)" and "(high)".
+        generateLabels: (chart) => Chart.defaults.plugins.legend.labels.generateLabels(chart)
+          .filter((item) => item.text !== "Likely range (low)")
+          .map((item) => (item.text === "Likely range (high)" ? { ...item, text: rangeName, pointStyle: "rect" }
+            : { ...item, pointStyle: "line" })),
+      },
+    },
+    tooltip: {
+      filter: (item) => item.parsed.y !== null,
+      callbacks: { label: (item) => `${item.dataset.label}: ${price(item.parsed.y)}` },
+    },
+  }, {
+    x: { ...xRange(labels, n), ticks: xTicks(colors, canvas), grid: { color: colors.grid } },
+    y: yScale(colors),
+  });
+}
+
+// What every chart here shares: a line chart drawn at once, filling its box, with room for the last forecast point.
+function lineChart(labels, datasets, mode, plugins, scales) {
   return {
     type: "line",
     data: { labels, datasets },
     options: {
       animation: false,
       maintainAspectRatio: false,
-      layout: { padding: { right: 6 } }, // room for the last forecast point
-      interaction: { mode: "index", intersect: false },
-      plugins: {
-        legend: {
-          labels: {
-            ...legendLabels(colors),
-            // Lines as lines (the forecast dashed); one entry for the band, named after its level, while
-            // the tooltip keeps "(low)" and "(high)".
-            generateLabels: (chart) => Chart.defaults.plugins.legend.labels.generateLabels(chart)
-              .filter((item) => item.text !== "Likely range (low)")
-              .map((item) => (item.text === "Likely range (high)" ? { ...item, text: rangeName, pointStyle: "rect" }
-                : { ...item, pointStyle: "line" })),
-          },
-        },
-        tooltip: {
-          filter: (item) => item.parsed.y !== null,
-          callbacks: { label: (item) => `${item.dataset.label}: ${price(item.parsed.y)}` },
-        },
-      },
-      scales: {
-        x: { ...xRange(labels, n), ticks: xTicks(colors, canvas), grid: { color: colors.grid } },
-        y: yScale(colors),
-      },
+      layout: { padding: { right: 6 } },
+      interaction: { mode, intersect: false },
+      plugins,
+      scales,
     },
   };
 }
@@ -148,30 +153,19 @@ function compareConfig(canvas, results) {
       lastIndex: last,
     };
   });
-  return {
-    type: "line",
-    data: { labels, datasets },
-    options: {
-      animation: false,
-      maintainAspectRatio: false,
-      layout: { padding: { right: 6 } }, // room for the last forecast point
-      interaction: { mode: "nearest", intersect: false },
-      plugins: {
-        // Past a dozen symbols a legend would hide the chart; the tooltip names each line.
-        legend: { display: results.length <= 12, labels: { ...legendLabels(colors), pointStyle: "line" } },
-        tooltip: {
-          callbacks: {
-            label: (item) => `${item.dataset.label}: ${price(item.parsed.y)}` +
-              (item.dataIndex > item.dataset.lastIndex ? " (forecast)" : ""),
-          },
-        },
-      },
-      scales: {
-        x: { ticks: xTicks(colors, canvas), grid: { color: colors.grid } },
-        y: yScale(colors, "100 = the first close in view"),
+  return lineChart(labels, datasets, "nearest", {
+    // Past a dozen symbols a legend would hide the chart; the tooltip names each line.
+    legend: { display: results.length <= 12, labels: { ...legendLabels(colors), pointStyle: "line" } },
+    tooltip: {
+      callbacks: {
+        label: (item) => `${item.dataset.label}: ${price(item.parsed.y)}` +
+          (item.dataIndex > item.dataset.lastIndex ? " (forecast)" : ""),
       },
     },
-  };
+  }, {
+    x: { ticks: xTicks(colors, canvas), grid: { color: colors.grid } },
+    y: yScale(colors, "100 = the first close in view"),
+  });
 }
 
 export function drawCompare(canvas, results) {
