@@ -90,6 +90,9 @@ def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings:
 class CursorError(ValueError):
     """A `since` cursor that this analysis did not give."""
 
+    def __init__(self) -> None:
+        super().__init__("since must be the cursor an earlier answer for this analysis gave (or left out)")
+
 
 def read_cursor(since: str, total: int) -> frozenset[int]:
     """Decode a `since` cursor: the positions of the symbols whose ended results the reader already has.
@@ -99,11 +102,11 @@ def read_cursor(since: str, total: int) -> frozenset[int]:
     if not since:
         return frozenset()
     if not re.fullmatch(r"[A-Za-z0-9_-]+", since) or len(since) > 4 * ((total + 7) // 8 + 2) // 3:
-        raise CursorError("since must be the cursor an earlier answer for this analysis gave (or left out)")
+        raise CursorError()
     try:
         bitmap = int.from_bytes(base64.urlsafe_b64decode(since + "=" * (-len(since) % 4)), "little")
     except ValueError:
-        raise CursorError("since must be the cursor an earlier answer for this analysis gave (or left out)") from None
+        raise CursorError() from None
     return frozenset(position for position in range(total) if bitmap >> position & 1)
 
 
@@ -127,7 +130,7 @@ def analysis_status(redis: Redis, analysis_id: str, since: str = "") -> dict[str
     known = read_cursor(since, len(symbols))
     statuses, outcomes = snapshot(redis, ids, known)
     if any(statuses[position] in LIVE for position in known):  # a symbol not answered yet cannot be known
-        raise CursorError("since must be the cursor an earlier answer for this analysis gave (or left out)")
+        raise CursorError()
     objects = result_objects(redis, symbols, ids, outcomes)
     entries = [_known_entry(symbol, status) if position in known else _entry(symbol, status, objects.get(job_id))
                for position, (symbol, job_id, status) in enumerate(zip(symbols, ids, statuses))]
