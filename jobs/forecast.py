@@ -59,13 +59,16 @@ def rolling_lines(closes: np.ndarray, window: int | None = None) -> tuple[np.nda
 
 
 def predictions_at(closes: np.ndarray, origins: np.ndarray, horizon: int, method: str,
-                   window: int | None = None) -> np.ndarray:
-    """Predict as `method` would have at each origin, 1..horizon days ahead: shape (origins, horizon)."""
-    slope, intercept = rolling_lines(closes, window)
-    ahead = np.arange(1, horizon + 1)
+                   window: int | None = None, lines: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Predict as `method` would have at each origin, 1..horizon days ahead: shape (origins, horizon).
+
+    `lines`: what rolling_lines(closes, window) gives, when the caller has it already.
+    """
     t = origins[:, None]
     if method == "naive":
         return np.broadcast_to(closes[t], (len(origins), horizon)).astype(float)
+    slope, intercept = lines or rolling_lines(closes, window)
+    ahead = np.arange(1, horizon + 1)
     if method == "anchored":
         return closes[t] + slope[t] * ahead
     last_index = t if window is None else window - 1  # the origin's own position on its line
@@ -75,20 +78,22 @@ def predictions_at(closes: np.ndarray, origins: np.ndarray, horizon: int, method
 def error_table(actual: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
     """Mean absolute percentage error and mean absolute error per horizon day."""
     absolute = np.abs(predicted - actual)
-    return {"mape": (absolute / np.abs(actual)).mean(axis=0) * 100, "mae": absolute.mean(axis=0)}
+    count = len(absolute)  # sums over a count: np.mean's own overhead was a tenth of the backtest
+    return {"mape": (absolute / np.abs(actual)).sum(axis=0) * (100 / count), "mae": absolute.sum(axis=0) / count}
 
 
-def backtest(closes: np.ndarray, horizon: int, method: str) -> dict[str, int | np.ndarray] | None:
+def backtest(closes: np.ndarray, horizon: int, method: str,
+             lines: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, int | np.ndarray] | None:
     """How `method` and the naive last-close forecast did on these closes, origin by origin.
 
     Origins are the days with at least MIN_TRAIN closes behind them and `horizon` after them;
-    None if there are fewer than 5 such days.
+    None if there are fewer than 5 such days. `lines`: rolling_lines(closes), if the caller has them.
     """
     origins = np.arange(MIN_TRAIN - 1, len(closes) - horizon)
     if len(origins) < 5:
         return None
     actual = closes[origins[:, None] + np.arange(1, horizon + 1)]
-    predicted = predictions_at(closes, origins, horizon, method)
+    predicted = predictions_at(closes, origins, horizon, method, lines=lines)
     ours, naive = error_table(actual, predicted), error_table(actual, predictions_at(closes, origins, horizon, "naive"))
     return {"origins": len(origins), "mape": ours["mape"], "mae": ours["mae"],
             "naive_mape": naive["mape"], "naive_mae": naive["mae"]}
@@ -124,19 +129,21 @@ def conformal_ranks(count: np.ndarray | int, level: float) -> tuple[np.ndarray, 
     return low, high
 
 
-def _scores(closes: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _scores(closes: np.ndarray, horizon: int,
+            lines: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Give the year's origins, their errors in units of volatility, the path from the last day, and each day's volatility.
 
     An origin's errors are its outcomes' distances from its own slope-from-the-last-close path.
     """
     origins = np.arange(MIN_TRAIN - 1, len(closes) - horizon)
-    centres = predictions_at(closes, np.append(origins, len(closes) - 1), horizon, "anchored")
+    centres = predictions_at(closes, np.append(origins, len(closes) - 1), horizon, "anchored", lines=lines)
     sigma = trailing_volatility(closes)
     outcomes = closes[origins[:, None] + np.arange(1, horizon + 1)]
     return origins, (outcomes / centres[:-1] - 1) / sigma[origins, None], centres[-1], sigma
 
 
-def likely_range(closes: np.ndarray, horizon: int, level: float) -> tuple[np.ndarray, np.ndarray, float | None]:
+def likely_range(closes: np.ndarray, horizon: int, level: float,
+                 lines: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, float | None]:
     """Give the range the next `horizon` closes are in with probability `level`, and how often such ranges held this year.
 
     The same range for every method. Centred on the fitted line's slope from the last close, spread by the year's own past errors
@@ -145,9 +152,9 @@ def likely_range(closes: np.ndarray, horizon: int, level: float) -> tuple[np.nda
     conformal ranks. Measured on 24 real price series (make evaluate), an 80 % range holds 80-81 %
     of outcomes on days 1-5. A range built on the trend method's own errors held 66 %: its line's
     offset from the last close says nothing of where the price goes, so the trend line may lie
-    outside this range (docs/forecasts.md).
+    outside this range (docs/forecasts.md). `lines`: rolling_lines(closes), if the caller has them.
     """
-    origins, scores, path, sigma = _scores(closes, horizon)
+    origins, scores, path, sigma = _scores(closes, horizon, lines)
     low, high = conformal_ranks(len(origins), level)
     ordered = np.sort(scores, axis=0)
     lower, upper = path * (1 + ordered[low] * sigma[-1]), path * (1 + ordered[high] * sigma[-1])

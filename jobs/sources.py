@@ -333,6 +333,17 @@ def _weekdays_up_to_yesterday(today: dt.date) -> list[dt.date]:
     return [d.item() for d in dates]
 
 
+# Read a symbol's cached prices (KEYS[1]) and count the lookup, and the miss if they are not there, in
+# the cache's counters (KEYS[2]): one round trip, before any fetch (which may fail or be put back).
+LOOKUP_SCRIPT = """
+local found = redis.call('HMGET', KEYS[1], 'days', 'closes')
+redis.call('HINCRBY', KEYS[2], 'lookups', 1)
+if not (found[1] and found[2]) then redis.call('HINCRBY', KEYS[2], 'misses', 1) end
+return found
+"""
+UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()  # numpy's day 0
+
+
 class CachedSource:
     """A source behind a Redis cache of each symbol's year of closes for the day, shared by all workers.
 
@@ -346,22 +357,19 @@ class CachedSource:
         self.worth_caching = False  # it is the cache
         self.connection = connection
         self.ttl = ttl
+        self._lookup = connection.register_script(LOOKUP_SCRIPT)
 
     def history(self, symbol: str) -> PriceHistory:
         """Give `symbol`'s closes from today's cache, fetching and caching them on a miss."""
         key = records.prices_key(self.name, symbol, records.trading_day())
-        pipe = self.connection.pipeline(transaction=False)
-        pipe.hmget(key, "days", "closes")
-        pipe.hincrby(records.PRICE_STATS_KEY, "lookups", 1)
-        (days, closes), _ = pipe.execute()
+        days, closes = self._lookup(keys=[key, records.PRICE_STATS_KEY])
         if days is not None and closes is not None:
-            dates = [dt.date.fromordinal(int(day)) for day in np.frombuffer(days, dtype=np.int32)]
+            dates = (np.frombuffer(days, dtype=np.int32) - UNIX_EPOCH_ORDINAL).astype("datetime64[D]").tolist()
             return PriceHistory(symbol, dates, np.frombuffer(closes, dtype=np.float64).copy(), self.name, self.adjusted)
-        self.connection.hincrby(records.PRICE_STATS_KEY, "misses", 1)  # before the fetch, which may fail or be deferred
         history = self.source.history(symbol)  # errors are not cached: the next request asks again
+        days = np.fromiter(map(dt.date.toordinal, history.dates), dtype=np.int32, count=len(history.dates))
         pipe = self.connection.pipeline(transaction=False)
-        pipe.hset(key, mapping={"days": np.array([d.toordinal() for d in history.dates], dtype=np.int32).tobytes(),
-                                "closes": np.asarray(history.closes, dtype=np.float64).tobytes()})
+        pipe.hset(key, mapping={"days": days.tobytes(), "closes": np.asarray(history.closes, dtype=np.float64).tobytes()})
         pipe.expire(key, self.ttl)
         pipe.execute()
         return history
