@@ -76,7 +76,7 @@ def predictions_at(closes: np.ndarray, origins: np.ndarray, horizon: int, method
 
 
 def error_table(actual: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean absolute percentage error and mean absolute error per horizon day."""
+    """Mean absolute percentage error and mean absolute error per horizon day, over at least one origin."""
     absolute = np.abs(predicted - actual)
     count = len(absolute)  # sums over a count: np.mean's own overhead was a tenth of the backtest
     return {"mape": (absolute / np.abs(actual)).sum(axis=0) * (100 / count), "mae": absolute.sum(axis=0) / count}

@@ -17,13 +17,10 @@ from rq.serializers import DefaultSerializer, JSONSerializer
 from rq.webhook import Webhook
 
 from config import ROOT, Config
-from jobs.job_class import SERIALIZER
-from jobs.records import OPEN_ANALYSES_KEY, trading_day
+from jobs.records import OPEN_ANALYSES_KEY
 from scripts.procfile import commands
 from tests.conftest import RedisServer, WebServer, analysis_jobs, http_json, http_status, wait_until
 from webapp import create_app
-from webapp.shared_jobs import FIRST_CLAIM, claim_jobs, work_ids
-from webapp.validation import TrendsRequest
 
 
 @pytest.fixture
@@ -101,36 +98,6 @@ def test_fifty_identical_requests_at_once_run_one_job_and_all_get_its_result(red
     counts = [(w.successful_job_count, w.failed_job_count) for w in Worker.all(connection=redis_client)]
     assert len(counts) == len(workers.names()) == 2
     assert sum(ok for ok, _ in counts) == 1 and sum(failed for _, failed in counts) == 0, counts
-
-
-def test_large_requests_claimed_in_several_scripts_get_one_job_per_symbol_in_order_also_when_racing(app, redis_client):
-    """Large requests claim their jobs in growing chunks (workers start on the first while the rest are recorded):
-    each symbol gets its own job, queued in the order asked, and racing requests still share one job per symbol."""
-    def claim(asked: list[str], start: threading.Barrier | None = None) -> dict[str, str]:
-        request = TrendsRequest(symbols=asked)
-        if start:
-            start.wait()
-        with app.app_context():
-            ids = claim_jobs(app.redis, app.interactive_queue, request, work_ids(request, trading_day()), app.config)
-        return dict(zip(asked, ids))
-
-    def queued() -> list[str]:
-        return [job_id.decode() for job_id in redis_client.lrange(app.interactive_queue.key, 0, -1)]
-
-    alone = [f"ALONE{n:03d}" for n in range(4 * FIRST_CLAIM)]  # three claim scripts: 16, 32, 16 symbols
-    answer = claim(alone)
-    jobs = Job.fetch_many(list(answer.values()), redis_client, serializer=SERIALIZER)
-    assert [job.args[0] if job else None for job in jobs] == alone, "each symbol's own job"
-    assert queued() == list(answer.values()), "queued in the order asked"
-
-    redis_client.delete(app.interactive_queue.key)
-    symbols = [f"RACE{n:03d}" for n in range(4 * FIRST_CLAIM)]
-    asks = [symbols, symbols[FIRST_CLAIM:] + symbols[:FIRST_CLAIM], list(reversed(symbols))] * 4
-    start = threading.Barrier(len(asks))
-    with ThreadPoolExecutor(len(asks)) as pool:
-        answers = list(pool.map(lambda asked: claim(asked, start), asks))
-    assert all(answer == answers[0] for answer in answers), "every request joined the same job for each symbol"
-    assert sorted(queued()) == sorted(answers[0].values()), "one job per symbol, none twice"
 
 
 def test_a_paused_worker_that_wakes_after_its_job_ran_elsewhere_cannot_overwrite_the_result(redis_server, redis_client,

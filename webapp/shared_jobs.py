@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,6 @@ FINAL_RESULTS = {Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED
 FAILURE_REUSE_SECONDS = 10  # a failure is answered again for this long, then the symbol is retried
 WAIT_SLICE = 2.0  # seconds per blocking read: below the client's socket timeout
 POINTER_TTL = 2 * 24 * 3600  # a work pointer outlives its day and any job it names
-FIRST_CLAIM = 16  # jobs the first claim script of a request creates (then twice as many each time)
 # For each pointer KEYS[k]: if it still names what the request read (ARGV: '' for none), enqueue the
 # job RQ's own code recorded (jobs/records.py `recorded`) and point at it; else leave both alone.
 # ARGV: the pointer's TTL, then per pointer: the id read, the new job's id, its command count, its commands.
@@ -75,34 +74,19 @@ def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[s
         to_create = _needing_a_job(redis, ids, settings)
         if not to_create:
             return ids
-        all_created = True
-        for chunk in _growing_chunks(to_create):
-            words: list[object] = [POINTER_TTL]
-            new = {i: f"{works[i]}-{uuid.uuid4().hex[:8]}" for i in chunk}
-            for i in chunk:
-                count, commands = recorded(redis, lambda pipe, i=i: queue.enqueue_many(
-                    [_job_data(request, i, new[i], settings)], pipeline=pipe))
-                words += [ids[i] or "", new[i], count, *commands]
-            created = claim(keys=[pointers[i] for i in chunk], args=words)
-            for i, made in zip(chunk, created):
-                if made:
-                    ids[i] = new[i]
-            all_created = all_created and all(created)
-        if all_created:
+        words: list[object] = [POINTER_TTL]
+        new = {i: f"{works[i]}-{uuid.uuid4().hex[:8]}" for i in to_create}
+        for i in to_create:
+            count, commands = recorded(redis, lambda pipe, i=i: queue.enqueue_many(
+                [_job_data(request, i, new[i], settings)], pipeline=pipe))
+            words += [ids[i] or "", new[i], count, *commands]
+        created = claim(keys=[pointers[i] for i in to_create], args=words)
+        for i, made in zip(to_create, created):
+            if made:
+                ids[i] = new[i]
+        if all(created):
             return ids
         # Another request created some first: read again, and join theirs.
-
-
-def _growing_chunks(positions: list[int]) -> Iterator[list[int]]:
-    """Split the positions to create into claims of FIRST_CLAIM, then twice as many each time.
-
-    Workers start on the first jobs while the web process still records the rest (~0.15 ms a
-    symbol: 150 ms for 1000), for a few more round trips (6 for 1000).
-    """
-    start, size = 0, FIRST_CLAIM
-    while start < len(positions):
-        yield positions[start:start + size]
-        start, size = start + size, size * 2
 
 
 def _needing_a_job(redis: Redis, ids: list[str | None], settings: Mapping[str, Any]) -> list[int]:
