@@ -78,6 +78,9 @@ class Config:
     HOST = _str("HOST", "127.0.0.1")  # the web app's address
     PORT = _int("PORT", 5000)
     WORKERS = _int("WORKERS", os.cpu_count() or 1)  # worker processes `make worker` starts on this host
+    # Workers run this much nicer than the processes beside them: on a shared host the web app and Redis,
+    # which every worker waits on, get the CPU first (docs/performance.md measures it).
+    WORKER_NICE = _int("WORKER_NICE", 10)
     LOG_LEVEL = _str("LOG_LEVEL", "INFO").upper()
     # Workers take interactive jobs first; requests with more than BULK_THRESHOLD symbols go to bulk.
     INTERACTIVE_QUEUE = _str("INTERACTIVE_QUEUE", "trends")
@@ -169,7 +172,7 @@ def exit_on_bad_settings() -> None:
 
 # Workable bounds of each number. A busy worker beats every WORKER_LOST_AFTER / 3 s, at most once a second.
 _RANGES: dict[str, tuple[float, float]] = {
-    "PORT": (1, 65535), "WORKERS": (1, 1024), "BULK_THRESHOLD": (1, 10_000), "MAX_SYMBOLS": (1, 10_000),
+    "PORT": (1, 65535), "WORKERS": (1, 1024), "WORKER_NICE": (0, 19), "BULK_THRESHOLD": (1, 10_000), "MAX_SYMBOLS": (1, 10_000),
     "TRENDS_TIMEOUT": (1, 3600), "JOB_TIMEOUT": (1, 3600), "RESULT_CACHE_TTL": (1, 86_400),
     "PRICE_CACHE_TTL": (0, 86_400), "RESULT_TTL": (2, 7 * 86_400), "JOB_RETRIES": (0, 10), "WORKER_TTL": (10, 3600),
     "WORKER_LOST_AFTER": (3, 3600), "MAINTENANCE_INTERVAL": (1, 3600), "MAX_BACKLOG": (1, 10_000_000),

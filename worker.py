@@ -188,8 +188,10 @@ def main() -> None:
     refuse_a_mixed_fleet(connection)  # before the price source: a refused host makes no call to Yahoo
     connection.close()  # the workers open their own
     tasks.price_source()  # built once here (Yahoo's login included) and inherited by every worker
+    niceness = os.nice(Config.WORKER_NICE)  # inherited by every worker this supervisor starts
     redis_host = urlsplit(Config.REDIS_URL).hostname  # not the whole URL: it may hold a password
-    log.info("starting %d workers against Redis at %s (price source %s)", Config.WORKERS, redis_host, Config.PRICE_SOURCE)
+    log.info("starting %d workers against Redis at %s (price source %s, niceness %d)", Config.WORKERS, redis_host,
+             Config.PRICE_SOURCE, niceness)
     Supervisor(Config.WORKERS).run()
 
 
