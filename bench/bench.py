@@ -2,22 +2,25 @@
 
 Both systems analyse the same kind of synthetic prices (252 closes a symbol, no network). Each
 request uses symbols no earlier request used, so neither the price cache nor result reuse helps.
+A request is timed from sending it to the last byte of its answer, as HTTP load tools time one;
+decoding the JSON is the client's work, and is reported apart (the answers differ in size).
 Timings alternate project and peer run by run, and each figure is the median of RUNS runs (min and
 max beside it). Prints a Markdown report and keeps it in bench/last-run.md; `make bench SAVE=1`
 writes bench/results.md, the one the docs quote.
 """
 import itertools
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 
 from bench.systems import Peer, Project, System, cpu_seconds, rss_mb
 from config import ROOT
 from jobs.sources import SyntheticSource
 from jobs.tasks import analyze_history
-from tests.conftest import http_json
 
 RUNS = int(os.environ.get("BENCH_RUNS", 3))
 IO_WORKERS, IO_LATENCY = 20, 0.2  # the I/O-bound case: each fetch takes 200 ms
@@ -25,12 +28,21 @@ fresh = (f"B{n:07d}" for n in itertools.count())  # never the same symbol twice
 
 
 def ask(system: System, count: int) -> float:
-    """Seconds one POST /get_trends of `count` fresh symbols takes to answer in full."""
+    """Seconds one POST /get_trends of `count` fresh symbols takes to answer in full (its last byte received)."""
+    return answer(system, count)[0]
+
+
+def answer(system: System, count: int) -> tuple[float, bytes]:
+    """Seconds to the last byte of one POST /get_trends of `count` fresh symbols, and the answer, checked."""
+    symbols = json.dumps({"symbols": [next(fresh) for _ in range(count)]}).encode()
+    request = urllib.request.Request(system.url + "/get_trends", data=symbols, headers={"Content-Type": "application/json"})
     started = time.perf_counter()
-    body = http_json("POST", system.url + "/get_trends", {"symbols": [next(fresh) for _ in range(count)]}, timeout=600)
+    with urllib.request.urlopen(request, timeout=600) as response:
+        raw = response.read()
     elapsed = time.perf_counter() - started
+    body = json.loads(raw)
     assert body["status"] == "success" and len(body["results"]) == count, body.get("message")
-    return elapsed
+    return elapsed, raw
 
 
 def spread(times: list[float]) -> str:
@@ -48,15 +60,20 @@ def side_by_side(systems: list[System], count: int, runs: int = RUNS) -> dict[st
 
 
 def cost(system: System, count: int = 1000) -> dict[str, float]:
-    """CPU seconds per process kind and Redis commands per symbol, over one request of `count` symbols."""
+    """CPU seconds per process kind, Redis commands per symbol, and the answer's size and decoding, over `count` symbols."""
     pids, redis = system.pids(), system.client()
     commands = lambda: sum(stat["calls"] for stat in redis.info("commandstats").values())  # noqa: E731
     cpu = lambda: {kind: sum(map(cpu_seconds, ids)) for kind, ids in pids.items()}  # noqa: E731
     cpu_before, commands_before = cpu(), commands()
-    ask(system, count)
+    raw = answer(system, count)[1]
     cpu_after, commands_after = cpu(), commands()
+    started = time.perf_counter()
+    json.loads(raw)
+    decoding = time.perf_counter() - started
     return {**{f"{kind} CPU s": cpu_after[kind] - cpu_before[kind] for kind in pids},
-            "Redis commands per symbol": (commands_after - commands_before) / count}
+            "Redis commands per symbol": (commands_after - commands_before) / count,
+            "answer, KB per symbol": len(raw) / count / 1024,
+            "client's decoding of the answer (Python's json), s": decoding}
 
 
 def plain_loop(count: int) -> float:
@@ -116,7 +133,7 @@ def io_bound(project: Project) -> str:
     """Note: 100 symbols whose fetch takes 200 ms each, on IO_WORKERS workers, against the ideal time."""
     project.start_workers(IO_WORKERS, SYNTHETIC_LATENCY_MS=int(IO_LATENCY * 1000))
     ask(project, IO_WORKERS)
-    times = side_by_side([project], 100)["project"]
+    times = side_by_side([project], 100, runs=max(RUNS, 5))["project"]  # the noisiest case: more runs
     ideal = 100 / IO_WORKERS * IO_LATENCY
     pss = statistics.median(rss_mb(pid, "Pss") for pid in project.pids()["worker"])
     return (f"- I/O-bound, 100 symbols × {IO_LATENCY * 1000:.0f} ms fetch on {IO_WORKERS} workers: {spread(times)} s, "
