@@ -33,8 +33,12 @@ class Part:
         self.start()
 
     def start(self) -> None:
-        """Start the process in its own session: the terminal's Ctrl-C comes to this script, which stops the parts in order."""
-        self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True)
+        """Start the process in its own process group: the terminal's Ctrl-C comes to this script, which stops the parts in order.
+
+        Not in a session of its own: Linux weighs CPU priority between sessions' groups (autogroup)
+        before niceness, and the workers' WORKER_NICE must rank them below the web app and Redis.
+        """
+        self.process = subprocess.Popen(self.command, cwd=ROOT, process_group=0)
         self.started_at = time.monotonic()
         self.restart_at = None
 

@@ -31,6 +31,7 @@ def test_the_defaults_work_together():
     ({"WORKER_LOST_AFTER": 1}, "WORKER_LOST_AFTER must be between 3 and 3600, got 1"),
     ({"MAINTENANCE_INTERVAL": 0}, "MAINTENANCE_INTERVAL must be between 1 and 3600, got 0"),
     ({"PORT": 70000}, "PORT must be between 1 and 65535, got 70000"),
+    ({"WORKER_NICE": 20}, "WORKER_NICE must be between 0 and 19, got 20"),
     ({"YAHOO_BACKOFF": -1.0}, "YAHOO_BACKOFF must be between 0 and 60, got -1.0"),
     ({"MAX_CONTENT_LENGTH": 10}, "MAX_CONTENT_LENGTH must be between 1024 and 1e+08, got 10"),
     ({"PRICE_SOURCE": "yaho"}, "PRICE_SOURCE must be yahoo, synthetic or csv:DIR, got 'yaho'"),

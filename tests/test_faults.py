@@ -55,7 +55,9 @@ def test_a_job_taken_by_a_worker_paused_while_idle_runs_elsewhere_and_only_once(
     client = create_app({"REDIS_URL": redis_server.url}).test_client()
     victim = [w.name for w in Worker.all(connection=redis_client)][0]
     held = False
-    for n in range(10):  # pause it while it waits for a job, then hand it one (the other may take it instead)
+    for n in range(20):  # pause it while it waits for a job, then hand it one (the other may take it instead)
+        # Both blocked in their wait for a job: a worker just woken (SIGCONT) may not be back in it yet.
+        wait_until(lambda: redis_client.info("clients")["blocked_clients"] == 2, what="both workers to wait for a job")
         os.kill(worker_pid(victim), signal.SIGSTOP)
         url = client.post("/api/analyses", json={"symbols": [f"IDLE{n}"]}).json["status_url"]
         try:

@@ -100,12 +100,6 @@ def test_sigterm_lets_the_running_job_finish(client, redis_server, redis_client,
     assert worker.names() == set(), "the worker deregistered"
 
 
-def test_by_default_workers_yield_the_cpu_to_the_processes_beside_them(workers):
-    """WORKER_NICE's default: each worker process runs 10 nicer than what started it (the web app and Redis do not)."""
-    started_at = os.getpriority(os.PRIO_PROCESS, 0)
-    pids = [int(name.rsplit(".", 1)[1]) for name in workers.names()]
-    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [min(started_at + 10, 19)] * len(pids)
-
 
 class _Touch:
     """Unpickling this runs `touch path`: what a pickle planted in Redis could do."""

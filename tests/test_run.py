@@ -8,6 +8,7 @@ import time
 import pytest
 from redis import Redis
 from redis.exceptions import AuthenticationError
+from rq import Worker
 
 from tests.conftest import ROOT, free_port, http_json, http_status, wait_until
 
@@ -40,6 +41,15 @@ def _redis_pid(redis_url: str) -> int:
     return Redis.from_url(redis_url).info("server")["process_id"]
 
 
+def _niceness_and_group(pid: int) -> tuple[int, str]:
+    """A process's niceness and the scheduling group (autogroup) Linux weighs it in, if autogrouping is on."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as group:
+            return os.getpriority(os.PRIO_PROCESS, pid), group.read().split()[0]
+    except FileNotFoundError:  # a kernel without autogroups: niceness counts machine-wide
+        return os.getpriority(os.PRIO_PROCESS, pid), ""
+
+
 def _succeeds(url: str) -> bool:
     try:
         return http_json("POST", url + "/get_trends", {"symbols": ["AFTER"]}, timeout=40)["status"] == "success"
@@ -55,6 +65,31 @@ def test_make_run_gives_its_redis_a_password_only_its_owner_can_read(make_run, t
         Redis.from_url(redis_url.replace(f":{password_file.read_text()}@", "")).get("rq:queues")
     assert Redis.from_url(redis_url).ping()
     assert http_json("POST", url + "/get_trends", {"symbols": ["AAPL"]})["status"] == "success", "web app and workers have it"
+
+
+def test_under_make_run_the_workers_yield_the_cpu_to_the_web_app_and_redis(make_run):
+    """WORKER_NICE's default, 10, where it counts: the workers rank below the web app and Redis, in one scheduling group."""
+    run, url, redis_url = make_run
+    own = os.getpriority(os.PRIO_PROCESS, run.pid)
+    assert own <= 9, "the test needs room for the workers to be nicer than make run"
+    web = next(pid for pid in _children(run.pid) if "gunicorn" in _command_line(pid))
+    redis = _redis_pid(redis_url)
+    connection = Redis.from_url(redis_url)
+    wait_until(lambda: len(Worker.all(connection=connection)) == 2, what="both workers to register")
+    workers = [worker.pid for worker in Worker.all(connection=connection)]
+    group = _niceness_and_group(run.pid)[1]
+    assert [_niceness_and_group(pid) for pid in (web, *_children(web), redis)] == [(own, group)] * (2 + len(_children(web)))
+    assert [_niceness_and_group(pid) for pid in workers] == [(own + 10, group)] * 2
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def _command_line(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as command:
+        return command.read().decode(errors="replace")
 
 
 def test_redis_killed_under_make_run_comes_back_and_loses_no_queued_job(make_run):
