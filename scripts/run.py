@@ -125,7 +125,7 @@ def start_simulated_yahoo() -> Part:
 
 
 def main() -> None:
-    """Start Redis (if needed), the workers and the web app; tend them until Ctrl-C or SIGTERM, then stop them in order."""
+    """Start Redis (if needed), the workers and the web app; tend them until Ctrl-C, SIGTERM or SIGHUP; stop them in order."""
     parser = argparse.ArgumentParser(description="The whole system on this machine.")
     parser.add_argument("--simulated-yahoo", action="store_true",
                         help="fetch through yfinance from a local simulated Yahoo (scripts/simulated_yahoo.py)")
@@ -140,6 +140,7 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGHUP, request_stop)  # its terminal closed: stop the parts too, rather than leave them orphaned
     try:
         redis = start_redis_unless_one_answers()
         parts.extend([redis] if redis else [])

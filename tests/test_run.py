@@ -82,6 +82,26 @@ def test_under_make_run_the_workers_yield_the_cpu_to_the_web_app_and_redis(make_
     assert [_niceness_and_group(pid) for pid in workers] == [(own + 10, group)] * 2
 
 
+def test_make_run_whose_terminal_closes_stops_every_part(make_run):
+    """SIGHUP (the terminal closed) stops the parts in order, as Ctrl-C does, instead of leaving them running."""
+    run, _, redis_url = make_run
+    parts = _children(run.pid)
+    descendants = [*parts, *(child for part in parts for child in _children(part))]
+    assert _redis_pid(redis_url) in descendants
+    run.send_signal(signal.SIGHUP)
+    assert run.wait(timeout=60) == 0
+    wait_until(lambda: not any(_running(pid) for pid in descendants), what="every part of make run to exit")
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (not gone, not a zombie waiting for its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as listing:
         return [int(child) for child in listing.read().split()]
