@@ -104,6 +104,22 @@ def refuse_a_mixed_fleet(connection: Redis) -> None:
                         "sources anyway (each result names its source).")
 
 
+def rank_below_the_rest() -> int:
+    """Lower this supervisor's CPU priority by WORKER_NICE, for it and the workers it forks; give the niceness now.
+
+    Linux weighs each session's scheduling group (autogroup) against the others before niceness counts
+    within it: a supervisor in a session of its own (`make run`, systemd) lowers its group's weight too.
+    """
+    niceness = os.nice(Config.WORKER_NICE)
+    if os.getsid(0) == os.getpid():
+        try:
+            with open("/proc/self/autogroup", "w") as group:
+                group.write(str(Config.WORKER_NICE))
+        except OSError:  # not Linux, or no autogroups: niceness alone counts
+            pass
+    return niceness
+
+
 def wait_for_redis(connection: Redis) -> None:
     """Return once Redis answers: a worker started before Redis, or while it restarts, waits instead of crashing."""
     for wait in redis_retry_waits():
@@ -188,7 +204,7 @@ def main() -> None:
     refuse_a_mixed_fleet(connection)  # before the price source: a refused host makes no call to Yahoo
     connection.close()  # the workers open their own
     tasks.price_source()  # built once here (Yahoo's login included) and inherited by every worker
-    niceness = os.nice(Config.WORKER_NICE)  # inherited by every worker this supervisor starts
+    niceness = rank_below_the_rest()
     redis_host = urlsplit(Config.REDIS_URL).hostname  # not the whole URL: it may hold a password
     log.info("starting %d workers against Redis at %s (price source %s, niceness %d)", Config.WORKERS, redis_host,
              Config.PRICE_SOURCE, niceness)

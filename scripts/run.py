@@ -23,6 +23,14 @@ from scripts.redis_server import answers
 FIRST_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
 
 
+def say(text: str) -> None:
+    """Print a line for the person at the terminal, if it is still there: a closed one must not stop the shutdown."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
+
+
 class Part:
     """One supervised process of the system, restarted with backoff whenever it exits."""
 
@@ -33,12 +41,12 @@ class Part:
         self.start()
 
     def start(self) -> None:
-        """Start the process in its own process group: the terminal's Ctrl-C comes to this script, which stops the parts in order.
+        """Start the process in its own session: the terminal's Ctrl-C comes to this script, which stops the parts in order.
 
-        Not in a session of its own: Linux weighs CPU priority between sessions' groups (autogroup)
-        before niceness, and the workers' WORKER_NICE must rank them below the web app and Redis.
+        Away from the terminal, a part is neither stopped for writing to it (`stty tostop`) nor hung up
+        with it. (The workers rank their session's scheduling group below the others: worker.py.)
         """
-        self.process = subprocess.Popen(self.command, cwd=ROOT, process_group=0)
+        self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True)
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -48,15 +56,14 @@ class Part:
             ran_for = time.monotonic() - self.started_at
             self.backoff = FIRST_BACKOFF if ran_for > STABLE_AFTER else min(self.backoff * 2, MAX_BACKOFF)
             self.restart_at = time.monotonic() + self.backoff
-            print(f"{self.name} exited with code {self.process.returncode}; starting it again in {self.backoff:g} s",
-                  flush=True)
+            say(f"{self.name} exited with code {self.process.returncode}; starting it again in {self.backoff:g} s")
         elif self.restart_at is not None and time.monotonic() >= self.restart_at:
             self.start()
 
     def stop(self) -> None:
         """Ask the process to stop; kill it if it is still running well after the workers' stop patience."""
         if self.process.poll() is None:
-            print(f"stopping {self.name}…", flush=True)
+            say(f"stopping {self.name}…")
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=WORKER_STOP_PATIENCE + 10)
@@ -140,7 +147,8 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGHUP, request_stop)  # its terminal closed: stop the parts too, rather than leave them orphaned
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # under nohup, outlive the terminal as asked
+        signal.signal(signal.SIGHUP, request_stop)  # its terminal closed: stop the parts too, rather than leave them running
     try:
         redis = start_redis_unless_one_answers()
         parts.extend([redis] if redis else [])
