@@ -100,7 +100,6 @@ def test_sigterm_lets_the_running_job_finish(client, redis_server, redis_client,
     assert worker.names() == set(), "the worker deregistered"
 
 
-
 class _Touch:
     """Unpickling this runs `touch path`: what a pickle planted in Redis could do."""
 
