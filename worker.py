@@ -14,6 +14,7 @@ The heavy imports (pandas, scikit-learn, yfinance, at the top of this module and
 the price source are loaded once in the supervisor before forking, so every worker starts warm
 and shares those pages.
 """
+import ctypes
 import datetime
 import logging
 import multiprocessing
@@ -45,6 +46,7 @@ log = logging.getLogger("worker")
 # shutdown: its job ends as a failure, retried if it has retries left), and killed 5 s later (its job
 # is then abandoned and RQ runs it again elsewhere).
 KILL_AFTER = WORKER_STOP_PATIENCE + 5
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def load_the_calendar() -> None:
@@ -56,6 +58,20 @@ def load_the_calendar() -> None:
                         f"got {Config.EXCHANGE_CALENDAR!r}")
 
 
+def stop_with_the_supervisor() -> None:
+    """Have the kernel send this worker SIGTERM (a warm stop) if its supervisor dies, so none runs on unsupervised.
+
+    Killed (SIGKILL, the OOM killer), the supervisor cannot stop its workers; restarted (make run,
+    systemd), it would start new ones beside them.
+    """
+    if sys.platform != "linux":
+        return
+    supervisor = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_worker() -> None:
     """One RQ worker process, named after this host so the dashboard shows where it runs."""
     never_unpickle()
@@ -64,6 +80,7 @@ def run_worker() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it stops workers one signal at a time
+    stop_with_the_supervisor()
     connection = Redis.from_url(Config.REDIS_URL)
     wait_for_redis(connection)
     source = source_name(Config.PRICE_SOURCE)

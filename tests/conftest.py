@@ -232,8 +232,7 @@ def start_workers(tmp_path):
 
     yield start
     for workers in started:
-        if workers.process.poll() is None:
-            workers.stop()
+        workers.stop()  # also closes the log of one a test killed
 
 
 @pytest.fixture
@@ -272,6 +271,15 @@ def web_server(redis_server, redis_client, tmp_path):
     server = WebServer(redis_server.url, tmp_path / "web.log")
     yield server.url
     server.stop()
+
+
+def process_running(pid: int) -> bool:
+    """Whether `pid` is a live process (not gone, and not a zombie waiting for its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def http_json(method: str, url: str, body: dict | None = None, timeout: float = 30) -> dict:

@@ -19,7 +19,7 @@ from rq.webhook import Webhook
 from config import ROOT, Config
 from jobs.records import OPEN_ANALYSES_KEY
 from scripts.procfile import commands
-from tests.conftest import RedisServer, WebServer, analysis_jobs, http_json, http_status, wait_until
+from tests.conftest import RedisServer, WebServer, analysis_jobs, http_json, http_status, process_running, wait_until
 from webapp import create_app
 
 
@@ -47,6 +47,18 @@ def test_with_default_settings_a_worker_killed_mid_job_costs_seconds_not_the_sym
     assert answer["status"] == "success", answer
     assert [r["symbol"] for r in answer["results"]] == ["AAPL", "MSFT"]
     assert all(len(r["predictions"]) == 5 for r in answer["results"])
+
+
+def test_workers_whose_supervisor_is_killed_finish_their_job_and_stop(redis_server, redis_client, start_workers):
+    """Nothing left running unsupervised (a restarted supervisor would start new workers beside them), nothing lost."""
+    supervisor = start_workers(redis_server.url, 2, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=1500)
+    workers = [worker_pid(name) for name in supervisor.names()]
+    client = create_app({"REDIS_URL": redis_server.url}).test_client()
+    url = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json["status_url"]
+    wait_until(lambda: busy_workers(redis_client), what="a worker to start the job")
+    supervisor.process.kill()
+    wait_until(lambda: not any(process_running(pid) for pid in workers), timeout=30, what="both workers to stop")
+    assert client.get(url).json["state"] == "finished", "the running job was finished first (a warm stop)"
 
 
 def test_a_job_taken_by_a_worker_paused_while_idle_runs_elsewhere_and_only_once(redis_server, redis_client,

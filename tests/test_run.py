@@ -10,7 +10,7 @@ from redis import Redis
 from redis.exceptions import AuthenticationError
 from rq import Worker
 
-from tests.conftest import ROOT, free_port, http_json, http_status, wait_until
+from tests.conftest import ROOT, free_port, http_json, http_status, process_running, wait_until
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_make_run_whose_terminal_closes_stops_every_part(make_run):
     assert _redis_pid(redis_url) in descendants
     run.send_signal(signal.SIGHUP)
     assert run.wait(timeout=60) == 0
-    wait_until(lambda: not any(_running(pid) for pid in descendants), what="every part of make run to exit")
+    wait_until(lambda: not any(process_running(pid) for pid in descendants), what="every part of make run to exit")
 
 
 @pytest.mark.parametrize("make_run", [["nohup"]], indirect=True)
@@ -103,15 +103,6 @@ def test_make_run_under_nohup_outlives_its_terminal(make_run):
     run.send_signal(signal.SIGHUP)
     time.sleep(1)  # room for it to (wrongly) stop: a wrong pass at worst, never a false failure
     assert run.poll() is None and http_status(url + "/healthz") == 200
-
-
-def _running(pid: int) -> bool:
-    """Whether `pid` is a live process (not gone, not a zombie waiting for its parent)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _children(pid: int) -> list[int]:
