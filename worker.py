@@ -16,6 +16,7 @@ and shares those pages.
 """
 import ctypes
 import datetime
+import errno
 import logging
 import multiprocessing
 import os
@@ -58,29 +59,31 @@ def load_the_calendar() -> None:
                         f"got {Config.EXCHANGE_CALENDAR!r}")
 
 
-def stop_with_the_supervisor() -> None:
+def stop_with_the_supervisor(supervisor: int) -> None:
     """Have the kernel send this worker SIGTERM (a warm stop) if its supervisor dies, so none runs on unsupervised.
 
-    Killed (SIGKILL, the OOM killer), the supervisor cannot stop its workers; restarted (make run,
-    systemd), it would start new ones beside them.
+    Killed (SIGKILL, the OOM killer), the supervisor cannot stop its workers; restarted (make run),
+    it would start new ones beside them. (The signal comes when the thread that forked this process
+    ends: the supervisor forks from its main thread.)
     """
     if sys.platform != "linux":
         return
-    supervisor = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        log.warning("this worker will not stop by itself if its supervisor dies: prctl failed (%s)",
+                    os.strerror(ctypes.get_errno()))
     if os.getppid() != supervisor:  # it died before the request was in place
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_worker() -> None:
-    """One RQ worker process, named after this host so the dashboard shows where it runs."""
+def run_worker(supervisor: int) -> None:
+    """One RQ worker process of the `supervisor` process, named after this host so the dashboard shows where it runs."""
     never_unpickle()
     # Forget the supervisor's handlers: a signal that arrives before RQ installs its own must not
     # run the supervisor's code here. Until then it just ends this (still idle) process.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it stops workers one signal at a time
-    stop_with_the_supervisor()
+    stop_with_the_supervisor(supervisor)
     connection = Redis.from_url(Config.REDIS_URL)
     wait_for_redis(connection)
     source = source_name(Config.PRICE_SOURCE)
@@ -122,18 +125,25 @@ def refuse_a_mixed_fleet(connection: Redis) -> None:
 
 
 def rank_below_the_rest() -> int:
-    """Lower this supervisor's CPU priority by WORKER_NICE, for it and the workers it forks; give the niceness now.
+    """Lower this supervisor's CPU priority by WORKER_NICE, for it and the workers it forks; return its niceness then.
 
     Linux weighs each session's scheduling group (autogroup) against the others before niceness counts
-    within it: a supervisor in a session of its own (`make run`, systemd) lowers its group's weight too.
+    within it: a supervisor that leads its own session (`make run`, a systemd unit that execs it) sets
+    its group's niceness to WORKER_NICE too (an absolute value, where os.nice adds to the niceness it
+    started with). Started from a shell, it shares the shell's group, and niceness alone counts.
     """
     niceness = os.nice(Config.WORKER_NICE)
-    if os.getsid(0) == os.getpid():
-        try:
-            with open("/proc/self/autogroup", "w") as group:
-                group.write(str(Config.WORKER_NICE))
-        except OSError:  # not Linux, or no autogroups: niceness alone counts
-            pass
+    if Config.WORKER_NICE and os.getsid(0) == os.getpid() and os.path.exists("/proc/self/autogroup"):
+        for attempt in range(2):  # unprivileged, Linux takes one autogroup change per 100 ms on the host
+            try:
+                with open("/proc/self/autogroup", "w") as group:
+                    group.write(str(Config.WORKER_NICE))
+                break
+            except OSError as exc:
+                if attempt or exc.errno != errno.EAGAIN:
+                    log.warning("the workers' scheduling group keeps its priority: %s", exc)
+                    break
+                time.sleep(0.1)
     return niceness
 
 
@@ -190,7 +200,7 @@ class Supervisor:
     def fill(self) -> None:
         """Start workers until there are `count`."""
         while self.stop_requested_at is None and len(self.workers) < self.count:  # a stop may come in between
-            process = self.context.Process(target=run_worker, name="rq-worker")
+            process = self.context.Process(target=run_worker, args=(os.getpid(),), name="rq-worker")
             process.start()
             self.workers.append(process)
 

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import timeit
+import urllib.error
 import urllib.request
 
 from bench.systems import Peer, Project, System, cpu_seconds, rss_mb
@@ -38,8 +39,11 @@ def answer(system: System, count: int) -> tuple[float, bytes]:
     symbols = json.dumps({"symbols": [next(fresh) for _ in range(count)]}).encode()
     request = urllib.request.Request(system.url + "/get_trends", data=symbols, headers={"Content-Type": "application/json"})
     started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=600) as response:
-        raw = response.read()
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as refused:
+        raise AssertionError(f"{system.name} answered {refused.code}: {refused.read()[:500]!r}") from None
     elapsed = time.perf_counter() - started
     body = json.loads(raw)
     assert body["status"] == "success" and len(body["results"]) == count, body.get("message")

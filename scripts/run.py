@@ -156,7 +156,7 @@ def main() -> None:
             parts.append(start_simulated_yahoo())
         parts.append(Part("workers", commands()["worker"]))
         parts.append(Part("web app", commands()["web"]))
-        print(f"\n  Stock trends is running at http://{Config.HOST}:{Config.PORT}/  (Ctrl-C stops it)\n", flush=True)
+        say(f"\n  Stock trends is running at http://{Config.HOST}:{Config.PORT}/  (Ctrl-C stops it)\n")
         while not stopping:
             for part in parts:
                 part.tend()

@@ -57,7 +57,10 @@ def test_workers_whose_supervisor_is_killed_finish_their_job_and_stop(redis_serv
     url = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json["status_url"]
     wait_until(lambda: busy_workers(redis_client), what="a worker to start the job")
     supervisor.process.kill()
-    wait_until(lambda: not any(process_running(pid) for pid in workers), timeout=30, what="both workers to stop")
+    try:
+        wait_until(lambda: not any(process_running(pid) for pid in workers), timeout=30, what="both workers to stop")
+    finally:  # never leave one running for the tests after this one
+        subprocess.run(["kill", "-KILL", *map(str, workers)], stderr=subprocess.DEVNULL)
     assert client.get(url).json["state"] == "finished", "the running job was finished first (a warm stop)"
 
 

@@ -20,6 +20,7 @@ def make_run(tmp_path, request):
     env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", REDIS_DATA_DIR=str(tmp_path / "redis"),
                PORT=str(web_port), PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS="300", WORKERS="2",
                YFINANCE_CACHE_DIR=str(tmp_path / "yf"))
+    env.pop("WORKER_NICE", None)  # its default
     log = open(tmp_path / "run.log", "w")
     prefix = getattr(request, "param", [])  # such as ["nohup"]
     process = subprocess.Popen([*prefix, sys.executable, "-m", "scripts.run"], cwd=ROOT, env=env, stdout=log,
@@ -74,20 +75,21 @@ def test_under_make_run_the_workers_yield_the_cpu_to_the_web_app_and_redis(make_
     """WORKER_NICE's default, 10, where it counts: the workers and their scheduling group rank below the web app and Redis."""
     run, url, redis_url = make_run
     own = os.getpriority(os.PRIO_PROCESS, run.pid)
-    assert own <= 9, "the test needs room for the workers to be nicer than make run"
+    if own > 9:
+        pytest.skip("the tests run too nice for the workers to be 10 nicer")
     web = next(pid for pid in _children(run.pid) if "gunicorn" in _command_line(pid))
     connection = Redis.from_url(redis_url)
     wait_until(lambda: len(Worker.all(connection=connection)) == 2, what="both workers to register")
     workers = [_priority(worker.pid) for worker in Worker.all(connection=connection)]
     others = [_priority(pid) for pid in (web, *_children(web), _redis_pid(redis_url))]
     assert {nice for nice, _, _ in others} == {own} and {nice for nice, _, _ in workers} == {own + 10}
-    # Linux weighs groups first: the workers' is apart from the others' (each part has its own session) and 10 nicer.
-    assert {group for _, group, _ in workers}.isdisjoint(group for _, group, _ in others) or not workers[0][1]
-    assert {group_nice for _, _, group_nice in workers} == {group_nice + 10 for _, _, group_nice in others}
+    if workers[0][1]:  # Linux weighs groups first: the workers' is apart (each part has its own session) and 10 nicer
+        assert {group for _, group, _ in workers}.isdisjoint(group for _, group, _ in others)
+        assert {group_nice for _, _, group_nice in workers} == {group_nice + 10 for _, _, group_nice in others}
 
 
-def test_make_run_whose_terminal_closes_stops_every_part(make_run):
-    """SIGHUP (the terminal closed) stops the parts in order, as Ctrl-C does, instead of leaving them running."""
+def test_make_run_stops_every_part_on_sighup(make_run):
+    """SIGHUP (its terminal closed) stops the parts in order, as Ctrl-C does, instead of leaving them running."""
     run, _, redis_url = make_run
     parts = _children(run.pid)
     descendants = [*parts, *(child for part in parts for child in _children(part))]
@@ -98,11 +100,12 @@ def test_make_run_whose_terminal_closes_stops_every_part(make_run):
 
 
 @pytest.mark.parametrize("make_run", [["nohup"]], indirect=True)
-def test_make_run_under_nohup_outlives_its_terminal(make_run):
+def test_make_run_under_nohup_outlives_its_terminal(make_run, tmp_path):
     run, url, _ = make_run
     run.send_signal(signal.SIGHUP)
     time.sleep(1)  # room for it to (wrongly) stop: a wrong pass at worst, never a false failure
     assert run.poll() is None and http_status(url + "/healthz") == 200
+    assert "stopping" not in (tmp_path / "run.log").read_text()
 
 
 def _children(pid: int) -> list[int]:
