@@ -14,7 +14,6 @@ The heavy imports (pandas, scikit-learn, yfinance, at the top of this module and
 the price source are loaded once in the supervisor before forking, so every worker starts warm
 and shares those pages.
 """
-import ctypes
 import datetime
 import errno
 import logging
@@ -40,6 +39,7 @@ from jobs.job_class import SERIALIZER, never_unpickle, trends_queues
 from jobs.records import VERSION
 from jobs.sources import source_name
 from jobs.worker import TrendsWorker, redis_retry_waits
+from scripts.procfile import stop_with_parent
 
 log = logging.getLogger("worker")
 
@@ -47,7 +47,6 @@ log = logging.getLogger("worker")
 # shutdown: its job ends as a failure, retried if it has retries left), and killed 5 s later (its job
 # is then abandoned and RQ runs it again elsewhere).
 KILL_AFTER = WORKER_STOP_PATIENCE + 5
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def load_the_calendar() -> None:
@@ -59,22 +58,6 @@ def load_the_calendar() -> None:
                         f"got {Config.EXCHANGE_CALENDAR!r}")
 
 
-def stop_with_the_supervisor(supervisor: int) -> None:
-    """Have the kernel send this worker SIGTERM (a warm stop) if its supervisor dies, so none runs on unsupervised.
-
-    Killed (SIGKILL, the OOM killer), the supervisor cannot stop its workers; restarted (make run),
-    it would start new ones beside them. (The signal comes when the thread that forked this process
-    ends: the supervisor forks from its main thread.)
-    """
-    if sys.platform != "linux":
-        return
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
-        log.warning("this worker will not stop by itself if its supervisor dies: prctl failed (%s)",
-                    os.strerror(ctypes.get_errno()))
-    if os.getppid() != supervisor:  # it died before the request was in place
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def run_worker(supervisor: int) -> None:
     """One RQ worker process of the `supervisor` process, named after this host so the dashboard shows where it runs."""
     never_unpickle()
@@ -83,7 +66,7 @@ def run_worker(supervisor: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it stops workers one signal at a time
-    stop_with_the_supervisor(supervisor)
+    stop_with_parent(supervisor)  # a worker never runs on without its supervisor
     connection = Redis.from_url(Config.REDIS_URL)
     wait_for_redis(connection)
     source = source_name(Config.PRICE_SOURCE)

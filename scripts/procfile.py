@@ -2,8 +2,11 @@
 
 `python -m scripts.procfile NAME` replaces itself with the NAME entry's process (`make worker` does).
 """
+import ctypes
+import logging
 import os
 import shlex
+import signal
 import sys
 
 from config import ROOT
@@ -19,6 +22,25 @@ def commands() -> dict[str, list[str]]:
                 argv = shlex.split(command)
                 entries[name.strip()] = [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
     return entries
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def stop_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGTERM (a graceful stop) when `parent` ends, so none runs on unsupervised.
+
+    Killed (SIGKILL, the OOM killer), a supervisor cannot stop what it started; restarted, it would
+    start the same again beside it. The signal comes when the parent's thread that forked ends, and
+    survives exec (not of a set-user-ID program). Linux only; elsewhere, nothing changes.
+    """
+    if sys.platform != "linux":
+        return
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        logging.getLogger(__name__).warning("this process will not stop by itself when its parent dies: prctl "
+                                            "failed (%s)", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:  # it ended before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from types import FrameType
 from urllib.parse import quote, urlsplit
 
 from config import ROOT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, is_loopback
-from scripts.procfile import commands
+from scripts.procfile import commands, stop_with_parent
 from scripts.redis_server import answers
 
 FIRST_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
@@ -44,9 +44,12 @@ class Part:
         """Start the process in its own session: the terminal's Ctrl-C comes to this script, which stops the parts in order.
 
         Away from the terminal, a part is neither stopped for writing to it (`stty tostop`) nor hung up
-        with it. (The workers rank their session's scheduling group below the others: worker.py.)
+        with it; it stops if this script is killed. (The workers rank their session's scheduling group
+        below the others: worker.py.)
         """
-        self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True)
+        supervisor = os.getpid()
+        self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True,
+                                        preexec_fn=lambda: stop_with_parent(supervisor))
         self.started_at = time.monotonic()
         self.restart_at = None
 

@@ -99,6 +99,19 @@ def test_make_run_stops_every_part_on_sighup(make_run):
     wait_until(lambda: not any(process_running(pid) for pid in descendants), what="every part of make run to exit")
 
 
+def test_make_run_killed_leaves_no_part_running(make_run):
+    """SIGKILL (the OOM killer) cannot be caught: each part stops by itself, and a new make run starts clean."""
+    run, _, _ = make_run
+    parts = _children(run.pid)
+    descendants = [*parts, *(child for part in parts for child in _children(part))]
+    run.kill()
+    try:
+        wait_until(lambda: not any(process_running(pid) for pid in descendants), timeout=60,
+                   what="every part of the killed make run to stop")
+    finally:  # never leave one running for the tests after this one
+        subprocess.run(["kill", "-KILL", *map(str, descendants)], stderr=subprocess.DEVNULL)
+
+
 @pytest.mark.parametrize("make_run", [["nohup"]], indirect=True)
 def test_make_run_under_nohup_outlives_its_terminal(make_run, tmp_path):
     run, url, _ = make_run
