@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from redis import Redis
 
 from config import ROOT, Config
-from tests.conftest import RedisServer, WebServer, Workers, free_port, http_status, wait_until
+from tests.conftest import RedisServer, WebServer, Workers, children, free_port, http_status, wait_until
 
 # Settings that let one benchmark request carry 1000 symbols at full speed.
 FAST = {"LOG_LEVEL": "WARNING", "PRICE_SOURCE": "synthetic", "MAX_SYMBOLS": 1000, "BULK_THRESHOLD": 1000,
@@ -99,11 +99,6 @@ class Peer(System):
         return {"web": [self.web.pid], "worker": [self.worker.pid, *children(self.worker.pid)],
                 "redis": [self.redis.process.pid]}
 
-
-def children(pid: int) -> list[int]:
-    """The child processes of `pid`."""
-    with open(f"/proc/{pid}/task/{pid}/children") as listing:
-        return [int(child) for child in listing.read().split()]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -273,6 +273,12 @@ def web_server(redis_server, redis_client, tmp_path):
     server.stop()
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of `pid`."""
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
 def process_running(pid: int) -> bool:
     """Whether `pid` is a live process (not gone, and not a zombie waiting for its parent)."""
     try:

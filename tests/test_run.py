@@ -10,7 +10,7 @@ from redis import Redis
 from redis.exceptions import AuthenticationError
 from rq import Worker
 
-from tests.conftest import ROOT, free_port, http_json, http_status, process_running, wait_until
+from tests.conftest import ROOT, children, free_port, http_json, http_status, process_running, wait_until
 
 
 @pytest.fixture
@@ -77,11 +77,11 @@ def test_under_make_run_the_workers_yield_the_cpu_to_the_web_app_and_redis(make_
     own = os.getpriority(os.PRIO_PROCESS, run.pid)
     if own > 9:
         pytest.skip("the tests run too nice for the workers to be 10 nicer")
-    web = next(pid for pid in _children(run.pid) if "gunicorn" in _command_line(pid))
+    web = next(pid for pid in children(run.pid) if "gunicorn" in _command_line(pid))
     connection = Redis.from_url(redis_url)
     wait_until(lambda: len(Worker.all(connection=connection)) == 2, what="both workers to register")
     workers = [_priority(worker.pid) for worker in Worker.all(connection=connection)]
-    others = [_priority(pid) for pid in (web, *_children(web), _redis_pid(redis_url))]
+    others = [_priority(pid) for pid in (web, *children(web), _redis_pid(redis_url))]
     assert {nice for nice, _, _ in others} == {own} and {nice for nice, _, _ in workers} == {own + 10}
     if workers[0][1]:  # Linux weighs groups first: the workers' is apart (each part has its own session) and 10 nicer
         assert {group for _, group, _ in workers}.isdisjoint(group for _, group, _ in others)
@@ -91,8 +91,7 @@ def test_under_make_run_the_workers_yield_the_cpu_to_the_web_app_and_redis(make_
 def test_make_run_stops_every_part_on_sighup(make_run):
     """SIGHUP (its terminal closed) stops the parts in order, as Ctrl-C does, instead of leaving them running."""
     run, _, redis_url = make_run
-    parts = _children(run.pid)
-    descendants = [*parts, *(child for part in parts for child in _children(part))]
+    descendants = _parts_and_their_children(run)
     assert _redis_pid(redis_url) in descendants
     run.send_signal(signal.SIGHUP)
     assert run.wait(timeout=60) == 0
@@ -102,8 +101,7 @@ def test_make_run_stops_every_part_on_sighup(make_run):
 def test_make_run_killed_leaves_no_part_running(make_run):
     """SIGKILL (the OOM killer) cannot be caught: each part stops by itself, and a new make run starts clean."""
     run, _, _ = make_run
-    parts = _children(run.pid)
-    descendants = [*parts, *(child for part in parts for child in _children(part))]
+    descendants = _parts_and_their_children(run)
     run.kill()
     try:
         wait_until(lambda: not any(process_running(pid) for pid in descendants), timeout=60,
@@ -121,9 +119,9 @@ def test_make_run_under_nohup_outlives_its_terminal(make_run, tmp_path):
     assert "stopping" not in (tmp_path / "run.log").read_text()
 
 
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as listing:
-        return [int(child) for child in listing.read().split()]
+def _parts_and_their_children(run: subprocess.Popen) -> list[int]:
+    parts = children(run.pid)
+    return [*parts, *(child for part in parts for child in children(part))]
 
 
 def _command_line(pid: int) -> str:
