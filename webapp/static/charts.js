@@ -27,7 +27,8 @@ function theme() {
   };
 }
 
-const price = (value) => (value === null || value === undefined ? "" : Number(value).toFixed(2));
+// A price as the page shows it everywhere, in the charts and in the rows; nothing for a missing one.
+export const price = (value) => (value === null || value === undefined ? "" : Number(value).toFixed(2));
 
 function yScale(colors, title) {
   return {

@@ -1,6 +1,6 @@
 // One row per symbol: its badges, chart, numbers, track record and what they mean. Text from the
 // server goes in with textContent only, so a crafted symbol or error message cannot inject markup.
-import { drawSymbolChart } from "./charts.js";
+import { drawSymbolChart, price } from "./charts.js";
 
 const SOURCE_LABELS = {
   yahoo: "data: Yahoo Finance",
@@ -11,7 +11,6 @@ const SOURCE_LABELS = {
 const FAR_SHARE = 0.03;
 const FAR_TYPICAL_ERRORS = 2;
 
-const price = (value) => Number(value).toFixed(2);
 const percent = (value) => (value === null || value === undefined ? "n/a" : `${Number(value).toFixed(1)} %`);
 
 export function levelOf(result, requested) {
