@@ -117,6 +117,34 @@ def test_fifty_identical_requests_at_once_run_one_job_and_all_get_its_result(red
     assert sum(ok for ok, _ in counts) == 1 and sum(failed for _, failed in counts) == 0, counts
 
 
+def test_overlapping_long_requests_at_once_run_each_symbol_once_and_answer_in_order(redis_server, redis_client,
+                                                                                    start_workers, tmp_path):
+    # Long enough to be claimed in several chunks and read in several batches (webapp/shared_jobs.py),
+    # in orders whose chunks cross: each request creates some jobs and joins others' mid-claim.
+    pool = [f"OV{n:03d}" for n in range(300)]
+    orders = [pool, pool[::-1], pool[150:] + pool[:150], pool[::2] + pool[1::2], pool, pool[::-1]]
+    settings = {"MAX_SYMBOLS": 300, "BULK_THRESHOLD": 300}
+    start_workers(redis_server.url, 2, PRICE_SOURCE="synthetic", **settings)
+    web = WebServer(redis_server.url, tmp_path / "web.log", WEB_PROCESSES=2, **settings)
+    try:
+        start = threading.Barrier(len(orders))
+
+        def ask(symbols):
+            start.wait()
+            return http_json("POST", web.url + "/get_trends", {"symbols": symbols}, timeout=120)
+
+        with ThreadPoolExecutor(len(orders)) as pool_of_clients:
+            answers = list(pool_of_clients.map(ask, orders))
+    finally:
+        web.stop()
+    assert [a["status"] for a in answers] == ["success"] * len(orders)
+    assert all([r["symbol"] for r in a["results"]] == order for a, order in zip(answers, orders))
+    by_symbol = [{r["symbol"]: r for r in a["results"]} for a in answers]
+    assert all(results == by_symbol[0] for results in by_symbol)
+    counts = [(w.successful_job_count, w.failed_job_count) for w in Worker.all(connection=redis_client)]
+    assert sum(ok for ok, _ in counts) == len(pool) and sum(failed for _, failed in counts) == 0, counts
+
+
 def test_a_paused_worker_that_wakes_after_its_job_ran_elsewhere_cannot_overwrite_the_result(redis_server, redis_client,
                                                                                              start_workers):
     settings = {"PRICE_SOURCE": "synthetic", "SYNTHETIC_LATENCY_MS": 2000, "JOB_TIMEOUT": 5}
