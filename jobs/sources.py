@@ -24,6 +24,7 @@ import yfinance as yf
 from numpy.typing import ArrayLike
 from pandas.errors import Pandas4Warning
 from redis import Redis
+from redis.exceptions import RedisError
 from requests.adapters import HTTPAdapter
 from yfinance.data import YfData
 from yfinance.exceptions import YFDataException, YFPricesMissingError, YFRateLimitError, YFTickerMissingError
@@ -360,9 +361,17 @@ class CachedSource:
         self._lookup = connection.register_script(LOOKUP_SCRIPT)
 
     def history(self, symbol: str) -> PriceHistory:
-        """Give `symbol`'s closes from today's cache, fetching and caching them on a miss."""
+        """Give `symbol`'s closes from today's cache, fetching and caching them on a miss.
+
+        The cache only saves fetches: while Redis is unreachable, the prices are fetched and not
+        cached (a fetched year is not thrown away for a failed cache write).
+        """
         key = records.prices_key(self.name, symbol, records.trading_day())
-        days, closes = self._lookup(keys=[key, records.PRICE_STATS_KEY])
+        try:
+            days, closes = self._lookup(keys=[key, records.PRICE_STATS_KEY])
+        except RedisError as exc:
+            log.warning("%s: the price cache could not be read (%s); fetching", symbol, exc)
+            days = closes = None
         if days is not None and closes is not None:
             dates = (np.frombuffer(days, dtype=np.int32) - UNIX_EPOCH_ORDINAL).astype("datetime64[D]").tolist()
             return PriceHistory(symbol, dates, np.frombuffer(closes, dtype=np.float64).copy(), self.name, self.adjusted)
@@ -371,7 +380,10 @@ class CachedSource:
         pipe = self.connection.pipeline(transaction=False)
         pipe.hset(key, mapping={"days": days.tobytes(), "closes": np.asarray(history.closes, dtype=np.float64).tobytes()})
         pipe.expire(key, self.ttl)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except RedisError as exc:
+            log.warning("%s: the fetched prices could not be cached (%s)", symbol, exc)
         return history
 
 

@@ -178,6 +178,8 @@ class TrendsWorker(SimpleWorker):
                 self.check_for_suspension(burst=timeout is None)  # RQ checks only between jobs; an idle worker waits here
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
+                for queue in self.queues:  # asked once, then kept: RQ's retry asks while recording, which needs no Redis then
+                    queue.get_redis_server_version()
                 taken = self._take_one(timeout)
                 if not taken:
                     if timeout is None:
@@ -285,9 +287,25 @@ class TrendsWorker(SimpleWorker):
         return execution[0]
 
     def _if_owned(self, kind: str, key: str, member: str, bookkeeping: Callable[[Pipeline], None]) -> bool:
-        """Apply what `bookkeeping` writes (RQ's own calls, onto a pipeline) only if `member` is still in `key`."""
+        """Apply what `bookkeeping` writes (RQ's own calls, onto a pipeline) only if `member` is still in `key`.
+
+        While Redis is unreachable, the worker keeps what it has (the job it holds, an outcome) and
+        tries again, 1 s, then doubling up to 30 s: a Redis restart costs neither the work done nor
+        the worker. The check runs again each time, so a job given up on meanwhile is not written.
+        A stop request ends the waiting (the job is then handled as the job of a lost worker).
+        """
         count, words = recorded(self.connection, bookkeeping)
-        return self._guarded(keys=[key], args=[kind, member, count, *words]) == 1
+        waits = redis_retry_waits()
+        while True:
+            try:
+                return self._guarded(keys=[key], args=[kind, member, count, *words]) == 1
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if self._stop_requested:
+                    raise
+                wait = next(waits)
+                self.log.error("Worker %s: Redis unreachable (%s) while writing the %s of %s; keeping it, retrying in %g s",
+                               self.name, exc, "start" if kind == "list" else "outcome", member, wait)
+                time.sleep(wait)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """Only show the job in the process title: `_register` has already marked it started."""

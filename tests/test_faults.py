@@ -209,6 +209,24 @@ def test_redis_restart_gives_503_then_everything_reconnects_by_itself(own_redis,
     assert body["status"] == "success"
 
 
+def test_a_redis_restart_while_a_job_runs_costs_neither_the_worker_nor_the_work(own_redis, start_workers):
+    # The job ends (its fetched prices not cacheable, its outcome not storable) while Redis is down.
+    workers = start_workers(own_redis.url, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=1500)
+    names = workers.names()
+    client = create_app({"REDIS_URL": own_redis.url}).test_client()
+    created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    url = created["status_url"]
+    wait_until(lambda: client.get(url).json["state"] == "running", what="the job to start")
+    own_redis.stop()
+    time.sleep(3)
+    own_redis.start()
+    wait_until(lambda: client.get(url).json["state"] == "finished", timeout=30, what="the outcome, stored once Redis is back")
+    assert workers.names() == names, "the worker kept running: no restart"
+    [job] = analysis_jobs(Redis.from_url(own_redis.url), created["id"])
+    assert job.retries_left == Config.JOB_RETRIES, "the job ran once: no retry used up"
+    assert "keeping it, retrying" in workers.log_text()
+
+
 def test_jobs_queued_before_a_hard_redis_restart_are_all_processed_after_it(own_redis, start_workers):
     client = create_app({"REDIS_URL": own_redis.url}).test_client()
     symbols = ["AAPL", "MSFT", "GOOG", "NOPE"]
