@@ -91,6 +91,9 @@ def _history(symbol: str, source: str, adjusted: bool, dates: ArrayLike, closes:
     return PriceHistory(symbol, [d.date() for d in frame.index], frame["close"].to_numpy(), source, adjusted)
 
 
+CHART_PATH = "/v8/finance/chart/"  # Yahoo's price history endpoint, the one call a symbol needs
+
+
 class YahooTransport(HTTPAdapter):
     """requests' HTTP adapter for every call yfinance makes, so each one is governed, can be sent elsewhere, and is seen.
 
@@ -130,6 +133,11 @@ class YahooTransport(HTTPAdapter):
         response.request, response.url = request, request.url
         if self.governor:
             self.governor.observe(response.status_code)
+        if response.status_code == 404 and CHART_PATH in urlsplit(request.url).path:
+            # Yahoo's "no such symbol" is final, and its body says so. Seeing a 404, yfinance would switch
+            # cookie strategy and ask again (three more calls against the egress's budget, then the same
+            # 404); handed as a 200, it reads the error from the body at once.
+            response.status_code = 200
         return response
 
 

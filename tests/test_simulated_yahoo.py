@@ -44,6 +44,18 @@ def test_yfinance_reads_synthetic_prices_through_the_simulator(sim, tmp_path):
     assert kinds["chart"] >= 2 and kinds["crumb"] >= 1
 
 
+def test_an_unknown_symbol_costs_one_call_to_yahoo(sim, tmp_path):
+    with yahoo_session(sim.url) as session:
+        source = YahooSource(cache_dir=str(tmp_path / "yf"), session=session, retries=2)
+        source.history("AAPL")  # cookie and crumb in hand
+        before = sim.stats()["addresses"]["127.0.0.1"]["requests"]
+        with pytest.raises(UnknownSymbolError, match="NOPE3: Yahoo Finance has no such symbol"):
+            source.history("NOPE3")
+        after = sim.stats()["addresses"]["127.0.0.1"]
+    assert after["requests"] - before == 1, "no second cookie strategy, no second chart call, no retry"
+    assert after["statuses"]["404"] == 1
+
+
 def test_yahoo_answers_by_path(sim):
     with requests.Session() as session:
         with session.get(f"{sim.url}/v1/test/getcrumb", timeout=5) as response:
