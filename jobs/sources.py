@@ -135,7 +135,7 @@ class YahooTransport(HTTPAdapter):
             self.governor.observe(response.status_code)
         if response.status_code == 404 and CHART_PATH in urlsplit(request.url).path:
             # Yahoo's "no such symbol" is final, and its body says so. Seeing a 404, yfinance would switch
-            # cookie strategy and ask again (three more calls against the egress's budget, then the same
+            # cookie strategy and ask again (two more calls against the egress's budget, then the same
             # 404); handed as a 200, it reads the error from the body at once.
             response.status_code = 200
         return response
