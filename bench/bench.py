@@ -4,9 +4,10 @@ Both systems analyse the same kind of synthetic prices (252 closes a symbol, no 
 request uses symbols no earlier request used, so neither the price cache nor result reuse helps.
 A request is timed from sending it to the last byte of its answer, as HTTP load tools time one;
 decoding the JSON is the client's work, and is reported apart (the answers differ in size).
-Timings alternate project and peer run by run, and each figure is the median of RUNS runs (min and
-max beside it). Prints a Markdown report and keeps it in bench/last-run.md; `make bench SAVE=1`
-writes bench/results.md, the one the docs quote.
+Timings alternate run by run, project and peer, and 2 workers against 1 (two systems side by
+side), and each figure is the median of RUNS runs (min and max beside it). Prints a Markdown
+report and keeps it in bench/last-run.md; `make bench SAVE=1` writes bench/results.md, the one
+the docs quote.
 """
 import itertools
 import json
@@ -115,19 +116,24 @@ def costs(project: Project, peer: Peer) -> list[str]:
     return rows
 
 
-def scaling_and_memory(project: Project) -> list[str]:
-    """Notes: 2 vs 1 worker on 1000 symbols, and worker memory over 10,000 jobs."""
-    two = side_by_side([project], 1000)["project"]
+def scaling_and_memory(project: Project, scratch: str) -> list[str]:
+    """Notes: 2 vs 1 worker on 1000 symbols (a second system with one worker, alternating), and worker memory over 10,000 jobs."""
+    os.makedirs(os.path.join(scratch, "one-worker"))
+    single = Project(os.path.join(scratch, "one-worker"), workers=1)
+    try:
+        single.name = "one worker"
+        ask(single, 50)
+        times = side_by_side([project, single], 1000)
+    finally:
+        single.stop()
+    two, one = times["project"], times["one worker"]
     pids = project.pids()["worker"]
     before = [rss_mb(pid) for pid in pids]
     for _ in range(10):
         ask(project, 1000)
     after = [rss_mb(pid) for pid in pids]
-    project.start_workers(1)
-    ask(project, 50)
-    one = side_by_side([project], 1000)["project"]
-    return [f"- 2 workers vs 1 on 1000 symbols: **{statistics.median(one) / statistics.median(two):.2f}×** the "
-            f"throughput (1 worker {spread(one)} s, 2 workers {spread(two)} s)",
+    return [f"- 2 workers vs 1 on 1000 symbols, alternating: **{statistics.median(one) / statistics.median(two):.2f}×** "
+            f"the throughput (1 worker {spread(one)} s, 2 workers {spread(two)} s)",
             "- worker memory over 10,000 jobs (RSS): " +
             ", ".join(f"{b:.0f} → {a:.0f} MB" for b, a in zip(before, after))]
 
@@ -156,7 +162,7 @@ def report() -> str:
             table = compare(project, peer)
             cost_rows = costs(project, peer)
             peer.stop()  # the remaining cases are the project's alone
-            notes = [*scaling_and_memory(project), io_bound(project)]
+            notes = [*scaling_and_memory(project, scratch), io_bound(project)]
         finally:
             for system in systems:
                 system.stop()
