@@ -159,18 +159,14 @@ def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str,
     pending jobs a batch at a time, in the order they were queued: blocks on the batch's last
     stream (FIFO queues finish it about last of the batch), then collects the rest of the batch in
     one non-blocking read. So a large request's results are read and restored while the workers
-    still run, not all after the last one, with a few reads per batch, not one per symbol.
+    still run, not all after the last one, with a few reads per batch, not one per symbol. Out of
+    time, one last read of every stream still pending collects what ended beyond the batch.
     """
     cursors = {Result.get_key(job_id): "0-0" for job_id in ids}
     job_of = dict(zip(cursors, ids))
     outcomes: dict[str, Result] = {}
-    deadline = time.monotonic() + timeout
-    while cursors and (remaining := deadline - time.monotonic()) > 0:
-        batch = list(itertools.islice(cursors, READ_BATCH))
-        last = batch.pop()
-        replies = redis.xread({last: cursors[last]}, block=max(1, int(min(remaining, WAIT_SLICE) * 1000))) or []
-        if batch:
-            replies += redis.xread({key: cursors[key] for key in batch}) or []
+
+    def collect(replies: list) -> None:
         for key, entries in replies:
             key = key.decode()
             if key not in cursors:
@@ -181,6 +177,16 @@ def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str,
             if result.type in FINAL_RESULTS:  # only the job's current attempt writes one (jobs/worker.py)
                 outcomes[job_of[key]] = result
                 del cursors[key]
+
+    deadline = time.monotonic() + timeout
+    while cursors and (remaining := deadline - time.monotonic()) > 0:
+        batch = list(itertools.islice(cursors, READ_BATCH))
+        last = batch.pop()
+        collect(redis.xread({last: cursors[last]}, block=max(1, int(min(remaining, WAIT_SLICE) * 1000))) or [])
+        if batch:
+            collect(redis.xread({key: cursors[key] for key in batch}) or [])
+    if cursors:
+        collect(redis.xread(cursors) or [])
     return outcomes
 
 
