@@ -30,7 +30,9 @@ import time
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import get_current_job
 
 from jobs.records import YAHOO_STATS_KEY
@@ -142,10 +144,13 @@ class Governor:
         return bool(reserved) and self._sleep_to_slot(wait_ms, defer=False)
 
     def _reserve(self, longest_wait: float, kind: str) -> tuple[int, int]:
-        """Ask Redis for the next slot within `longest_wait` s: (reserved, wait ms)."""
+        """Ask Redis for the next slot within `longest_wait` s: (reserved, wait ms); PutBack while Redis is unreachable."""
         args = [self.interval_ms, self.tolerance_ms, max(int(longest_wait * 1000), 0), self.egress, kind, self._furthest_ms]
-        reserved, wait_ms = self._take(keys=self._keys, args=args)
-        return reserved, wait_ms
+        try:
+            return self._take(keys=self._keys, args=args)
+        except (RedisConnectionError, RedisTimeoutError) as exc:  # no call without the fleet's budget: the job waits
+            raise PutBack(PAUSED_RECHECK, "the fleet's Yahoo call budget could not be read (Redis unreachable); "
+                                          "it waits in the queue", cooling=False) from exc
 
     def _sleep_to_slot(self, wait_ms: int, defer: bool) -> bool:
         """Sleep until a reserved slot; a cool-down begun meanwhile voids it (PutBack, or False)."""

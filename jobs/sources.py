@@ -31,7 +31,7 @@ from yfinance.exceptions import YFDataException, YFPricesMissingError, YFRateLim
 
 from config import Config, yahoo_rate_per_second
 from jobs import records
-from jobs.governor import Governor
+from jobs.governor import Governor, PutBack
 
 log = logging.getLogger(__name__)
 # yfinance 1.7 uses pandas features that pandas 3.1 deprecates: a dozen warnings in every worker's log, none ours to fix.
@@ -231,6 +231,8 @@ class YahooSource:
             ticker._tz = "UTC"
             # Closes adjusted for splits and dividends, said explicitly: the result reports it ("adjusted").
             frame = ticker.history(period="1y", interval="1d", auto_adjust=True, timeout=self._timeout)
+        except PutBack:  # a call of this fetch could not have its slot (raised through yfinance by the transport)
+            raise
         except Exception as exc:  # yfinance raises many kinds: HTTP, network, parsing, its own
             log.warning("yahoo fetch of %s failed: %r", symbol, exc)
             _forget_a_refused_crumb()

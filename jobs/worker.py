@@ -271,22 +271,38 @@ class TrendsWorker(SimpleWorker):
 
     def _register(self, job: Job) -> Execution | None:
         """Register this attempt and mark the job started, atomically, if we still hold it in flight."""
-        execution: list[Execution] = []
+        tries: list[Execution] = []  # one per try: a try whose reply was lost to Redis may have been applied
 
         def register(pipe: Pipeline) -> None:
-            execution.append(Execution.create(job, self.lost_after, pipeline=pipe, worker_name=self.name))
+            tries.append(Execution.create(job, self.lost_after, pipeline=pipe, worker_name=self.name))
             self.set_state(WorkerStatus.BUSY, pipeline=pipe)
             job.prepare_for_execution(self.name, pipeline=pipe)
             pipe.persist(job.key)
             pipe.lrem(self.inflight_key, 1, job.id)
 
-        if not self._if_owned("list", self.inflight_key, job.id, register):
+        # Recorded again for each try: the attempt's expiry in the started registry is a time, and a
+        # write that lands late must carry a fresh one, or the job counts as abandoned at once.
+        execution = tries[-1] if self._if_owned("list", self.inflight_key, job.id, register, record_each_try=True) \
+            else self._applied_earlier(job, tries[:-1])
+        if execution is None:
             self.set_state(WorkerStatus.IDLE)
             return None
-        self.executions[execution[0].id] = execution[0]
-        return execution[0]
+        self.executions[execution.id] = execution
+        return execution
 
-    def _if_owned(self, kind: str, key: str, member: str, bookkeeping: Callable[[Pipeline], None]) -> bool:
+    def _applied_earlier(self, job: Job, tries: list[Execution]) -> Execution | None:
+        """Find the try (if any) that Redis applied though its reply was lost: renew its expiry if it is still registered."""
+        registry = job.started_job_registry
+        for execution in tries:
+            def renew(pipe: Pipeline, execution: Execution = execution) -> None:
+                execution.heartbeat(registry, self.lost_after, pipeline=pipe)
+
+            if self._if_owned("zset", registry.key, execution.composite_key, renew):
+                return execution
+        return None
+
+    def _if_owned(self, kind: str, key: str, member: str, bookkeeping: Callable[[Pipeline], None],
+                  record_each_try: bool = False) -> bool:
         """Apply what `bookkeeping` writes (RQ's own calls, onto a pipeline) only if `member` is still in `key`.
 
         While Redis is unreachable, the worker keeps what it has (the job it holds, an outcome) and
@@ -294,8 +310,8 @@ class TrendsWorker(SimpleWorker):
         the worker. The check runs again each time, so a job given up on meanwhile is not written.
         A stop request ends the waiting (the job is then handled as the job of a lost worker).
         """
-        count, words = recorded(self.connection, bookkeeping)
         waits = redis_retry_waits()
+        count, words = recorded(self.connection, bookkeeping)
         while True:
             try:
                 return self._guarded(keys=[key], args=[kind, member, count, *words]) == 1
@@ -306,6 +322,8 @@ class TrendsWorker(SimpleWorker):
                 self.log.error("Worker %s: Redis unreachable (%s) while writing the %s of %s; keeping it, retrying in %g s",
                                self.name, exc, "start" if kind == "list" else "outcome", member, wait)
                 time.sleep(wait)
+                if record_each_try:
+                    count, words = recorded(self.connection, bookkeeping)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """Only show the job in the process title: `_register` has already marked it started."""
@@ -467,6 +485,10 @@ class TrendsWorker(SimpleWorker):
             end(pipe)
 
         if self._if_owned("zset", job.started_job_registry.key, execution.composite_key, store_and_end):
+            self._idle_written = True
+            return True
+        latest = job.latest_result()
+        if latest is not None and latest.execution_id == execution.id:  # a try whose reply Redis lost wrote it
             self._idle_written = True
             return True
         self.log.warning("Worker %s: job %s was given up on and queued again while this attempt ran; its outcome "

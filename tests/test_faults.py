@@ -20,6 +20,7 @@ from config import ROOT, Config
 from jobs.records import OPEN_ANALYSES_KEY
 from scripts.procfile import commands
 from tests.conftest import RedisServer, WebServer, analysis_jobs, http_json, http_status, process_running, wait_until
+from tests.redis_proxy import RedisProxy
 from webapp import create_app
 
 
@@ -225,6 +226,36 @@ def test_a_redis_restart_while_a_job_runs_costs_neither_the_worker_nor_the_work(
     [job] = analysis_jobs(Redis.from_url(own_redis.url), created["id"])
     assert job.retries_left == Config.JOB_RETRIES, "the job ran once: no retry used up"
     assert "keeping it, retrying" in workers.log_text()
+
+
+@pytest.mark.parametrize("write, mode, seconds, count", [
+    ("list", "drop", 12, 2),  # the job's start, cut off for longer than WORKER_LOST_AFTER: written late, with a fresh expiry
+    ("list", "lose_reply", 3, 2),  # the start applied, its reply lost: the retry finds it applied and runs the job
+    ("zset", "lose_reply", 3, 1),  # the outcome applied, its reply lost: not reported as dropped
+])
+def test_a_worker_cut_off_from_redis_at_a_bookkeeping_write_runs_the_job_once(redis_server, redis_client, start_workers,
+                                                                             write, mode, seconds, count):
+    proxy = RedisProxy(redis_server.port)
+    try:
+        workers = start_workers(proxy.url, count, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=1000)
+        client = create_app({"REDIS_URL": redis_server.url}).test_client()
+        assert client.post("/get_trends", json={"symbols": ["WARM"]}).json["status"] == "success"  # scripts loaded
+        proxy.arm(f"${len(write)}\r\n{write}\r\n".encode(), mode, seconds)  # the guarded script's first argument
+        created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+        wait_until(proxy.fired.is_set, what=f"the worker's {write} write")
+        wait_until(lambda: client.get(created["status_url"]).json["state"] == "finished", timeout=60,
+                   what="the job to end")
+        # Redis may have the outcome before its worker is through: once a next job is done, every worker is.
+        assert client.post("/get_trends", json={"symbols": ["NEXT"]}).json["status"] == "success"
+    finally:
+        proxy.close()
+    [job] = analysis_jobs(redis_client, created["id"])
+    assert job.retries_left == Config.JOB_RETRIES, "no retry used up: the job was never taken for lost"
+    assert len(job.results()) == 1
+    assert sum(w.successful_job_count for w in Worker.all(connection=redis_client)) == 3, "WARM, AAPL and NEXT, once each"
+    log = workers.log_text()
+    assert "keeping it, retrying" in log
+    assert "went back to its queue" not in log and "given up on" not in log, "no false alarm"
 
 
 def test_jobs_queued_before_a_hard_redis_restart_are_all_processed_after_it(own_redis, start_workers):

@@ -2,10 +2,13 @@
 import threading
 
 import pytest
+from redis import Redis
 
 from jobs.governor import Governor, PutBack
 from jobs.records import YAHOO_STATS_KEY
-from tests.conftest import wait_until
+from jobs.sources import CachedSource, YahooSource
+from tests.conftest import RedisServer, wait_until
+from tests.fake_yahoo import session_for
 
 
 def governor(redis_client, rate: float = 10.0, burst: int = 3, cooldown: int = 60, egress: str = "egress-a") -> Governor:
@@ -129,3 +132,22 @@ def test_a_cool_down_key_without_expiry_pauses_the_egress_until_deleted(redis_cl
     assert not gov.admit()
     redis_client.delete("trends:yahoo:cooldown:egress-a")
     gov.acquire(0, interactive=True)
+
+
+def test_with_redis_unreachable_a_fetch_goes_back_to_its_queue_and_makes_no_call(tmp_path):
+    # A stopped Redis: its port refuses. The job is put back (its retries untouched), never run without the budget.
+    server = RedisServer(str(tmp_path / "redis"))
+    server.start()
+    server.stop()
+    unreachable = Redis.from_url(server.url, socket_connect_timeout=1)
+    gov = governor(unreachable)
+    with pytest.raises(PutBack, match="Redis unreachable") as first_call:
+        gov.acquire(5, interactive=True)
+    assert not first_call.value.cooling, "not Yahoo's refusal: no give-up clock starts"
+    with pytest.raises(PutBack, match="Redis unreachable"):
+        gov.admit()  # a further call of a fetch (yfinance's cookie, its retries)
+    session, fake = session_for({})
+    source = CachedSource(YahooSource(str(tmp_path / "yf"), session=session, governor=gov), unreachable, 3600)
+    with pytest.raises(PutBack, match="Redis unreachable"):
+        source.history("AAPL")
+    assert fake.urls == [], "no call to Yahoo without a slot"
