@@ -119,9 +119,8 @@ def costs(project: Project, peer: Peer) -> list[str]:
 def scaling_and_memory(project: Project, scratch: str) -> list[str]:
     """Notes: 2 vs 1 worker on 1000 symbols (a second system with one worker, alternating), and worker memory over 10,000 jobs."""
     os.makedirs(os.path.join(scratch, "one-worker"))
-    single = Project(os.path.join(scratch, "one-worker"), workers=1)
+    single = Project(os.path.join(scratch, "one-worker"), workers=1, name="one worker")
     try:
-        single.name = "one worker"
         ask(single, 50)
         times = side_by_side([project, single], 1000)
     finally:

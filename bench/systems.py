@@ -43,12 +43,12 @@ class System:
 class Project(System):
     """This project: gunicorn (2 processes), `worker.py` with WORKERS processes, its own Redis."""
 
-    def __init__(self, scratch: str, workers: int = 2, **settings: object):
+    def __init__(self, scratch: str, workers: int = 2, name: str = "project", **settings: object):
         redis = RedisServer(os.path.join(scratch, "project-redis"))
         redis.start()
         self.settings = {**FAST, **settings}
         self.web = WebServer(redis.url, os.path.join(scratch, "web.log"), WEB_PROCESSES=2, **self.settings)
-        super().__init__("project", self.web.url, redis, [self.web.stop])
+        super().__init__(name, self.web.url, redis, [self.web.stop])
         self.scratch, self.workers = scratch, None
         self.start_workers(workers)
 

@@ -23,10 +23,12 @@ is deleted.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from redis import Redis
@@ -122,10 +124,11 @@ class Governor:
         self._fetch.until = time.monotonic() + max(longest_wait, 0)
         if not interactive:
             longest_wait = min(longest_wait, self.bulk_horizon)
-        reserved, wait_ms = self._reserve(longest_wait, "wait")
-        if not reserved:
-            self._defer(wait_ms)
-        self._sleep_to_slot(wait_ms, defer=True)
+        with self._put_back_while_unreachable():
+            reserved, wait_ms = self._reserve(longest_wait, "wait")
+            if not reserved:
+                self._defer(wait_ms)
+            self._sleep_to_slot(wait_ms, defer=True)
         self._fetch.paid = True
 
     def calls_may_wait(self, seconds: float) -> None:
@@ -140,17 +143,27 @@ class Governor:
         if getattr(self._fetch, "paid", False):
             self._fetch.paid = False
             return True
-        reserved, wait_ms = self._reserve(getattr(self._fetch, "until", 0) - time.monotonic(), "call")
-        return bool(reserved) and self._sleep_to_slot(wait_ms, defer=False)
+        with self._put_back_while_unreachable():
+            reserved, wait_ms = self._reserve(getattr(self._fetch, "until", 0) - time.monotonic(), "call")
+            return bool(reserved) and self._sleep_to_slot(wait_ms, defer=False)
+
+    @contextlib.contextmanager
+    def _put_back_while_unreachable(self) -> Iterator[None]:
+        """Turn Redis unreachable into PutBack: no call goes without the fleet's budget, and the job keeps its retries."""
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("egress %s: the fleet's Yahoo budget could not be read (%s); a job goes back to its queue",
+                        self.egress, exc)
+            # The reason is shown to clients (a late /get_trends): it names no host, egress or store.
+            raise PutBack(PAUSED_RECHECK, "the fleet's Yahoo call budget could not be read; it waits in the queue",
+                          cooling=False) from exc
 
     def _reserve(self, longest_wait: float, kind: str) -> tuple[int, int]:
-        """Ask Redis for the next slot within `longest_wait` s: (reserved, wait ms); PutBack while Redis is unreachable."""
+        """Ask Redis for the next slot within `longest_wait` s: (reserved, wait ms)."""
         args = [self.interval_ms, self.tolerance_ms, max(int(longest_wait * 1000), 0), self.egress, kind, self._furthest_ms]
-        try:
-            return self._take(keys=self._keys, args=args)
-        except (RedisConnectionError, RedisTimeoutError) as exc:  # no call without the fleet's budget: the job waits
-            raise PutBack(PAUSED_RECHECK, "the fleet's Yahoo call budget could not be read (Redis unreachable); "
-                                          "it waits in the queue", cooling=False) from exc
+        reserved, wait_ms = self._take(keys=self._keys, args=args)
+        return reserved, wait_ms
 
     def _sleep_to_slot(self, wait_ms: int, defer: bool) -> bool:
         """Sleep until a reserved slot; a cool-down begun meanwhile voids it (PutBack, or False)."""
@@ -181,8 +194,9 @@ class Governor:
 
     def defer_after_429(self) -> None:
         """Put the job back after Yahoo answered 429: the cool-down that answer started decides when it comes back."""
-        cooling = self.connection.pttl(self._keys[1])
-        self._defer(cooling if cooling > 0 or cooling == -1 else int(self.cooldown * 1000))
+        with self._put_back_while_unreachable():
+            cooling = self.connection.pttl(self._keys[1])
+            self._defer(cooling if cooling > 0 or cooling == -1 else int(self.cooldown * 1000))
 
     def running_job_is_interactive(self) -> bool:
         """Whether the running job came from a queue other than the bulk one (or runs outside RQ, as in tests)."""

@@ -373,8 +373,8 @@ class CachedSource:
     def history(self, symbol: str) -> PriceHistory:
         """Give `symbol`'s closes from today's cache, fetching and caching them on a miss.
 
-        The cache only saves fetches: while Redis is unreachable, the prices are fetched and not
-        cached (a fetched year is not thrown away for a failed cache write).
+        The cache only saves fetches: when it cannot be read or written (Redis unreachable, full,
+        refusing), the prices are fetched and not cached (a fetched year is not thrown away for it).
         """
         key = records.prices_key(self.name, symbol, records.trading_day())
         try:

@@ -282,8 +282,8 @@ class TrendsWorker(SimpleWorker):
 
         # Recorded again for each try: the attempt's expiry in the started registry is a time, and a
         # write that lands late must carry a fresh one, or the job counts as abandoned at once.
-        execution = tries[-1] if self._if_owned("list", self.inflight_key, job.id, register, record_each_try=True) \
-            else self._applied_earlier(job, tries[:-1])
+        execution = tries[-1] if self._if_owned("list", self.inflight_key, job.id, register, "start", record_each_try=True) \
+            else self._applied_earlier(job, tries)
         if execution is None:
             self.set_state(WorkerStatus.IDLE)
             return None
@@ -297,11 +297,11 @@ class TrendsWorker(SimpleWorker):
             def renew(pipe: Pipeline, execution: Execution = execution) -> None:
                 execution.heartbeat(registry, self.lost_after, pipeline=pipe)
 
-            if self._if_owned("zset", registry.key, execution.composite_key, renew):
+            if self._if_owned("zset", registry.key, execution.composite_key, renew, "start"):
                 return execution
         return None
 
-    def _if_owned(self, kind: str, key: str, member: str, bookkeeping: Callable[[Pipeline], None],
+    def _if_owned(self, kind: str, key: str, member: str, bookkeeping: Callable[[Pipeline], None], what: str,
                   record_each_try: bool = False) -> bool:
         """Apply what `bookkeeping` writes (RQ's own calls, onto a pipeline) only if `member` is still in `key`.
 
@@ -309,6 +309,8 @@ class TrendsWorker(SimpleWorker):
         tries again, 1 s, then doubling up to 30 s: a Redis restart costs neither the work done nor
         the worker. The check runs again each time, so a job given up on meanwhile is not written.
         A stop request ends the waiting (the job is then handled as the job of a lost worker).
+        `record_each_try`: record the writes again before each try, for writes that carry times (an
+        outcome is recorded once: recording RQ's retry uses one up each time). `what` names it in the log.
         """
         waits = redis_retry_waits()
         count, words = recorded(self.connection, bookkeeping)
@@ -320,7 +322,7 @@ class TrendsWorker(SimpleWorker):
                     raise
                 wait = next(waits)
                 self.log.error("Worker %s: Redis unreachable (%s) while writing the %s of %s; keeping it, retrying in %g s",
-                               self.name, exc, "start" if kind == "list" else "outcome", member, wait)
+                               self.name, exc, what, member, wait)
                 time.sleep(wait)
                 if record_each_try:
                     count, words = recorded(self.connection, bookkeeping)
@@ -484,7 +486,7 @@ class TrendsWorker(SimpleWorker):
             store(pipe)
             end(pipe)
 
-        if self._if_owned("zset", job.started_job_registry.key, execution.composite_key, store_and_end):
+        if self._if_owned("zset", job.started_job_registry.key, execution.composite_key, store_and_end, "outcome"):
             self._idle_written = True
             return True
         latest = job.latest_result()

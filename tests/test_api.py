@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import RedisServer, answer_while_working, weekdays, write_prices
 from webapp import create_app
 from webapp.analyses import ENDED_STATES, get_trends
+from webapp.shared_jobs import READ_BATCH
 from webapp.validation import MAX_HORIZON, MAX_WINDOW, METHODS, TrendsRequest
 
 
@@ -79,15 +80,16 @@ def test_symbols_no_worker_answers_in_time_get_a_timeout_error(redis_server, red
 def test_a_request_out_of_time_still_gives_every_result_that_is_there(redis_server, redis_client, run_jobs):
     # Results are read a hundred pending symbols at a time; out of time, those past the first hundred count too.
     quick = {"TRENDS_TIMEOUT": 6, "JOB_TIMEOUT": 1, "WORKER_LOST_AFTER": 3, "MAINTENANCE_INTERVAL": 1}
-    app = create_app({"REDIS_URL": redis_server.url, "MAX_SYMBOLS": 150, "BULK_THRESHOLD": 150, **quick})
+    size = READ_BATCH + 50
+    app = create_app({"REDIS_URL": redis_server.url, "MAX_SYMBOLS": size, "BULK_THRESHOLD": size, **quick})
     answered = [f"DONE{n}" for n in range(50)]
     assert answer_while_working(app, run_jobs, {"symbols": answered})["status"] == "success"
-    waiting = [f"WAIT{n}" for n in range(100)]  # no worker runs from here on
+    waiting = [f"WAIT{n}" for n in range(READ_BATCH)]  # a whole batch that no worker runs from here on
     body = app.test_client().post("/get_trends", json={"symbols": waiting + answered}).json
     assert body["status"] == "partial"
     assert [r["symbol"] for r in body["results"]] == waiting + answered
-    assert all("no worker took this symbol within 6 s" in r["error"] for r in body["results"][:100])
-    assert all("error" not in r and len(r["closes"]) == 252 for r in body["results"][100:])
+    assert all("no worker took this symbol within 6 s" in r["error"] for r in body["results"][:READ_BATCH])
+    assert all("error" not in r and len(r["closes"]) == 252 for r in body["results"][READ_BATCH:])
 
 
 def test_jobs_and_results_in_redis_are_json_not_pickle(client, workers, prices, redis_client):

@@ -22,6 +22,7 @@ from scripts.procfile import commands
 from tests.conftest import RedisServer, WebServer, analysis_jobs, http_json, http_status, process_running, wait_until
 from tests.redis_proxy import RedisProxy
 from webapp import create_app
+from webapp.shared_jobs import FIRST_CHUNK, READ_BATCH
 
 
 @pytest.fixture
@@ -122,9 +123,11 @@ def test_overlapping_long_requests_at_once_run_each_symbol_once_and_answer_in_or
                                                                                     start_workers, tmp_path):
     # Long enough to be claimed in several chunks and read in several batches (webapp/shared_jobs.py),
     # in orders whose chunks cross: each request creates some jobs and joins others' mid-claim.
-    pool = [f"OV{n:03d}" for n in range(300)]
-    orders = [pool, pool[::-1], pool[150:] + pool[:150], pool[::2] + pool[1::2], pool, pool[::-1]]
-    settings = {"MAX_SYMBOLS": 300, "BULK_THRESHOLD": 300}
+    size = 3 * READ_BATCH
+    assert size > 7 * FIRST_CHUNK, "chunks of 16, 32, 64, 128 and more"
+    pool = [f"OV{n:03d}" for n in range(size)]
+    orders = [pool, pool[::-1], pool[size // 2:] + pool[:size // 2], pool[::2] + pool[1::2], pool, pool[::-1]]
+    settings = {"MAX_SYMBOLS": size, "BULK_THRESHOLD": size}
     start_workers(redis_server.url, 2, PRICE_SOURCE="synthetic", **settings)
     web = WebServer(redis_server.url, tmp_path / "web.log", WEB_PROCESSES=2, **settings)
     try:
@@ -212,26 +215,28 @@ def test_redis_restart_gives_503_then_everything_reconnects_by_itself(own_redis,
 
 def test_a_redis_restart_while_a_job_runs_costs_neither_the_worker_nor_the_work(own_redis, start_workers):
     # The job ends (its fetched prices not cacheable, its outcome not storable) while Redis is down.
-    workers = start_workers(own_redis.url, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=1500)
+    workers = start_workers(own_redis.url, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=3000)
     names = workers.names()
     client = create_app({"REDIS_URL": own_redis.url}).test_client()
     created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
     url = created["status_url"]
     wait_until(lambda: client.get(url).json["state"] == "running", what="the job to start")
     own_redis.stop()
-    time.sleep(3)
+    wait_until(lambda: "keeping it, retrying" in workers.log_text(), timeout=30, what="the outcome to wait for Redis")
     own_redis.start()
     wait_until(lambda: client.get(url).json["state"] == "finished", timeout=30, what="the outcome, stored once Redis is back")
     assert workers.names() == names, "the worker kept running: no restart"
     [job] = analysis_jobs(Redis.from_url(own_redis.url), created["id"])
     assert job.retries_left == Config.JOB_RETRIES, "the job ran once: no retry used up"
-    assert "keeping it, retrying" in workers.log_text()
 
 
+# The worker tries again 1, 3, 7 and 15 s after the cut (jobs/worker.py), each outage ends between two tries:
+# a start cut off for 10 s (longer than WORKER_LOST_AFTER) lands at 15 s, after the worker's heartbeat thread has
+# said it is alive again (every 2 s); one whose reply was lost is found applied at 3 s, before its expiry (6 s).
 @pytest.mark.parametrize("write, mode, seconds, count", [
-    ("list", "drop", 12, 2),  # the job's start, cut off for longer than WORKER_LOST_AFTER: written late, with a fresh expiry
-    ("list", "lose_reply", 3, 2),  # the start applied, its reply lost: the retry finds it applied and runs the job
-    ("zset", "lose_reply", 3, 1),  # the outcome applied, its reply lost: not reported as dropped
+    ("list", "drop", 10, 2),  # the job's start, written late: with a fresh expiry, not taken for lost at once
+    ("list", "lose_reply", 2, 2),  # the start applied, its reply lost: the retry finds it applied and runs the job
+    ("zset", "lose_reply", 2, 1),  # the result stored, its reply lost: not reported as dropped
 ])
 def test_a_worker_cut_off_from_redis_at_a_bookkeeping_write_runs_the_job_once(redis_server, redis_client, start_workers,
                                                                              write, mode, seconds, count):
@@ -247,13 +252,15 @@ def test_a_worker_cut_off_from_redis_at_a_bookkeeping_write_runs_the_job_once(re
                    what="the job to end")
         # Redis may have the outcome before its worker is through: once a next job is done, every worker is.
         assert client.post("/get_trends", json={"symbols": ["NEXT"]}).json["status"] == "success"
+        runs = sum(w.successful_job_count for w in Worker.all(connection=redis_client))
+        log = workers.log_text()
+        workers.stop()  # through the proxy, so that they give back what they hold and sign off
     finally:
         proxy.close()
     [job] = analysis_jobs(redis_client, created["id"])
     assert job.retries_left == Config.JOB_RETRIES, "no retry used up: the job was never taken for lost"
     assert len(job.results()) == 1
-    assert sum(w.successful_job_count for w in Worker.all(connection=redis_client)) == 3, "WARM, AAPL and NEXT, once each"
-    log = workers.log_text()
+    assert runs == 3, "WARM, AAPL and NEXT, once each"
     assert "keeping it, retrying" in log
     assert "went back to its queue" not in log and "given up on" not in log, "no false alarm"
 

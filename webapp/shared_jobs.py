@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.commands.core import Script
 from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.queue import EnqueueData
@@ -72,26 +73,27 @@ def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[s
     """Find the job answering each work: reused, joined, or created (atomically, with a new id); give their ids in order.
 
     A long list is claimed in growing chunks, so workers start on the first jobs while the rest are
-    recorded (RQ's own code records each job: ~0.2 ms a symbol, 150-260 ms for 1000).
+    recorded (RQ's own code records each job; docs/performance.md measures it).
     """
+    claim = redis.register_script(CLAIM_SCRIPT)
     ids: list[str] = []
     start, size = 0, FIRST_CHUNK
     while start < len(works):
-        ids += _claim_chunk(redis, queue, request, works, range(start, min(start + size, len(works))), settings)
+        ids += _claim_chunk(redis, claim, queue, request, works, range(start, min(start + size, len(works))), settings)
         start, size = start + size, min(2 * size, MAX_CHUNK)
     return ids
 
 
-def _claim_chunk(redis: Redis, queue: Queue, request: TrendsRequest, works: list[str], positions: range,
+def _claim_chunk(redis: Redis, claim: Script, queue: Queue, request: TrendsRequest, works: list[str], positions: range,
                  settings: Mapping[str, Any]) -> list[str]:
     """Claim the works at `positions`; a pointer another request changed meanwhile is read again, and only it."""
-    claim = redis.register_script(CLAIM_SCRIPT)
     found: dict[int, str] = {}  # position → the job that answers it, once settled
     while unsettled := [i for i in positions if i not in found]:
         pointers = [current_job_key(works[i]) for i in unsettled]
         read = dict(zip(unsettled, [raw.decode() if raw else None for raw in redis.mget(pointers)]))
         to_create = _needing_a_job(redis, read, settings)
-        found.update({i: job_id for i, job_id in read.items() if i not in to_create})
+        creating = set(to_create)
+        found.update({i: job_id for i, job_id in read.items() if i not in creating})
         if not to_create:
             break
         words: list[object] = [POINTER_TTL]
