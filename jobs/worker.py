@@ -20,6 +20,7 @@ We use neither job dependencies, repeats nor RQ's rate limits, so their bookkeep
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -151,13 +152,31 @@ class TrendsWorker(SimpleWorker):
         if timeout is None and pipeline is None and recent:
             return
         # The worker stays listed WORKER_TTL s after its last beat (RQ asks less before a job, more when idle).
-        super().heartbeat(self.worker_ttl, pipeline)
+        with self._unless_unreachable("heartbeat"):
+            super().heartbeat(self.worker_ttl, pipeline)
 
     def check_for_suspension(self, burst: bool) -> None:
         """Honour `rq suspend`, asking Redis at most once a second rather than before every job."""
         if time.monotonic() - self._suspension_checked_at >= 1:
-            super().check_for_suspension(burst)
+            with self._unless_unreachable("the rq suspend check"):
+                super().check_for_suspension(burst)
             self._suspension_checked_at = time.monotonic()
+
+    def run_maintenance_tasks(self) -> None:
+        """Run RQ's maintenance (its registries, lost workers' jobs), again next time if Redis was unreachable."""
+        with self._unless_unreachable("maintenance"):
+            super().run_maintenance_tasks()
+
+    @contextlib.contextmanager
+    def _unless_unreachable(self, what: str) -> Iterator[None]:
+        """Go on while Redis is unreachable: RQ's loop calls these between jobs and would quit on the error.
+
+        The worker holds nothing then; its next take waits for Redis (dequeue_job_and_maintain_ttl).
+        """
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.log.warning("Worker %s: %s skipped: Redis unreachable (%s)", self.name, what, exc)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> tuple[Job, Queue] | None:
         """Take the next job into this worker's in-flight list, interactive queue first.

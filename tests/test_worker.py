@@ -5,6 +5,7 @@ import signal
 import threading
 
 import pytest
+from redis import Redis
 from rq import SimpleWorker, Worker
 from rq.job import Job, JobStatus
 from rq.results import Result
@@ -13,11 +14,11 @@ from rq.suspension import resume, suspend
 
 from jobs import tasks
 from jobs.governor import PutBack
-from jobs.job_class import SERIALIZER, TrendsJob
+from jobs.job_class import SERIALIZER, TrendsJob, trends_queues
 from jobs.records import JOB_STATS_KEY
 from jobs.sources import SyntheticSource
 from jobs.worker import TrendsWorker
-from tests.conftest import analysis_jobs, wait_until
+from tests.conftest import RedisServer, analysis_jobs, wait_until
 
 VOLATILE = re.compile(rb"^\d{4}-\d\d-\d\dT[\d:.]+Z$|^[0-9a-f]{32}$")  # timestamps, execution ids
 
@@ -183,3 +184,21 @@ def test_a_job_held_back_by_429s_longer_than_allowed_fails_as_rate_limited(app, 
     entry = client.get(created["status_url"]).json["symbols"][0]
     assert entry["state"] == "error" and "refused this fleet's calls (HTTP 429)" in entry["result"]["error"]
     assert app.redis.hget(JOB_STATS_KEY, f"{app.interactive_queue.name}:rate_limited") == b"1"
+
+
+def test_what_rqs_loop_asks_of_redis_between_jobs_does_not_end_the_worker_while_redis_is_away(tmp_path, caplog):
+    # RQ's work loop beats, checks for `rq suspend` and runs maintenance between jobs, outside our retries, and
+    # quits on a Redis error there: a short Redis restart between two jobs cost the worker (and a restart).
+    server = RedisServer(str(tmp_path / "redis"))
+    server.start()
+    connection = Redis.from_url(server.url, socket_connect_timeout=1)
+    queues = trends_queues(connection, {"INTERACTIVE_QUEUE": "trends", "BULK_QUEUE": "trends-bulk"})
+    worker = TrendsWorker(queues, connection=connection, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                          give_up_after=600)
+    server.stop()
+    worker.heartbeat(timeout=60)  # as RQ's loop beats after a job
+    worker.check_for_suspension(burst=False)
+    worker.run_maintenance_tasks()
+    skipped = [record.getMessage() for record in caplog.records if "Redis unreachable" in record.getMessage()]
+    assert [message.split(": ")[1] for message in skipped] == ["heartbeat skipped", "the rq suspend check skipped",
+                                                               "maintenance skipped"]
