@@ -29,14 +29,12 @@ from urllib.parse import urlsplit
 
 from exchange_calendars.errors import InvalidCalendarName
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Worker
 
 from config import LOG_FORMAT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, refuse_to_start, settings_of
 from jobs import analysis, tasks
 from jobs.job_class import SERIALIZER, never_unpickle, trends_queues
-from jobs.records import VERSION
+from jobs.records import REDIS_UNREACHABLE, VERSION
 from jobs.sources import source_name
 from jobs.worker import TrendsWorker, redis_retry_waits
 from scripts.procfile import stop_with_parent
@@ -136,7 +134,7 @@ def wait_for_redis(connection: Redis) -> None:
         try:
             connection.ping()
             return
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except REDIS_UNREACHABLE as exc:
             log.warning("Redis unreachable (%s); trying again in %g s", exc, wait)
             time.sleep(wait)
 

@@ -100,7 +100,6 @@ class Peer(System):
                 "redis": [self.redis.process.pid]}
 
 
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far."""
     with open(f"/proc/{pid}/stat") as stat:

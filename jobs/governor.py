@@ -32,12 +32,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import get_current_job
 
-from jobs.records import YAHOO_STATS_KEY
+from jobs.records import REDIS_UNREACHABLE, YAHOO_STATS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +150,7 @@ class Governor:
         """Turn Redis unreachable into PutBack: no call goes without the fleet's budget, and the job keeps its retries."""
         try:
             yield
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except REDIS_UNREACHABLE as exc:
             log.warning("egress %s: the fleet's Yahoo budget could not be read (%s); a job goes back to its queue",
                         self.egress, exc)
             # The reason is shown to clients (a late /get_trends): it names no host, egress or store.

@@ -19,6 +19,8 @@ from importlib.metadata import version
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 VERSION = version("stock-trends")  # the project's, from its package metadata (pyproject.toml)
 DEFAULT_LEVEL = 0.8  # the likely range's level when a request names none: an 80 % range
@@ -32,6 +34,8 @@ PRICE_STATS_KEY = "trends:stats:prices"  # hash lookups, misses of the price cac
 # "requests:<HTTP status or 'error'>", "waits" (token waits), "wait_seconds", "cooldowns", "deferrals"
 YAHOO_STATS_KEY = "trends:stats:yahoo"
 OPEN_ANALYSES_KEY = "trends:analyses:open"
+# What a Redis that cannot be reached now raises: workers wait it out, the governor puts its job back.
+REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 
 
 def trading_day() -> str:

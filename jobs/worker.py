@@ -28,9 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis.client import Pipeline
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker, worker_registration
 from rq.exceptions import DeserializationError, NoSuchJobError, StopRequested
 from rq.executions import Execution
@@ -43,7 +41,7 @@ from rq.worker import WorkerStatus
 
 from jobs.governor import PAUSED_RECHECK, PutBack
 from jobs.job_class import RefusedJobError, TrendsJob
-from jobs.records import APPLY_RECORDED, JOB_STATS_KEY, VERSION, alive_key, inflight_key, recorded
+from jobs.records import APPLY_RECORDED, JOB_STATS_KEY, REDIS_UNREACHABLE, VERSION, alive_key, inflight_key, recorded
 from jobs.sources import PriceDataError
 from jobs.tasks import failure_message, outcome_of
 
@@ -175,7 +173,7 @@ class TrendsWorker(SimpleWorker):
         """
         try:
             yield
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except REDIS_UNREACHABLE as exc:
             self.log.warning("Worker %s: %s skipped: Redis unreachable (%s)", self.name, what, exc)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> tuple[Job, Queue] | None:
@@ -207,7 +205,7 @@ class TrendsWorker(SimpleWorker):
                 job_and_queue = self._job_taken(*taken)
                 if job_and_queue:
                     return job_and_queue
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except REDIS_UNREACHABLE as exc:
                 wait = next(waits)
                 self.log.error("Worker %s: Redis unreachable (%s); retrying in %g s", self.name, exc, wait)
                 time.sleep(wait)
@@ -241,7 +239,7 @@ class TrendsWorker(SimpleWorker):
         job_id = raw_id.decode()
         try:
             job = self._restore(job_id, fields)
-        except (RedisConnectionError, RedisTimeoutError, StopRequested):
+        except (*REDIS_UNREACHABLE, StopRequested):
             raise  # a stopping worker gives what it holds back at teardown
         except Exception as exc:  # gone, or a hash RQ cannot read: drop it rather than die on it
             job = None
@@ -336,7 +334,7 @@ class TrendsWorker(SimpleWorker):
         while True:
             try:
                 return self._guarded(keys=[key], args=[kind, member, count, *words]) == 1
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except REDIS_UNREACHABLE as exc:
                 if self._stop_requested:
                     raise
                 wait = next(waits)
@@ -530,7 +528,7 @@ class TrendsWorker(SimpleWorker):
                 try:
                     clean_registries(queue, [self._count_lost, *self._exc_handlers])
                     worker_registration.clean_worker_registry(queue)
-                except (RedisConnectionError, RedisTimeoutError, StopRequested):
+                except (*REDIS_UNREACHABLE, StopRequested):
                     raise
                 except Exception:  # a job RQ cannot read must not stop the clean-up, or kill each worker in turn
                     self.log.exception("Worker %s: cleaning the registries of %s failed", self.name, queue.name)

@@ -89,8 +89,8 @@ def _claim_chunk(redis: Redis, claim: Script, queue: Queue, request: TrendsReque
     """Claim the works at `positions`; a pointer another request changed meanwhile is read again, and only it."""
     found: dict[int, str] = {}  # position → the job that answers it, once settled
     while unsettled := [i for i in positions if i not in found]:
-        pointers = [current_job_key(works[i]) for i in unsettled]
-        read = dict(zip(unsettled, [raw.decode() if raw else None for raw in redis.mget(pointers)]))
+        pointers = {i: current_job_key(works[i]) for i in unsettled}
+        read = dict(zip(unsettled, [raw.decode() if raw else None for raw in redis.mget(list(pointers.values()))]))
         to_create = _needing_a_job(redis, read, settings)
         creating = set(to_create)
         found.update({i: job_id for i, job_id in read.items() if i not in creating})
@@ -102,7 +102,7 @@ def _claim_chunk(redis: Redis, claim: Script, queue: Queue, request: TrendsReque
             count, commands = recorded(redis, lambda pipe, i=i: queue.enqueue_many(
                 [_job_data(request, i, new[i], settings)], pipeline=pipe))
             words += [read[i] or "", new[i], count, *commands]
-        created = claim(keys=[current_job_key(works[i]) for i in to_create], args=words)
+        created = claim(keys=[pointers[i] for i in to_create], args=words)
         found.update({i: new[i] for i, made in zip(to_create, created) if made})
         # Another request created the others first: read their pointers again, and join theirs.
     return [found[i] for i in positions]
