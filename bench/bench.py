@@ -5,7 +5,9 @@ request uses symbols no earlier request used, so neither the price cache nor res
 A request is timed from sending it to the last byte of its answer, as HTTP load tools time one;
 decoding the JSON is the client's work, and is reported apart (the answers differ in size).
 Timings alternate run by run, project and peer, and 2 workers against 1 (two systems side by
-side), and each figure is the median of RUNS runs (min and max beside it). Prints a Markdown
+side), and each figure is the median of RUNS runs (min and max beside it). 2 workers against 1
+is also measured for the fleet alone (jobs queued first, then fresh workers), and a one-symbol
+request is split into phases by the times RQ records in its job. Prints a Markdown
 report and keeps it in bench/last-run.md; `make bench SAVE=1` writes bench/results.md, the one
 the docs quote.
 """
@@ -20,10 +22,17 @@ import timeit
 import urllib.error
 import urllib.request
 
+from redis import Redis
+from rq.job import Job
+from rq.utils import utcparse
+
 from bench.systems import Peer, Project, System, cpu_seconds, rss_mb
 from config import ROOT
+from jobs.records import current_job_key, record_key, trading_day
 from jobs.sources import SyntheticSource
 from jobs.tasks import analyze_history
+from webapp.shared_jobs import work_ids
+from webapp.validation import TrendsRequest
 
 RUNS = int(os.environ.get("BENCH_RUNS", 3))
 IO_WORKERS, IO_LATENCY = 20, 0.2  # the I/O-bound case: each fetch takes 200 ms
@@ -35,10 +44,11 @@ def ask(system: System, count: int) -> float:
     return answer(system, count)[0]
 
 
-def answer(system: System, count: int) -> tuple[float, bytes]:
-    """Seconds to the last byte of one POST /get_trends of `count` fresh symbols, and the answer, checked."""
-    symbols = json.dumps({"symbols": [next(fresh) for _ in range(count)]}).encode()
-    request = urllib.request.Request(system.url + "/get_trends", data=symbols, headers={"Content-Type": "application/json"})
+def answer(system: System, count: int, symbols: list[str] | None = None) -> tuple[float, bytes]:
+    """Seconds to the last byte of one POST /get_trends of `count` fresh symbols (or these), and the answer, checked."""
+    symbols = symbols or [next(fresh) for _ in range(count)]
+    request = urllib.request.Request(system.url + "/get_trends", data=json.dumps({"symbols": symbols}).encode(),
+                                     headers={"Content-Type": "application/json"})
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=600) as response:
@@ -49,6 +59,14 @@ def answer(system: System, count: int) -> tuple[float, bytes]:
     body = json.loads(raw)
     assert body["status"] == "success" and len(body["results"]) == count, body.get("message")
     return elapsed, raw
+
+
+def job_times(redis: Redis, ids: list[str]) -> list[tuple[float, float, float]]:
+    """When RQ recorded each job queued, started and ended (epoch seconds), in one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(Job.key_for(job_id), "enqueued_at", "started_at", "ended_at")
+    return [tuple(utcparse(stamp.decode()).timestamp() for stamp in stamps) for stamps in pipe.execute()]
 
 
 def spread(times: list[float]) -> str:
@@ -63,6 +81,51 @@ def side_by_side(systems: list[System], count: int, runs: int = RUNS) -> dict[st
         for system in systems:
             times[system.name].append(ask(system, count))
     return times
+
+
+def one_symbol_phases(project: Project, runs: int = 50) -> str:
+    """Note: where a one-symbol request's time goes, from the times RQ records in its job (medians, ms)."""
+    redis, phases = project.client(), []
+    for _ in range(runs):
+        symbol = next(fresh)
+        pointer = current_job_key(work_ids(TrendsRequest(symbols=[symbol]), trading_day())[0])
+        sent = time.time()
+        received = sent + answer(project, 1, [symbol])[0]
+        queued, started, ended = job_times(redis, [redis.get(pointer).decode()])[0]
+        phases.append((queued - sent, started - queued, ended - started, received - ended, received - sent))
+    names = ("in the web app until its job was recorded (HTTP in, checks, budget, the claim's recording)",
+             "queued (the claim's script, a worker's wake, the job read and the attempt registered)",
+             "running (the prices, the analysis, the result recorded)",
+             "to the answer's last byte (the result stored, the web app's wake, the answer, HTTP out)")
+    medians = [statistics.median(phase) * 1000 for phase in zip(*phases)]
+    return (f"- one-symbol request, where the time goes ({runs} more requests, medians of what RQ records in each job): "
+            + "; ".join(f"{name} {median:.1f} ms" for name, median in zip(names, medians)) + f"; in all {medians[-1]:.1f} ms")
+
+
+def drain(project: Project, workers: int, count: int = 1000) -> float:
+    """Seconds `workers` fresh workers take to run `count` jobs queued before they started: first start to last end.
+
+    The fleet alone: the web app records the jobs (an async analysis) while no worker runs, and is
+    idle while they run; Redis shares the machine's cores with the workers, as it must.
+    """
+    project.stop_workers()
+    request = urllib.request.Request(project.url + "/api/analyses", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"symbols": [next(fresh) for _ in range(count)]}).encode())
+    with urllib.request.urlopen(request, timeout=600) as response:
+        analysis = json.load(response)["id"]
+    redis = project.client()
+    ids = json.loads(redis.hget(record_key(analysis), "jobs"))
+    project.start_workers(workers)
+    pending, deadline = list(ids), time.monotonic() + 600
+    while pending:
+        assert time.monotonic() < deadline, f"{len(pending)} jobs did not end within 600 s"
+        time.sleep(0.1)
+        pipe = redis.pipeline(transaction=False)
+        for job_id in pending:
+            pipe.hget(Job.key_for(job_id), "ended_at")
+        pending = [job_id for job_id, ended in zip(pending, pipe.execute()) if not ended]
+    times = job_times(redis, ids)
+    return max(ended for _, _, ended in times) - min(started for _, started, _ in times)
 
 
 def cost(system: System, count: int = 1000) -> dict[str, float]:
@@ -117,7 +180,8 @@ def costs(project: Project, peer: Peer) -> list[str]:
 
 
 def scaling_and_memory(project: Project, scratch: str) -> list[str]:
-    """Notes: 2 vs 1 worker on 1000 symbols (a second system with one worker, alternating), and worker memory over 10,000 jobs."""
+    """Notes: 2 vs 1 worker on 1000 symbols, end to end (a second system with one worker, alternating) and the
+    fleet alone (draining queued jobs, alternating), and worker memory over 10,000 jobs."""
     os.makedirs(os.path.join(scratch, "one-worker"))
     single = Project(os.path.join(scratch, "one-worker"), workers=1, name="one worker")
     try:
@@ -126,13 +190,23 @@ def scaling_and_memory(project: Project, scratch: str) -> list[str]:
     finally:
         single.stop()
     two, one = times["project"], times["one worker"]
+    drains: dict[int, list[float]] = {2: [], 1: []}
+    for _ in range(RUNS):
+        for workers in drains:
+            drains[workers].append(drain(project, workers))
+    project.start_workers(2)
+    ask(project, 50)
     pids = project.pids()["worker"]
     before = [rss_mb(pid) for pid in pids]
     for _ in range(10):
         ask(project, 1000)
     after = [rss_mb(pid) for pid in pids]
-    return [f"- 2 workers vs 1 on 1000 symbols, alternating: **{statistics.median(one) / statistics.median(two):.2f}×** "
-            f"the throughput (1 worker {spread(one)} s, 2 workers {spread(two)} s)",
+    ratio = statistics.median(one) / statistics.median(two)
+    return [f"- 2 workers vs 1 on 1000 symbols, end to end, alternating: **{ratio:.2f}×** "
+            f"the throughput (1 worker {spread(one)} s, 2 workers {spread(two)} s; the web app and Redis share the 2 cores)",
+            f"- 2 workers vs 1, the fleet alone: 1000 jobs queued, then fresh workers, first start to last end, alternating: "
+            f"**{statistics.median(drains[1]) / statistics.median(drains[2]):.2f}×** (1 worker {spread(drains[1])} s, "
+            f"2 workers {spread(drains[2])} s; Redis shares the cores, the web app is idle)",
             "- worker memory over 10,000 jobs (RSS): " +
             ", ".join(f"{b:.0f} → {a:.0f} MB" for b, a in zip(before, after))]
 
@@ -161,7 +235,7 @@ def report() -> str:
             table = compare(project, peer)
             cost_rows = costs(project, peer)
             peer.stop()  # the remaining cases are the project's alone
-            notes = [*scaling_and_memory(project, scratch), io_bound(project)]
+            notes = [one_symbol_phases(project), *scaling_and_memory(project, scratch), io_bound(project)]
         finally:
             for system in systems:
                 system.stop()

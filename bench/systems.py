@@ -52,11 +52,16 @@ class Project(System):
         self.scratch, self.workers = scratch, None
         self.start_workers(workers)
 
-    def start_workers(self, count: int, **settings: object) -> None:
-        """Replace the worker processes with `count` new ones."""
+    def stop_workers(self) -> None:
+        """Stop the worker processes (SIGTERM: each finishes its job first)."""
         if self.workers:
             self.workers.stop()
             self.stops.remove(self.workers.stop)
+            self.workers = None
+
+    def start_workers(self, count: int, **settings: object) -> None:
+        """Replace the worker processes with `count` new ones."""
+        self.stop_workers()
         log = os.path.join(self.scratch, f"workers-{count}-{time.monotonic_ns()}.log")
         self.workers = Workers(self.redis.url, log, count, **{**self.settings, **settings})
         self.stops.append(self.workers.stop)

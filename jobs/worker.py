@@ -35,6 +35,7 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry, clean_registries
+from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
@@ -50,33 +51,43 @@ log = logging.getLogger(__name__)
 INFLIGHT_WORKERS_KEY = "trends:inflight-workers"  # set: workers that may hold jobs in an in-flight list
 RECOVERY_LOCK_KEY = "trends:inflight:recovery-lock"
 
-# Move the first job of the first non-empty queue (KEYS[2..], in priority order) to this worker's
-# in-flight list KEYS[1]; return {queue key, job id, the job's hash as a flat list} (the hash in the
-# same round trip), or false when every queue is empty. A job already in the list (taken, but its
-# reply or registration lost to a Redis error) comes first, so taking again after an error (redis-py
-# retries commands) never strands one.
-TAKE_SCRIPT = """
-local held = redis.call('LINDEX', KEYS[1], 0)
-if held then
-  return {'rq:queue:' .. (redis.call('HGET', 'rq:job:' .. held, 'origin') or ''), held, redis.call('HGETALL', 'rq:job:' .. held)}
+# take(list, first): move the first job of the first non-empty queue (KEYS[first..], in priority
+# order) to this worker's in-flight list; give {queue key, job id, the job's hash as a flat list}
+# (the hash in the same round trip), or false when every queue is empty. A job already in the list
+# (taken, but its reply or registration lost to a Redis error) comes first, so taking again after
+# an error (redis-py retries commands) never strands one.
+TAKE = """
+local function take(inflight, first)
+  local held = redis.call('LINDEX', inflight, 0)
+  if held then
+    local origin = redis.call('HGET', 'rq:job:' .. held, 'origin') or ''
+    return {'rq:queue:' .. origin, held, redis.call('HGETALL', 'rq:job:' .. held)}
+  end
+  for i = first, #KEYS do
+    local job_id = redis.call('LMOVE', KEYS[i], inflight, 'LEFT', 'RIGHT')
+    if job_id then return {KEYS[i], job_id, redis.call('HGETALL', 'rq:job:' .. job_id)} end
+  end
+  return false
 end
-for i = 2, #KEYS do
-  local job_id = redis.call('LMOVE', KEYS[i], KEYS[1], 'LEFT', 'RIGHT')
-  if job_id then return {KEYS[i], job_id, redis.call('HGETALL', 'rq:job:' .. job_id)} end
-end
-return false
 """
+TAKE_SCRIPT = TAKE + "return take(KEYS[1], 2)"  # KEYS: the in-flight list, then the queues
 # Apply RQ's own bookkeeping for a job (ARGV[3] commands that RQ's code queued on a pipeline that is
 # never sent: jobs/records.py `recorded`) only if this attempt still owns the job: the
 # job id ARGV[2] is still in this worker's in-flight list KEYS[1] (ARGV[1] 'list'), or the attempt
 # is still registered in its queue's started registry KEYS[1] (ARGV[1] 'zset'). Returns 1 if applied.
 # One round trip, atomic: what WATCH, a read and MULTI/EXEC did in three.
-GUARDED_SCRIPT = APPLY_RECORDED + """
-local owned
+# With more KEYS (`rq suspend`'s key, the in-flight list, the queues), an outcome's write also takes
+# the worker's next job, unless the fleet is suspended: {1 or 0, what take() gives}. One round trip less a job.
+GUARDED_SCRIPT = APPLY_RECORDED + TAKE + """
+local owned, applied = nil, 0
 if ARGV[1] == 'list' then owned = redis.call('LPOS', KEYS[1], ARGV[2]) else owned = redis.call('ZSCORE', KEYS[1], ARGV[2]) end
-if not owned then return 0 end
-apply(4, tonumber(ARGV[3]))
-return 1
+if owned then
+  apply(4, tonumber(ARGV[3]))
+  applied = 1
+end
+if #KEYS == 1 then return applied end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {applied, false} end
+return {applied, take(KEYS[3], 4)}
 """
 # A worker whose alive key (KEYS[1]) has expired: put each job in its in-flight list (KEYS[2]) that
 # is still queued back at the front of its queue, then forget the list. Atomic, so a worker coming
@@ -131,6 +142,7 @@ class TrendsWorker(SimpleWorker):
         self._outcome: str | None = None  # why the running job failed, once handle_exception has said (for /metrics)
         self._putting_back: PutBack | None = None  # the running job's way back to its queue, if the governor gave it no slot
         self._paused_until: dict[str, float] = {}  # queue name → when to take from it again, after a deferral
+        self._next_taken: tuple[bytes, bytes, list[bytes]] | None = None  # taken by the last outcome's write
 
     def serialize(self) -> dict:
         """Add the price source and the project's version to RQ's worker hash, for /healthz, /metrics and the fleet check."""
@@ -215,6 +227,9 @@ class TrendsWorker(SimpleWorker):
 
         The hash is None when the job was taken by the blocking wait (it is read afterwards).
         """
+        if self._next_taken:  # taken with the last job's outcome, in its round trip
+            taken, self._next_taken = self._next_taken, None
+            return taken
         queues = self._takeable_queues()
         taken = self._take(keys=[self.inflight_key, *(queue.key for queue in queues)])
         if taken:
@@ -319,7 +334,7 @@ class TrendsWorker(SimpleWorker):
         return None
 
     def _if_owned(self, kind: str, key: str, member: str, bookkeeping: Callable[[Pipeline], None], what: str,
-                  record_each_try: bool = False) -> bool:
+                  record_each_try: bool = False, take_next: bool = False) -> bool:
         """Apply what `bookkeeping` writes (RQ's own calls, onto a pipeline) only if `member` is still in `key`.
 
         While Redis is unreachable, the worker keeps what it has (the job it holds, an outcome) and
@@ -328,12 +343,20 @@ class TrendsWorker(SimpleWorker):
         A stop request ends the waiting (the job is then handled as the job of a lost worker).
         `record_each_try`: record the writes again before each try, for writes that carry times (an
         outcome is recorded once: recording RQ's retry uses one up each time). `what` names it in the log.
+        `take_next`: take the next job in the same round trip (whether or not this was applied), for `_take_one`.
         """
         waits = redis_retry_waits()
         count, words = recorded(self.connection, bookkeeping)
+        keys = [key]
+        if take_next:
+            keys += [WORKERS_SUSPENDED, self.inflight_key, *(queue.key for queue in self._takeable_queues())]
         while True:
             try:
-                return self._guarded(keys=[key], args=[kind, member, count, *words]) == 1
+                reply = self._guarded(keys=keys, args=[kind, member, count, *words])
+                if not take_next:
+                    return reply == 1
+                self._next_taken = tuple(reply[1]) if reply[1] else None
+                return reply[0] == 1
             except REDIS_UNREACHABLE as exc:
                 if self._stop_requested:
                     raise
@@ -488,13 +511,19 @@ class TrendsWorker(SimpleWorker):
                 job.enqueued_at = first_enqueued
                 pipe.hset(job.key, "enqueued_at", utcformat(first_enqueued))
 
-        self._store_if_current(job, execution, requeue)
+        self._store_if_current(job, execution, requeue, take_next=False)  # not the job it puts back, nor from paused queues
         resume_at = time.monotonic() + min(put_back.retry_after, PAUSED_RECHECK)
         for later in self.queues[self.queues.index(queue):]:
             self._paused_until[later.name] = resume_at
 
-    def _store_if_current(self, job: Job, execution: Execution, store: Callable[[Pipeline], None]) -> bool:
-        """Apply `store` (and end the attempt) atomically if this attempt still owns the job; else drop the outcome."""
+    def _store_if_current(self, job: Job, execution: Execution, store: Callable[[Pipeline], None],
+                          take_next: bool = True) -> bool:
+        """Apply `store` (and end the attempt) atomically if this attempt still owns the job; else drop the outcome.
+
+        The same round trip takes the worker's next job (`take_next`, unless it is stopping): a worker
+        that then stops (a SIGTERM, `--max-jobs`) gives it back at teardown, as it does one it took and
+        did not start. A suspension set meanwhile finds it held until `rq resume`, as it would find it queued.
+        """
         def end(pipe: Pipeline) -> None:
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             pipe.hset(self.key, "state", WorkerStatus.IDLE)  # with the outcome: no round trip of its own (execute_job)
@@ -503,7 +532,8 @@ class TrendsWorker(SimpleWorker):
             store(pipe)
             end(pipe)
 
-        if self._if_owned("zset", job.started_job_registry.key, execution.composite_key, store_and_end, "outcome"):
+        if self._if_owned("zset", job.started_job_registry.key, execution.composite_key, store_and_end, "outcome",
+                          take_next=take_next and not self._stop_requested):
             self._idle_written = True
             return True
         latest = job.latest_result()

@@ -15,7 +15,7 @@ from rq.suspension import resume, suspend
 from jobs import tasks
 from jobs.governor import PutBack
 from jobs.job_class import SERIALIZER, TrendsJob, trends_queues
-from jobs.records import JOB_STATS_KEY
+from jobs.records import JOB_STATS_KEY, inflight_key
 from jobs.sources import SyntheticSource
 from jobs.worker import TrendsWorker
 from tests.conftest import RedisServer, analysis_jobs, wait_until
@@ -73,6 +73,54 @@ def test_a_suspended_fleet_takes_no_job_until_resumed(app, client, redis_server,
     assert client.get(url).json["state"] == "queued"
     resume(app.redis)
     wait_until(lambda: client.get(url).json["state"] == "finished", what="the job to run once resumed")
+
+
+def test_a_jobs_outcome_and_the_take_of_the_next_job_are_one_round_trip(app, client, run_jobs, monkeypatch):
+    """Per job, a worker makes two scripted round trips: register the attempt, then write its outcome and take the next."""
+    created = client.post("/api/analyses", json={"symbols": ["A", "B", "C", "D", "E"]}).json
+    calls = {"take": 0, "guarded": 0}
+
+    def counted(name: str, script):
+        def call(keys: list, args: list | None = None):
+            calls[name] += 1
+            return script(keys=keys, args=args)
+        return call
+
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                          give_up_after=600)
+    worker._take, worker._guarded = counted("take", worker._take), counted("guarded", worker._guarded)
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
+    worker.work(burst=True, logging_level="WARNING")
+    assert client.get(created["status_url"]).json["state"] == "finished"
+    assert calls == {"take": 2, "guarded": 10}, "one take before the first job, one finding the queue empty after the last"
+
+
+def test_a_worker_that_stops_after_an_outcome_gives_back_the_next_job_it_took(app, client, run_jobs):
+    created = client.post("/api/analyses", json={"symbols": ["FIRST", "NEXT"]}).json
+    run_jobs(app, max_jobs=1)  # the first outcome's write takes NEXT; the worker then stops (--max-jobs)
+    first, following = analysis_jobs(app.redis, created["id"])
+    assert first.get_status() == JobStatus.FINISHED
+    assert following.get_status() == JobStatus.QUEUED and app.interactive_queue.get_job_ids() == [following.id]
+    held = [key for key in app.redis.keys(inflight_key("*")) if app.redis.type(key) == b"list"]
+    assert not held, "nothing left in a worker's in-flight list"
+    run_jobs(app)
+    assert client.get(created["status_url"]).json["state"] == "finished"
+
+
+def test_a_suspension_set_while_a_job_runs_leaves_the_next_job_in_its_queue(app, client, redis_server, start_workers):
+    """The outcome's write takes no next job once `rq suspend` is set: it waits in its queue, where operators see it."""
+    start_workers(redis_server.url, 1, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=1500)
+    created = client.post("/api/analyses", json={"symbols": ["FIRST", "NEXT"]}).json
+    first, following = analysis_jobs(app.redis, created["id"])
+    wait_until(lambda: first.get_status() == JobStatus.STARTED, what="the first job to start")
+    suspend(app.redis)
+    wait_until(lambda: [w.get_state() for w in Worker.all(connection=app.redis)] == ["suspended"],
+               timeout=15, what="the worker to finish its job and see the suspension")
+    assert first.get_status() == JobStatus.FINISHED
+    assert app.interactive_queue.get_job_ids() == [following.id] and following.get_status() == JobStatus.QUEUED
+    resume(app.redis)
+    wait_until(lambda: client.get(created["status_url"]).json["state"] == "finished", timeout=15,
+               what="the next job to run once resumed")
 
 
 def test_a_sigterm_while_an_outcome_is_written_is_a_warm_stop(app, client, monkeypatch):
