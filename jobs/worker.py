@@ -35,7 +35,7 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry, clean_registries
-from rq.suspension import WORKERS_SUSPENDED
+from rq.suspension import WORKERS_SUSPENDED, is_suspended
 from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
@@ -55,9 +55,12 @@ RECOVERY_LOCK_KEY = "trends:inflight:recovery-lock"
 # order) to this worker's in-flight list; give {queue key, job id, the job's hash as a flat list}
 # (the hash in the same round trip), or false when every queue is empty. A job already in the list
 # (taken, but its reply or registration lost to a Redis error) comes first, so taking again after
-# an error (redis-py retries commands) never strands one.
+# an error (redis-py retries commands) never strands one. The worker is listed among those whose
+# lists are recovered if they die, in the same step: a worker back from a pause, delisted meanwhile,
+# may take before its heartbeat lists it again.
 TAKE = """
 local function take(inflight, first)
+  redis.call('SADD', '""" + INFLIGHT_WORKERS_KEY + """', string.sub(inflight, #'""" + inflight_key("") + """' + 1))
   local held = redis.call('LINDEX', inflight, 0)
   if held then
     local origin = redis.call('HGET', 'rq:job:' .. held, 'origin') or ''
@@ -73,14 +76,24 @@ end
 TAKE_SCRIPT = TAKE + "return take(KEYS[1], 2)"  # KEYS: the in-flight list, then the queues
 # Apply RQ's own bookkeeping for a job (ARGV[3] commands that RQ's code queued on a pipeline that is
 # never sent: jobs/records.py `recorded`) only if this attempt still owns the job: the
-# job id ARGV[2] is still in this worker's in-flight list KEYS[1] (ARGV[1] 'list'), or the attempt
-# is still registered in its queue's started registry KEYS[1] (ARGV[1] 'zset'). Returns 1 if applied.
+# job id ARGV[2] is still in this worker's in-flight list KEYS[1] (ARGV[1] 'list') and neither
+# deleted nor cancelled since it was taken (then it leaves the list, not run), or the attempt is still
+# registered in its queue's started registry KEYS[1] (ARGV[1] 'zset'). Returns 1 if applied.
 # One round trip, atomic: what WATCH, a read and MULTI/EXEC did in three.
 # With more KEYS (`rq suspend`'s key, the in-flight list, the queues), an outcome's write also takes
 # the worker's next job, unless the fleet is suspended: {1 or 0, what take() gives}. One round trip less a job.
 GUARDED_SCRIPT = APPLY_RECORDED + TAKE + """
 local owned, applied = nil, 0
-if ARGV[1] == 'list' then owned = redis.call('LPOS', KEYS[1], ARGV[2]) else owned = redis.call('ZSCORE', KEYS[1], ARGV[2]) end
+if ARGV[1] == 'list' then
+  owned = redis.call('LPOS', KEYS[1], ARGV[2])
+  local status = redis.call('HGET', 'rq:job:' .. ARGV[2], 'status')
+  if owned and (not status or status == 'canceled') then
+    redis.call('LREM', KEYS[1], 1, ARGV[2])
+    owned = nil
+  end
+else
+  owned = redis.call('ZSCORE', KEYS[1], ARGV[2])
+end
 if owned then
   apply(4, tonumber(ARGV[3]))
   applied = 1
@@ -89,11 +102,12 @@ if #KEYS == 1 then return applied end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {applied, false} end
 return {applied, take(KEYS[3], 4)}
 """
-# A worker whose alive key (KEYS[1]) has expired: put each job in its in-flight list (KEYS[2]) that
-# is still queued back at the front of its queue, then forget the list. Atomic, so a worker coming
-# back either finds its job still in the list (and runs it) or not (and leaves it).
+# A worker whose alive key (KEYS[1]) has expired, or any worker giving back its own (ARGV[2] 'own'):
+# put each job in its in-flight list (KEYS[2]) that is still queued back at the front of its queue,
+# then forget the list. Atomic, so a worker coming back either finds its job still in the list (and
+# runs it) or not (and leaves it).
 RECOVER_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[2] ~= 'own' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local ids = redis.call('LRANGE', KEYS[2], 0, -1)
 for _, id in ipairs(ids) do
   local status = redis.call('HGET', 'rq:job:' .. id, 'status')
@@ -166,9 +180,15 @@ class TrendsWorker(SimpleWorker):
             super().heartbeat(self.worker_ttl, pipeline)
 
     def check_for_suspension(self, burst: bool) -> None:
-        """Honour `rq suspend`, asking Redis at most once a second rather than before every job."""
+        """Honour `rq suspend`, asking Redis at most once a second rather than before every job.
+
+        A job taken with the last outcome goes back to the front of its queue first, where
+        operators see it (and can delete it) while the fleet is suspended.
+        """
         if time.monotonic() - self._suspension_checked_at >= 1:
             with self._unless_unreachable("the rq suspend check"):
+                if self._next_taken and is_suspended(self.connection):
+                    self._give_back_own()
                 super().check_for_suspension(burst)
             self._suspension_checked_at = time.monotonic()
 
@@ -281,8 +301,8 @@ class TrendsWorker(SimpleWorker):
         """Run the job here if this worker still holds it in flight (it went back to its queue if not)."""
         execution = self._register(job)
         if execution is None:
-            self.log.warning("Worker %s: job %s went back to its queue while this worker was away; not running "
-                             "it here", self.name, job.id)
+            self.log.warning("Worker %s: job %s went back to its queue while this worker was away, or was deleted "
+                             "or cancelled; not running it here", self.name, job.id)
             return
         self._running, self._idle_written = (job, execution), False
         try:
@@ -382,7 +402,7 @@ class TrendsWorker(SimpleWorker):
         self._done.set()
         try:  # as a lost worker's would be, at once: it is no longer alive
             self.connection.delete(self.alive_key)
-            self._give_back(self.name)
+            self._give_back_own()
         except RedisError as exc:
             self.log.warning("Worker %s: could not give back the jobs it held (%s); the next maintenance will", self.name, exc)
         super().teardown()
@@ -520,9 +540,9 @@ class TrendsWorker(SimpleWorker):
                           take_next: bool = True) -> bool:
         """Apply `store` (and end the attempt) atomically if this attempt still owns the job; else drop the outcome.
 
-        The same round trip takes the worker's next job (`take_next`, unless it is stopping): a worker
-        that then stops (a SIGTERM, `--max-jobs`) gives it back at teardown, as it does one it took and
-        did not start. A suspension set meanwhile finds it held until `rq resume`, as it would find it queued.
+        The same round trip takes the worker's next job (`take_next`, unless it is stopping or the
+        fleet is suspended): a worker that then stops (a SIGTERM, `--max-jobs`) or sees a suspension
+        gives it back, as it does any job it took and did not start.
         """
         def end(pipe: Pipeline) -> None:
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
@@ -584,4 +604,9 @@ class TrendsWorker(SimpleWorker):
 
     def _give_back(self, name: str) -> int:
         """Put the jobs worker `name` took but did not start back in their queues, if it is no longer alive."""
-        return self._recover(keys=[alive_key(name), inflight_key(name), INFLIGHT_WORKERS_KEY], args=[name])
+        return self._recover(keys=[alive_key(name), inflight_key(name), INFLIGHT_WORKERS_KEY], args=[name, ""])
+
+    def _give_back_own(self) -> None:
+        """Put the jobs this worker took but did not start back at the front of their queues, alive or not."""
+        self._next_taken = None
+        self._recover(keys=[self.alive_key, self.inflight_key, INFLIGHT_WORKERS_KEY], args=[self.name, "own"])

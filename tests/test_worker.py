@@ -17,7 +17,7 @@ from jobs.governor import PutBack
 from jobs.job_class import SERIALIZER, TrendsJob, trends_queues
 from jobs.records import JOB_STATS_KEY, inflight_key
 from jobs.sources import SyntheticSource
-from jobs.worker import TrendsWorker
+from jobs.worker import INFLIGHT_WORKERS_KEY, TrendsWorker
 from tests.conftest import RedisServer, analysis_jobs, wait_until
 
 VOLATILE = re.compile(rb"^\d{4}-\d\d-\d\dT[\d:.]+Z$|^[0-9a-f]{32}$")  # timestamps, execution ids
@@ -121,6 +121,63 @@ def test_a_suspension_set_while_a_job_runs_leaves_the_next_job_in_its_queue(app,
     resume(app.redis)
     wait_until(lambda: client.get(created["status_url"]).json["state"] == "finished", timeout=15,
                what="the next job to run once resumed")
+
+
+def test_a_job_held_when_the_fleet_is_suspended_goes_back_to_its_queue(app, client, monkeypatch):
+    """`rq suspend` set just after an outcome's write took the next job: that job waits in its queue, seen and deletable."""
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource(latency_ms=1200))  # past the once-a-second check
+    created = client.post("/api/analyses", json={"symbols": ["FIRST", "NEXT"]}).json
+    first, following = analysis_jobs(app.redis, created["id"])
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                          give_up_after=600)
+    write = worker._guarded
+
+    def write_then_suspend(keys: list, args: list):
+        reply = write(keys=keys, args=args)
+        if args[0] == "zset":
+            suspend(app.redis)
+        return reply
+
+    worker._guarded = write_then_suspend
+    seen = {}
+
+    def look_then_stop() -> None:
+        wait_until(lambda: worker.get_state() == "suspended", timeout=15, what="the worker to see the suspension")
+        seen["queue"] = app.interactive_queue.get_job_ids()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    looker = threading.Thread(target=look_then_stop)
+    looker.start()
+    run_until_stopped(worker)
+    looker.join()
+    resume(app.redis)
+    assert first.get_status() == JobStatus.FINISHED
+    assert seen["queue"] == [following.id], "back in its queue while the fleet was suspended"
+
+
+def test_a_worker_is_listed_for_recovery_by_the_step_that_takes_a_job(app, client):
+    """A worker back from a pause may take before it beats: if it then dies, its job must still be recovered."""
+    client.post("/api/analyses", json={"symbols": ["AAPL"]})
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                          give_up_after=600)
+    app.redis.srem(INFLIGHT_WORKERS_KEY, worker.name)  # as another worker's recovery leaves a worker it gave up on
+    assert worker._take_one(None)
+    assert app.redis.sismember(INFLIGHT_WORKERS_KEY, worker.name)
+
+
+@pytest.mark.parametrize("action", ["delete", "cancel"])
+def test_a_job_deleted_or_cancelled_after_a_worker_took_it_is_not_run(app, client, action):
+    created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                          give_up_after=600)
+    job, queue = worker._job_taken(*worker._take_one(None))
+    held = analysis_jobs(app.redis, created["id"])[0]
+    held.delete() if action == "delete" else held.cancel()  # as rq-dashboard does, while the worker holds it
+    worker.execute_job(job, queue)
+    assert not job.results()
+    assert app.redis.exists(job.key) == (action == "cancel") and not app.redis.lrange(worker.inflight_key, 0, -1)
+    if action == "cancel":
+        assert job.get_status() == JobStatus.CANCELED
 
 
 def test_a_sigterm_while_an_outcome_is_written_is_a_warm_stop(app, client, monkeypatch):
