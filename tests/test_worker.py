@@ -75,7 +75,7 @@ def test_a_suspended_fleet_takes_no_job_until_resumed(app, client, redis_server,
     wait_until(lambda: client.get(url).json["state"] == "finished", what="the job to run once resumed")
 
 
-def test_a_jobs_outcome_and_the_take_of_the_next_job_are_one_round_trip(app, client, run_jobs, monkeypatch):
+def test_a_jobs_outcome_and_the_take_of_the_next_job_are_one_round_trip(app, client, monkeypatch):
     """Per job, a worker makes two scripted round trips: register the attempt, then write its outcome and take the next."""
     created = client.post("/api/analyses", json={"symbols": ["A", "B", "C", "D", "E"]}).json
     calls = {"take": 0, "guarded": 0}
