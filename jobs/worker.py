@@ -5,11 +5,12 @@ RQ's own maintenance read it as usual. What changes, and why:
 - Taking a job is never a bare pop: the job moves into this worker's in-flight list and is
   registered there, as started, in one transaction. A worker that dies or is paused while idle
   or between pop and start is noticed (its `alive` key expires) and what it held goes back to
-  the front of its queue (RQ's BLPOP on two queues would lose it).
+  the front of its queue (RQ's BLPOP on two queues would lose it). The next job is taken in the
+  round trip that writes the last one's outcome: two scripted round trips a job.
 - Heartbeats from a thread, with a short expiry (WORKER_LOST_AFTER): a worker that dies or is
   paused mid-job is noticed within seconds, not after the job's timeout plus a minute.
-- Fencing: success and failure are written in one transaction that WATCHes the job and checks
-  that this attempt's execution is still registered. After a worker was presumed lost, its job is
+- Fencing: success and failure are written by one script that checks, atomically with the
+  writes, that this attempt's execution is still registered. After a worker was presumed lost, its job is
   queued again; if the lost worker comes back (SIGCONT, a healed network), its late outcome
   (often a timeout raised on resume) is dropped instead of overwriting the new attempt's result.
 - Symbol errors and timeouts fail the job without retries (the source already retried; a slow
@@ -35,7 +36,7 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry, clean_registries
-from rq.suspension import WORKERS_SUSPENDED, is_suspended
+from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
@@ -180,17 +181,22 @@ class TrendsWorker(SimpleWorker):
             super().heartbeat(self.worker_ttl, pipeline)
 
     def check_for_suspension(self, burst: bool) -> None:
-        """Honour `rq suspend`, asking Redis at most once a second rather than before every job.
-
-        A job taken with the last outcome goes back to the front of its queue first, where
-        operators see it (and can delete it) while the fleet is suspended.
-        """
+        """Honour `rq suspend`, asking Redis at most once a second rather than before every job."""
         if time.monotonic() - self._suspension_checked_at >= 1:
             with self._unless_unreachable("the rq suspend check"):
-                if self._next_taken and is_suspended(self.connection):
-                    self._give_back_own()
                 super().check_for_suspension(burst)
-            self._suspension_checked_at = time.monotonic()
+                self._suspension_checked_at = time.monotonic()  # asked again next time if Redis was unreachable
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """Record the worker's state; once it is suspended, give back a job taken with the last outcome first.
+
+        Given back, the job waits at the front of its queue, where operators see it (and can delete
+        it) while the fleet is suspended, not in this worker's in-flight list.
+        """
+        if state == WorkerStatus.SUSPENDED and self._next_taken:
+            self._give_back(self.name, own=True)
+            self.log.info("Worker %s: suspended; gave the job it had taken back to its queue", self.name)
+        super().set_state(state, pipeline)
 
     def run_maintenance_tasks(self) -> None:
         """Run RQ's maintenance (its registries, lost workers' jobs), again next time if Redis was unreachable."""
@@ -401,8 +407,8 @@ class TrendsWorker(SimpleWorker):
         """Stop the heartbeat thread, give back any job taken but not started, then let RQ tidy up."""
         self._done.set()
         try:  # as a lost worker's would be, at once: it is no longer alive
+            self._give_back(self.name, own=True)
             self.connection.delete(self.alive_key)
-            self._give_back_own()
         except RedisError as exc:
             self.log.warning("Worker %s: could not give back the jobs it held (%s); the next maintenance will", self.name, exc)
         super().teardown()
@@ -602,11 +608,10 @@ class TrendsWorker(SimpleWorker):
                 self.log.warning("Worker %s: put %d job(s) held by lost worker %s back in their queues",
                                  self.name, recovered, name)
 
-    def _give_back(self, name: str) -> int:
-        """Put the jobs worker `name` took but did not start back in their queues, if it is no longer alive."""
-        return self._recover(keys=[alive_key(name), inflight_key(name), INFLIGHT_WORKERS_KEY], args=[name, ""])
-
-    def _give_back_own(self) -> None:
-        """Put the jobs this worker took but did not start back at the front of their queues, alive or not."""
-        self._next_taken = None
-        self._recover(keys=[self.alive_key, self.inflight_key, INFLIGHT_WORKERS_KEY], args=[self.name, "own"])
+    def _give_back(self, name: str, own: bool = False) -> int:
+        """Put the jobs worker `name` took but did not start back in their queues, if it is no longer alive (or `own`)."""
+        recovered = self._recover(keys=[alive_key(name), inflight_key(name), INFLIGHT_WORKERS_KEY],
+                                  args=[name, "own" if own else ""])
+        if own:
+            self._next_taken = None
+        return recovered

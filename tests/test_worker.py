@@ -123,6 +123,25 @@ def test_a_suspension_set_while_a_job_runs_leaves_the_next_job_in_its_queue(app,
                what="the next job to run once resumed")
 
 
+def test_no_job_is_taken_with_an_outcome_once_rq_suspend_is_set(app, client, monkeypatch):
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
+    client.post("/api/analyses", json={"symbols": ["FIRST", "NEXT"]})
+    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                          give_up_after=600)
+    write, outcomes = worker._guarded, []
+
+    def suspend_then_write(keys: list, args: list):
+        if args[0] == "zset":  # the first outcome: `rq suspend` lands just before it is written
+            suspend(app.redis)
+            outcomes.append(write(keys=keys, args=args))
+            return outcomes[-1]
+        return write(keys=keys, args=args)
+
+    worker._guarded = suspend_then_write
+    worker.work(burst=True, logging_level="WARNING")
+    assert outcomes[0] == [1, None], "written, and nothing taken with it"  # (the idle take checks once a second)
+
+
 def test_a_job_held_when_the_fleet_is_suspended_goes_back_to_its_queue(app, client, monkeypatch):
     """`rq suspend` set just after an outcome's write took the next job: that job waits in its queue, seen and deletable."""
     monkeypatch.setattr(tasks, "_price_source", SyntheticSource(latency_ms=1200))  # past the once-a-second check
@@ -241,8 +260,10 @@ class DeferringSource(SyntheticSource):
     def __init__(self, cooling: bool = False):
         super().__init__()
         self.cooling = cooling
+        self.calls = 0
 
     def history(self, symbol):
+        self.calls += 1
         raise PutBack(30, "egress x has no Yahoo call to spare for 30.0 s; back in the queue", self.cooling)
 
 
@@ -251,10 +272,11 @@ def test_a_deferred_job_goes_back_to_the_front_of_its_queue_untouched_and_runs_l
     second = client.post("/api/analyses", json={"symbols": ["MSFT"]}).json
     job = analysis_jobs(app.redis, first["id"])[0]
     retries, enqueued_at = job.retries_left, job.enqueued_at
-    monkeypatch.setattr(tasks, "_price_source", DeferringSource())
+    monkeypatch.setattr(tasks, "_price_source", source := DeferringSource())
     worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
                           give_up_after=600)
     worker.work(burst=True, logging_level="WARNING")
+    assert source.calls == 1, "deferred once: the put-back took neither the job it put back nor another from a paused queue"
     job.refresh()
     assert job.get_status() == JobStatus.QUEUED and job.retries_left == retries
     assert job.enqueued_at == enqueued_at, "the queue's age still counts from when it was first queued"
