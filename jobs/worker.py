@@ -257,7 +257,7 @@ class TrendsWorker(SimpleWorker):
             taken, self._next_taken = self._next_taken, None
             return taken
         queues = self._takeable_queues()
-        taken = self._take(keys=[self.inflight_key, *(queue.key for queue in queues)])
+        taken = self._take(keys=self._take_keys(queues))
         if taken:
             return taken[0], taken[1], taken[2]
         if timeout is not None:
@@ -268,6 +268,10 @@ class TrendsWorker(SimpleWorker):
             if moved:
                 return self.queues[0].key.encode(), moved, None
         return None
+
+    def _take_keys(self, queues: list[Queue]) -> list[str]:
+        """List the keys a take needs (take() in TAKE): this worker's in-flight list, then `queues` in priority order."""
+        return [self.inflight_key, *(queue.key for queue in queues)]
 
     def _takeable_queues(self) -> list[Queue]:
         """List the queues to take from now, in priority order: not those paused after a deferral."""
@@ -375,7 +379,7 @@ class TrendsWorker(SimpleWorker):
         count, words = recorded(self.connection, bookkeeping)
         keys = [key]
         if take_next:
-            keys += [WORKERS_SUSPENDED, self.inflight_key, *(queue.key for queue in self._takeable_queues())]
+            keys += [WORKERS_SUSPENDED, *self._take_keys(self._takeable_queues())]
         while True:
             try:
                 reply = self._guarded(keys=keys, args=[kind, member, count, *words])

@@ -108,6 +108,12 @@ def client(app):
     return app.test_client()
 
 
+def worker_of(app, give_up_after: int = 600) -> TrendsWorker:
+    """The project's worker class in this process, on the app's queues, as the tests run it."""
+    return TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
+                        give_up_after=give_up_after)
+
+
 @pytest.fixture
 def run_jobs(monkeypatch):
     """Runs queued jobs in this process with the project's worker class (RQ's testing path), on synthetic prices.
@@ -117,9 +123,7 @@ def run_jobs(monkeypatch):
     monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
 
     def run(app, max_jobs: int | None = None) -> None:
-        worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
-                            give_up_after=600)
-        worker.work(burst=True, max_jobs=max_jobs, logging_level="WARNING")
+        worker_of(app).work(burst=True, max_jobs=max_jobs, logging_level="WARNING")
 
     return run
 

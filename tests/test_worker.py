@@ -18,7 +18,7 @@ from jobs.job_class import SERIALIZER, TrendsJob, trends_queues
 from jobs.records import JOB_STATS_KEY, inflight_key
 from jobs.sources import SyntheticSource
 from jobs.worker import INFLIGHT_WORKERS_KEY, TrendsWorker
-from tests.conftest import RedisServer, analysis_jobs, wait_until
+from tests.conftest import RedisServer, analysis_jobs, wait_until, worker_of
 
 VOLATILE = re.compile(rb"^\d{4}-\d\d-\d\dT[\d:.]+Z$|^[0-9a-f]{32}$")  # timestamps, execution ids
 
@@ -86,8 +86,7 @@ def test_a_jobs_outcome_and_the_take_of_the_next_job_are_one_round_trip(app, cli
             return script(keys=keys, args=args)
         return call
 
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
-                          give_up_after=600)
+    worker = worker_of(app)
     worker._take, worker._guarded = counted("take", worker._take), counted("guarded", worker._guarded)
     monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
     worker.work(burst=True, logging_level="WARNING")
@@ -126,8 +125,7 @@ def test_a_suspension_set_while_a_job_runs_leaves_the_next_job_in_its_queue(app,
 def test_no_job_is_taken_with_an_outcome_once_rq_suspend_is_set(app, client, monkeypatch):
     monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
     client.post("/api/analyses", json={"symbols": ["FIRST", "NEXT"]})
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
-                          give_up_after=600)
+    worker = worker_of(app)
     write, outcomes = worker._guarded, []
 
     def suspend_then_write(keys: list, args: list):
@@ -147,8 +145,7 @@ def test_a_job_held_when_the_fleet_is_suspended_goes_back_to_its_queue(app, clie
     monkeypatch.setattr(tasks, "_price_source", SyntheticSource(latency_ms=1200))  # past the once-a-second check
     created = client.post("/api/analyses", json={"symbols": ["FIRST", "NEXT"]}).json
     first, following = analysis_jobs(app.redis, created["id"])
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
-                          give_up_after=600)
+    worker = worker_of(app)
     write = worker._guarded
 
     def write_then_suspend(keys: list, args: list):
@@ -177,8 +174,7 @@ def test_a_job_held_when_the_fleet_is_suspended_goes_back_to_its_queue(app, clie
 def test_a_worker_is_listed_for_recovery_by_the_step_that_takes_a_job(app, client):
     """A worker back from a pause may take before it beats: if it then dies, its job must still be recovered."""
     client.post("/api/analyses", json={"symbols": ["AAPL"]})
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
-                          give_up_after=600)
+    worker = worker_of(app)
     app.redis.srem(INFLIGHT_WORKERS_KEY, worker.name)  # as another worker's recovery leaves a worker it gave up on
     assert worker._take_one(None)
     assert app.redis.sismember(INFLIGHT_WORKERS_KEY, worker.name)
@@ -187,8 +183,7 @@ def test_a_worker_is_listed_for_recovery_by_the_step_that_takes_a_job(app, clien
 @pytest.mark.parametrize("action", ["delete", "cancel"])
 def test_a_job_deleted_or_cancelled_after_a_worker_took_it_is_not_run(app, client, action):
     created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
-                          give_up_after=600)
+    worker = worker_of(app)
     job, queue = worker._job_taken(*worker._take_one(None))
     held = analysis_jobs(app.redis, created["id"])[0]
     held.delete() if action == "delete" else held.cancel()  # as rq-dashboard does, while the worker holds it
@@ -204,8 +199,7 @@ def test_a_sigterm_while_an_outcome_is_written_is_a_warm_stop(app, client, monke
     monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
     created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
     waiting = client.post("/api/analyses", json={"symbols": ["MSFT"]}).json
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
-                            give_up_after=600)
+    worker = worker_of(app)
     write = worker._guarded
 
     def write_with_a_sigterm(keys: list, args: list) -> int:
@@ -230,8 +224,7 @@ def test_a_sigterm_while_an_idle_worker_reads_the_job_it_took_gives_the_job_back
         restore(job, raw)
 
     monkeypatch.setattr(TrendsJob, "restore", restore_with_a_sigterm)
-    run_until_stopped(TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3,
-                                   source="synthetic", give_up_after=600))
+    run_until_stopped(worker_of(app))
     monkeypatch.setattr(TrendsJob, "restore", restore)
     job = analysis_jobs(app.redis, created["id"])[0]
     assert job.id in app.interactive_queue.get_job_ids(), "back in its queue, not lost"
@@ -273,8 +266,7 @@ def test_a_deferred_job_goes_back_to_the_front_of_its_queue_untouched_and_runs_l
     job = analysis_jobs(app.redis, first["id"])[0]
     retries, enqueued_at = job.retries_left, job.enqueued_at
     monkeypatch.setattr(tasks, "_price_source", source := DeferringSource())
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
-                          give_up_after=600)
+    worker = worker_of(app)
     worker.work(burst=True, logging_level="WARNING")
     assert source.calls == 1, "deferred once: the put-back took neither the job it put back nor another from a paused queue"
     job.refresh()
@@ -298,15 +290,13 @@ def test_a_deferred_job_goes_back_to_the_front_of_its_queue_untouched_and_runs_l
 def test_a_job_held_back_by_429s_longer_than_allowed_fails_as_rate_limited(app, client, monkeypatch):
     created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
     monkeypatch.setattr(tasks, "_price_source", DeferringSource(cooling=True))
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
-                          give_up_after=30)
+    worker = worker_of(app, give_up_after=30)
     worker.work(burst=True, logging_level="WARNING")
     job = analysis_jobs(app.redis, created["id"])[0]
     assert job.get_status() == JobStatus.QUEUED, "deferred while within give_up_after"
     job.meta["rate_limited_since"] -= 31  # as if its first 429 came 31 s ago
     job.save_meta()
-    worker = TrendsWorker(app.queues, connection=app.redis, serializer=SERIALIZER, lost_after=3, source="synthetic",
-                          give_up_after=30)
+    worker = worker_of(app, give_up_after=30)
     worker.work(burst=True, logging_level="WARNING")
     entry = client.get(created["status_url"]).json["symbols"][0]
     assert entry["state"] == "error" and "refused this fleet's calls (HTTP 429)" in entry["result"]["error"]
