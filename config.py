@@ -34,6 +34,13 @@ def refuse_to_start(message: str) -> NoReturn:
     raise SystemExit(REFUSED)
 
 
+def refuse_login(exc: BaseException) -> NoReturn:
+    """Exit with REFUSED, saying Redis refused this process's password and where the password comes from."""
+    refuse_to_start(f"Redis refused the password ({exc}): REDIS_URL's password (redis://:PASSWORD@HOST:PORT/DB) is "
+                    f"wrong or missing. The Redis that `make run` starts keeps its password in REDIS_DATA_DIR/password "
+                    f"({Config.REDIS_DATA_DIR}/password): give other hosts that one. Fix the setting and start again.")
+
+
 class SettingsError(ValueError):
     """Settings that cannot work, each named with what is wrong; processes refuse to start with them."""
 

@@ -31,12 +31,13 @@ from exchange_calendars.errors import InvalidCalendarName
 from redis import Redis
 from rq import Worker
 
-from config import LOG_FORMAT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, refuse_to_start, settings_of
+from config import LOG_FORMAT, REFUSED, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, refuse_to_start, settings_of
 from jobs import analysis, tasks
 from jobs.job_class import SERIALIZER, never_unpickle, trends_queues
-from jobs.records import REDIS_UNREACHABLE, VERSION
+from jobs.records import REDIS_UNAVAILABLE, VERSION
+from jobs.recovery import exit_if_login_refused, redis_retry_waits
 from jobs.sources import source_name
-from jobs.worker import TrendsWorker, redis_retry_waits
+from jobs.worker import TrendsWorker
 from scripts.procfile import stop_with_parent
 
 log = logging.getLogger("worker")
@@ -129,12 +130,16 @@ def rank_below_the_rest() -> int:
 
 
 def wait_for_redis(connection: Redis) -> None:
-    """Return once Redis answers: a worker started before Redis, or while it restarts, waits instead of crashing."""
+    """Return once Redis answers: a worker started before Redis, or while it restarts, waits instead of crashing.
+
+    A refused password ends the process at once (exit 78, saying so): waiting would not fix it.
+    """
     for wait in redis_retry_waits():
         try:
             connection.ping()
             return
-        except REDIS_UNREACHABLE as exc:
+        except REDIS_UNAVAILABLE as exc:
+            exit_if_login_refused(exc)
             log.warning("Redis unreachable (%s); trying again in %g s", exc, wait)
             time.sleep(wait)
 
@@ -148,6 +153,7 @@ class Supervisor:
         self.workers: list[BaseProcess] = []
         self.stop_requested_at: float | None = None
         self.escalations = [(WORKER_STOP_PATIENCE, signal.SIGTERM), (KILL_AFTER, signal.SIGKILL)]
+        self.refused = False  # a worker exited refusing its settings (a wrong Redis password): exit so too
 
     def run(self) -> None:
         """Tend the workers until a stop was requested and every worker has exited."""
@@ -171,11 +177,14 @@ class Supervisor:
             self.signal_workers(signal.SIGTERM)
 
     def reap(self) -> None:
-        """Forget exited workers, saying so unless they were asked to stop."""
+        """Forget exited workers, saying so unless they were asked to stop; one refused as configured stops them all."""
         for process in [p for p in self.workers if not p.is_alive()]:
             process.join()
             self.workers.remove(process)
-            if self.stop_requested_at is None:
+            if process.exitcode == REFUSED:  # it said why; another would be refused too
+                self.refused = True
+                self.request_stop(signal.SIGTERM, None)
+            elif self.stop_requested_at is None:
                 log.warning("worker %d exited with code %s; starting another", process.pid, process.exitcode)
 
     def fill(self) -> None:
@@ -216,7 +225,10 @@ def main() -> None:
     redis_host = urlsplit(Config.REDIS_URL).hostname  # not the whole URL: it may hold a password
     log.info("starting %d workers against Redis at %s (price source %s, niceness %d)", Config.WORKERS, redis_host,
              Config.PRICE_SOURCE, niceness)
-    Supervisor(Config.WORKERS).run()
+    supervisor = Supervisor(Config.WORKERS)
+    supervisor.run()
+    if supervisor.refused:
+        raise SystemExit(REFUSED)
 
 
 if __name__ == "__main__":

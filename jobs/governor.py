@@ -35,7 +35,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import get_current_job
 
-from jobs.records import REDIS_UNREACHABLE, YAHOO_STATS_KEY
+from jobs.records import REDIS_UNAVAILABLE, YAHOO_STATS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +147,10 @@ class Governor:
 
     @contextlib.contextmanager
     def _put_back_while_unreachable(self) -> Iterator[None]:
-        """Turn Redis unreachable into PutBack: no call goes without the fleet's budget, and the job keeps its retries."""
+        """Turn Redis unreachable or full into PutBack: no call goes without the fleet's budget, and the job keeps its retries."""
         try:
             yield
-        except REDIS_UNREACHABLE as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("egress %s: the fleet's Yahoo budget could not be read (%s); a job goes back to its queue",
                         self.egress, exc)
             # The reason is shown to clients (a late /get_trends): it names no host, egress or store.

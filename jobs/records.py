@@ -9,6 +9,8 @@ RQ keeps each job and its result (`rq:job:ID`, `rq:results:ID`); ours are around
 - `trends:prices:SOURCE:SYMBOL:DAY`  the price cache (jobs/sources.py CachedSource)
 - `trends:inflight:WORKER`, `trends:alive:WORKER`  jobs a worker has taken but not yet registered,
                                      and its heartbeat (jobs/worker.py)
+- `trends:inflight-workers`          set: workers that may hold jobs in an in-flight list
+- `trends:doorbell`                  list: one ring per job queued; idle workers block on it (jobs/worker.py)
 Imported by the web app too, so it must stay free of heavy imports.
 """
 import datetime as dt
@@ -19,6 +21,7 @@ from importlib.metadata import version
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import AuthenticationError, OutOfMemoryError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -34,8 +37,19 @@ PRICE_STATS_KEY = "trends:stats:prices"  # hash lookups, misses of the price cac
 # "requests:<HTTP status or 'error'>", "waits" (token waits), "wait_seconds", "cooldowns", "deferrals"
 YAHOO_STATS_KEY = "trends:stats:yahoo"
 OPEN_ANALYSES_KEY = "trends:analyses:open"
-# What a Redis that cannot be reached now raises: workers wait it out, the governor puts its job back.
-REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+# What a Redis that cannot take writes now raises, unreachable or full (maxmemory reached): workers
+# keep what they hold and wait it out, the governor puts its job back. A refused password is not
+# among them: it is a setting to fix (`refused_login`), and waiting would not fix it.
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError)
+INFLIGHT_PREFIX = "trends:inflight:"
+INFLIGHT_WORKERS_KEY = "trends:inflight-workers"
+DOORBELL_KEY = "trends:doorbell"
+DOORBELL_RINGS = 1024  # at most this many rings wait: enough to wake every idle worker of a large fleet
+
+
+def refused_login(exc: BaseException) -> bool:
+    """Whether Redis refused this client's password (wrong or missing), not merely went away."""
+    return isinstance(exc, AuthenticationError)  # redis-py's for WRONGPASS, NOAUTH and AUTH without a password set
 
 
 def trading_day() -> str:
@@ -61,7 +75,7 @@ def work_id(symbol: str, window: int, horizon: int, method: str, level: float, d
 
 def inflight_key(worker: str) -> str:
     """Name the list of jobs a worker has taken but not yet registered."""
-    return f"trends:inflight:{worker}"
+    return f"{INFLIGHT_PREFIX}{worker}"
 
 
 def alive_key(worker: str) -> str:

@@ -15,9 +15,9 @@ from rq.suspension import resume, suspend
 from jobs import tasks
 from jobs.governor import PutBack
 from jobs.job_class import SERIALIZER, TrendsJob, trends_queues
-from jobs.records import JOB_STATS_KEY, inflight_key
+from jobs.records import INFLIGHT_WORKERS_KEY, JOB_STATS_KEY, inflight_key
 from jobs.sources import SyntheticSource
-from jobs.worker import INFLIGHT_WORKERS_KEY, TrendsWorker
+from jobs.worker import TrendsWorker
 from tests.conftest import RedisServer, analysis_jobs, wait_until, worker_of
 
 VOLATILE = re.compile(rb"^\d{4}-\d\d-\d\dT[\d:.]+Z$|^[0-9a-f]{32}$")  # timestamps, execution ids
@@ -129,7 +129,7 @@ def test_no_job_is_taken_with_an_outcome_once_rq_suspend_is_set(app, client, mon
     write, outcomes = worker._guarded, []
 
     def suspend_then_write(keys: list, args: list):
-        if args[0] == "zset":  # the first outcome: `rq suspend` lands just before it is written
+        if args[2] == "zset":  # the first outcome: `rq suspend` lands just before it is written
             suspend(app.redis)
             outcomes.append(write(keys=keys, args=args))
             return outcomes[-1]
@@ -150,7 +150,7 @@ def test_a_job_held_when_the_fleet_is_suspended_goes_back_to_its_queue(app, clie
 
     def write_then_suspend(keys: list, args: list):
         reply = write(keys=keys, args=args)
-        if args[0] == "zset":
+        if args[2] == "zset":
             suspend(app.redis)
         return reply
 
@@ -203,7 +203,7 @@ def test_a_sigterm_while_an_outcome_is_written_is_a_warm_stop(app, client, monke
     write = worker._guarded
 
     def write_with_a_sigterm(keys: list, args: list) -> int:
-        if args[0] == "zset":  # the outcome's write: a deploy's SIGTERM lands during this round trip
+        if args[2] == "zset":  # the outcome's write: a deploy's SIGTERM lands during this round trip
             os.kill(os.getpid(), signal.SIGTERM)
         return write(keys=keys, args=args)
 
@@ -316,6 +316,6 @@ def test_what_rqs_loop_asks_of_redis_between_jobs_does_not_end_the_worker_while_
     worker.heartbeat(timeout=60)  # as RQ's loop beats after a job
     worker.check_for_suspension(burst=False)
     worker.run_maintenance_tasks()
-    skipped = [record.getMessage() for record in caplog.records if "Redis unreachable" in record.getMessage()]
+    skipped = [record.getMessage() for record in caplog.records if "Redis unavailable" in record.getMessage()]
     assert [message.split(": ")[1] for message in skipped] == ["heartbeat skipped", "the rq suspend check skipped",
                                                                "maintenance skipped"]

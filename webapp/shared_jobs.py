@@ -26,7 +26,7 @@ from rq.results import Result
 from rq.utils import utcparse
 
 from jobs.job_class import ANALYZE_SYMBOL, SERIALIZER
-from jobs.records import APPLY_RECORDED, DEFAULT_LEVEL, current_job_key, recorded, work_id
+from jobs.records import APPLY_RECORDED, DEFAULT_LEVEL, DOORBELL_KEY, DOORBELL_RINGS, current_job_key, recorded, work_id
 from webapp.validation import TrendsRequest
 
 LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
@@ -38,20 +38,23 @@ POINTER_TTL = 2 * 24 * 3600  # a work pointer outlives its day and any job it na
 FIRST_CHUNK, MAX_CHUNK = 16, 256  # symbols claimed at once: the first few start the workers, later ones cost fewer trips
 # For each pointer KEYS[k]: if it still names what the request read (ARGV: '' for none), enqueue the
 # job RQ's own code recorded (jobs/records.py `recorded`) and point at it; else leave both alone.
-# ARGV: the pointer's TTL, then per pointer: the id read, the new job's id, its command count, its commands.
+# ARGV: the pointer's TTL, the doorbell's key, then per pointer: the id read, the new job's id, its
+# command count, its commands. Rings the doorbell once per job created, so idle workers start at once.
 # Returns 1 or 0 per pointer: created, or someone else's job is there now.
 CLAIM_SCRIPT = APPLY_RECORDED + """
-local created, i = {}, 2
+local created, i, rings = {}, 3, 0
 for k = 1, #KEYS do
   local count = tonumber(ARGV[i + 2])
   if (redis.call('GET', KEYS[k]) or '') == ARGV[i] then
     local after = apply(i + 3, count)
     redis.call('SET', KEYS[k], ARGV[i + 1], 'EX', ARGV[1])
-    created[k], i = 1, after
+    created[k], i, rings = 1, after, rings + 1
   else
     created[k], i = 0, skip(i + 3, count)
   end
 end
+for _ = 1, math.min(rings, """ + str(DOORBELL_RINGS) + """) do redis.call('LPUSH', ARGV[2], 1) end
+if rings > 0 then redis.call('LTRIM', ARGV[2], 0, """ + str(DOORBELL_RINGS - 1) + """) end
 return created
 """
 
@@ -96,7 +99,7 @@ def _claim_chunk(redis: Redis, claim: Script, queue: Queue, request: TrendsReque
         found.update({i: job_id for i, job_id in read.items() if i not in creating})
         if not to_create:
             break
-        words: list[object] = [POINTER_TTL]
+        words: list[object] = [POINTER_TTL, DOORBELL_KEY]
         new = {i: f"{works[i]}-{uuid.uuid4().hex[:8]}" for i in to_create}
         for i in to_create:
             count, commands = recorded(redis, lambda pipe, i=i: queue.enqueue_many(
