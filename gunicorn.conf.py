@@ -44,7 +44,11 @@ def post_worker_init(worker: Worker) -> None:
 
 
 def on_starting(server: Arbiter) -> None:
-    """Give this master a fresh metrics folder, so no earlier run's counts are summed in."""
+    """Refuse to start if Redis refuses the password (exit 78, saying so); give this master a fresh metrics folder."""
+    from scripts.redis_server import refuse_if_login_refused  # noqa: PLC0415 (redis-py only, closed before any fork)
+
+    refuse_if_login_refused(Config.REDIS_URL)  # Redis away is an outage the app answers 503 through; this is a setting
+    # A fresh metrics folder, so no earlier run's counts are summed in.
     # Once per master (a SIGHUP reload keeps it), before any worker forks and loads the app, and with it
     # prometheus_client, which reads the variable at import.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="trends-metrics-")

@@ -232,4 +232,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C before the supervisor took the signal (waiting for Redis): no traceback
+        raise SystemExit(130) from None

