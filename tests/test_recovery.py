@@ -1,8 +1,11 @@
 """Lost work comes back fenced, a full Redis is waited out, a refused password stops every process at once (jobs/recovery.py)."""
+import base64
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 from redis import Redis
@@ -16,7 +19,7 @@ from jobs.job_class import TrendsJob
 from jobs.records import JOB_STATS_KEY
 from jobs.sources import SyntheticSource
 from scripts.procfile import commands
-from tests.conftest import RedisServer, WebServer, analysis_jobs, children, free_port, wait_until, worker_of
+from tests.conftest import RedisServer, WebServer, analysis_jobs, children, free_port, http_json, wait_until, worker_of
 from webapp import create_app
 
 
@@ -141,3 +144,34 @@ def test_make_run_whose_own_redis_asks_another_password_says_so(locked_redis, tm
     done = subprocess.run([sys.executable, "-m", "scripts.run"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == REFUSED and "Redis refused the password" in done.stderr
+
+
+def test_rq_key_prefix_is_followed_end_to_end(tmp_path):
+    """RQ_KEY_PREFIX set for web app and workers: answers come, RQ's keys carry it, /metrics and the dashboard see the fleet."""
+    server = RedisServer(str(tmp_path / "redis"))
+    server.start()
+    redis = Redis.from_url(server.url)
+    env = dict(os.environ, REDIS_URL=server.url, WORKERS="2", PRICE_SOURCE="synthetic", RQ_KEY_PREFIX="myp")
+    workers = subprocess.Popen(commands()["worker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    web = None
+    try:
+        wait_until(lambda: redis.scard("myp:workers") == 2, timeout=30, what="2 workers to register under the prefix")
+        web = WebServer(server.url, tmp_path / "web.log", RQ_KEY_PREFIX="myp", DASHBOARD_USER="ops",
+                        DASHBOARD_PASSWORD="s3cret")
+        answer = http_json("POST", f"{web.url}/get_trends", {"symbols": ["AAPL", "MSFT", "GOOG"] + [
+            f"BULK{n}" for n in range(30)]})
+        assert answer["status"] == "success", answer
+        keys = {key.decode() for key in redis.keys("*")}
+        assert not {key for key in keys if key.startswith("rq:")}, "no key under RQ's default prefix"
+        assert {key for key in keys if key.startswith("myp:job:")}
+        metrics = urllib.request.urlopen(f"{web.url}/metrics", timeout=10).read().decode()
+        assert 'trends_workers{' in metrics and 'outcome="ok"' in metrics
+        request = urllib.request.Request(f"{web.url}/rq/0/data/workers.json",
+                                         headers={"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()})
+        assert len(json.load(urllib.request.urlopen(request, timeout=10))["workers"]) == 2
+    finally:
+        if web:
+            web.stop()
+        workers.terminate()
+        workers.wait(timeout=60)
+        server.stop()

@@ -12,7 +12,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
-from jobs import tasks
+from jobs import fenced_worker, tasks
 from jobs.governor import PutBack
 from jobs.job_class import SERIALIZER, TrendsJob, trends_queues
 from jobs.records import INFLIGHT_WORKERS_KEY, JOB_STATS_KEY, inflight_key
@@ -319,3 +319,28 @@ def test_what_rqs_loop_asks_of_redis_between_jobs_does_not_end_the_worker_while_
     skipped = [record.getMessage() for record in caplog.records if "Redis unavailable" in record.getMessage()]
     assert [message.split(": ")[1] for message in skipped] == ["heartbeat skipped", "the rq suspend check skipped",
                                                                "maintenance skipped"]
+
+
+def test_an_idle_worker_starts_a_bulk_job_when_it_is_queued_not_at_its_next_look(app, client, monkeypatch):
+    """The fleet's doorbell, not a poll: with a minute between an idle worker's looks, a bulk job still starts at once."""
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
+    monkeypatch.setattr(fenced_worker, "IDLE_WAIT", 60)
+    worker = worker_of(app)
+    symbols = [f"BULK{n}" for n in range(app.config["BULK_THRESHOLD"] + 1)]
+    created = {}
+
+    def ask_once_the_worker_waits() -> None:
+        wait_until(lambda: app.redis.info("clients")["blocked_clients"] == 1, what="the idle worker to block")
+        created.update(client.post("/api/analyses", json={"symbols": symbols}).json)
+
+    asker = threading.Thread(target=ask_once_the_worker_waits)
+    asker.start()
+    backstop = threading.Timer(15, os.kill, (os.getpid(), signal.SIGTERM))  # a poll a minute away would meet this
+    backstop.start()
+    try:
+        assert worker.work(max_jobs=1, logging_level="WARNING")
+    finally:
+        backstop.cancel()
+        asker.join()
+    first = analysis_jobs(app.redis, created["id"])[0]
+    assert first.origin == app.bulk_queue.name and first.get_status() == JobStatus.FINISHED

@@ -1,0 +1,96 @@
+"""What the worker takes from inside RQ (docs/architecture.md "Inside RQ"): each fails by name when an upgrade changes it."""
+import inspect
+
+import pytest
+from rq import SimpleWorker
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+from rq.worker import DequeueStrategy
+
+from tests.conftest import wait_until, worker_of
+
+# RQ's worker steps the project's worker replaces or wraps, with the parameters it relies on (docs/architecture.md).
+HOOKS = {
+    "work": ["burst", "logging_level", "date_format", "log_format", "max_jobs", "max_idle_time", "with_scheduler",
+             "dequeue_strategy"],
+    "dequeue_job_and_maintain_ttl": ["timeout", "max_idle_time"],
+    "execute_job": ["job", "queue"],
+    "prepare_job_execution": ["job", "remove_from_intermediate_queue"],
+    "handle_execution_ended": ["job", "queue", "heartbeat_ttl"],
+    "handle_job_success": ["job", "queue", "started_job_registry", "execution"],
+    "handle_job_failure": ["job", "queue", "started_job_registry", "exc_string", "execution"],
+    "handle_exception": ["job", "exc_info"],
+    "cleanup_execution": ["job", "pipeline", "execution"],
+    "clean_registries": [],
+    "run_maintenance_tasks": [],
+    "register_birth": [],
+    "heartbeat": ["timeout", "pipeline"],
+    "set_state": ["state", "pipeline"],
+    "check_for_suspension": ["burst"],
+    "teardown": [],
+    "serialize": [],
+}
+# RQ's private methods the worker calls, with the parameters it passes.
+PRIVATE_CALLS = {
+    (Job, "_handle_success"): ["result_ttl", "pipeline", "worker_name", "execution_id", "execution_started_at",
+                               "execution_ended_at"],
+    (Job, "_handle_failure"): ["exc_string", "pipeline", "worker_name", "execution_id", "execution_started_at",
+                               "execution_ended_at"],
+}
+# RQ's private attributes the worker and job class read or write.
+WORKER_ATTRIBUTES = ["_state", "_stop_requested", "_stopped_job_id"]
+JOB_ATTRIBUTES = ["_success_callback_name", "_failure_callback_name", "_stopped_callback_name"]
+
+
+def parameters(function) -> list[str]:
+    return [name for name in inspect.signature(function).parameters if name != "self"]
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_each_rq_worker_step_we_replace_keeps_its_signature(hook):
+    assert hasattr(SimpleWorker, hook), f"RQ's worker no longer has {hook}(): the project's worker replaces it"
+    assert parameters(getattr(SimpleWorker, hook)) == HOOKS[hook], (
+        f"RQ's {hook}() changed its parameters: jobs/fenced_worker.py, jobs/recovery.py and jobs/worker.py "
+        "override it (docs/architecture.md, 'Inside RQ')")
+
+
+@pytest.mark.parametrize(("owner", "name"), PRIVATE_CALLS)
+def test_each_private_rq_method_we_call_keeps_its_signature(owner, name):
+    assert hasattr(owner, name), f"RQ's {owner.__name__}.{name} is gone: the worker stores outcomes with it"
+    assert parameters(getattr(owner, name)) == PRIVATE_CALLS[(owner, name)], (
+        f"RQ's {owner.__name__}.{name}() changed its parameters (docs/architecture.md, 'Inside RQ')")
+
+
+def test_each_private_rq_attribute_we_use_is_still_there(app, client):
+    worker = worker_of(app)
+    for name in WORKER_ATTRIBUTES:
+        assert hasattr(worker, name), f"RQ's worker no longer has {name} (docs/architecture.md, 'Inside RQ')"
+    client.post("/api/analyses", json={"symbols": ["AAPL"]})
+    job = app.interactive_queue.jobs[0]
+    for name in JOB_ATTRIBUTES:
+        assert hasattr(job, name), f"RQ's job no longer has {name}: jobs/job_class.py reads it to refuse foreign code"
+    assert StartedJobRegistry.parse_job_id("a-job:an-execution") == "a-job", "the reaper parses RQ's registry entries"
+
+
+def test_redis_py_pipelines_still_keep_their_commands_where_we_read_them(app):
+    pipe = app.redis.pipeline(transaction=False)
+    pipe.set("a", 1)
+    assert [args for args, _ in pipe.command_stack] == [("SET", "a", 1)], (
+        "redis-py's Pipeline.command_stack changed: jobs/records.py `recorded` reads RQ's writes from it")
+
+
+def test_rqs_documented_worker_options_work_or_are_refused_by_name(app):
+    worker = worker_of(app)
+    with pytest.raises(ValueError, match="dequeue strategy .* is not supported"):
+        worker.work(dequeue_strategy=DequeueStrategy.RANDOM)
+    with pytest.raises(ValueError, match="with_scheduler is not supported"):
+        worker.work(with_scheduler=True)
+    assert worker.work(max_idle_time=1, logging_level="WARNING") is False, "idle past max_idle_time: it stops"
+
+
+def test_result_ttl_zero_keeps_no_result_as_in_rq(app, run_jobs):
+    job = app.interactive_queue.enqueue("jobs.tasks.analyze_symbol", "AAPL", 20, 5, result_ttl=0)
+    run_jobs(app)
+    wait_until(lambda: not app.redis.exists(job.key), timeout=2, what="the job to be gone with its result")
+    assert not job.results()
+
