@@ -29,7 +29,7 @@ from rq.job_lifecycle import record_job_failure
 from rq.queue import Queue
 from rq.utils import current_timestamp, now
 
-from config import refuse_login
+from config import Config, refuse_login
 from jobs.records import DOORBELL_KEY, INFLIGHT_WORKERS_KEY, REDIS_UNAVAILABLE, alive_key, inflight_key, recorded, refused_login
 from jobs.worker_scripts import REAP_SCRIPT, RECOVER_SCRIPT, rq_prefixes
 
@@ -52,7 +52,7 @@ def exit_if_login_refused(exc: BaseException) -> None:
 class RecoveringWorker(SimpleWorker):
     """SimpleWorker whose lost work comes back within seconds and which waits out an unavailable Redis."""
 
-    def __init__(self, *args: Any, lost_after: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lost_after: int = Config.WORKER_LOST_AFTER, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lost_after = lost_after
         self.inflight_key = inflight_key(self.name)

@@ -25,11 +25,12 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
+from config import Config
 from jobs.fenced_worker import FencedWorker, Taken
 from jobs.governor import PAUSED_RECHECK, PutBack
 from jobs.job_class import RefusedJobError, TrendsJob
 from jobs.records import JOB_STATS_KEY, VERSION
-from jobs.sources import PriceDataError
+from jobs.sources import PriceDataError, source_name
 from jobs.tasks import failure_message, outcome_of
 
 
@@ -43,8 +44,11 @@ class TrendsWorker(FencedWorker):
 
     job_class = TrendsJob
 
-    def __init__(self, *args: Any, source: str, give_up_after: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, source: str = "", give_up_after: int = Config.YAHOO_GIVE_UP_AFTER,
+                 **kwargs: Any) -> None:
+        """Defaults from config.py, so `rq worker -w jobs.worker.TrendsWorker` runs it with the project's settings."""
         super().__init__(*args, **kwargs)
+        source = source or source_name(Config.PRICE_SOURCE)
         self.give_up_after = give_up_after  # a job the price source's cool-downs held back this long fails instead
         self.source = source  # the price source's name, advertised in the worker's hash (and its name)
         self._suspension_checked_at = -1.0

@@ -3,7 +3,7 @@
 For tests and demos (issue 13) that need yfinance's real request and parsing path without the
 network: prices are the synthetic source's, every answer waits a log-normal delay, and each client
 address has a token bucket; a request over it gets 429 and bans the address for a while, as Yahoo
-does. Point yfinance at it with `jobs.sources.yahoo_session(url)` (or YAHOO_URL).
+does. Point yfinance at it with `jobs.yahoo_transport.yahoo_session(url)` (or YAHOO_URL).
 
     python -m scripts.simulated_yahoo --port 8765 --rate 60/minute --burst 60 --ban 60 --latency-ms 150
 """

@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from config import ROOT
-from jobs.sources import SyntheticSource, UnknownSymbolError, YahooSource, yahoo_session
+from jobs.sources import SyntheticSource, UnknownSymbolError, YahooSource
+from jobs.yahoo_transport import yahoo_session
 from scripts import simulated_yahoo
 from scripts.simulated_yahoo import Client, latency, parse_rate
 from tests.conftest import wait_until

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Worker
 
 from config import REFUSED, ROOT
-from jobs.sources import yahoo_session
+from jobs.yahoo_transport import yahoo_session
 from scripts.procfile import commands
 from scripts.simulated_yahoo import start
 from tests.conftest import analysis_jobs, free_port, wait_until
