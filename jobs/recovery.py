@@ -49,6 +49,7 @@ def exit_if_login_refused(exc: BaseException) -> None:
     if refused_login(exc):
         refuse_login(exc)
 
+
 class RecoveringWorker(SimpleWorker):
     """SimpleWorker whose lost work comes back within seconds and which waits out an unavailable Redis."""
 
@@ -99,9 +100,9 @@ class RecoveringWorker(SimpleWorker):
             exit_if_login_refused(exc)
             self.log.warning("Worker %s: %s skipped: Redis unavailable (%s)", self.name, what, exc)
 
-    def _until_written(self, what: str, write: Callable[[], Any], waits: Iterator[float] | None = None) -> Any:
+    def _until_written(self, what: str, write: Callable[[], Any]) -> Any:
         """Call `write` until Redis takes it, waiting 1 s, doubling to 30 s; a stop request ends the waiting."""
-        waits = waits or redis_retry_waits()
+        waits = redis_retry_waits()
         while True:
             try:
                 return write()
