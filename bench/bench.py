@@ -7,10 +7,15 @@ decoding the JSON is the client's work, and is reported apart (the answers diffe
 Timings alternate run by run, project and peer, and 2 workers against 1 (two systems side by
 side), and each figure is the median of RUNS runs (min and max beside it). 2 workers against 1
 is also measured for the fleet alone (jobs queued first, then fresh workers), and a one-symbol
-request is split into phases by the times RQ records in its job. Prints a Markdown
+request is split into phases by the times RQ records in its job. One symbol is timed with a new
+connection per request and on a kept-alive connection; a bulk job's start on an idle fleet and
+BULK_THRESHOLD symbols against one more are measured too. The project runs its shipped defaults
+but for the request size, the rate budgets and synthetic prices (bench/systems.py CHANGED, listed in
+the report); the peer runs as its README says. Prints a Markdown
 report and keeps it in bench/last-run.md; `make bench SAVE=1` writes bench/results.md, the one
 the docs quote.
 """
+import http.client
 import itertools
 import json
 import os
@@ -21,13 +26,14 @@ import time
 import timeit
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 
 from redis import Redis
 from rq.job import Job
 from rq.utils import utcparse
 
-from bench.systems import Peer, Project, System, cpu_seconds, rss_mb
-from config import ROOT
+from bench.systems import CHANGED, Peer, Project, System, cpu_seconds, rss_mb
+from config import ROOT, Config
 from jobs.records import JOB_STATS_KEY, current_job_key, record_key, trading_day
 from jobs.sources import SyntheticSource
 from jobs.tasks import analyze_history
@@ -59,6 +65,32 @@ def answer(system: System, count: int, symbols: list[str] | None = None) -> tupl
     body = json.loads(raw)
     assert body["status"] == "success" and len(body["results"]) == count, body.get("message")
     return elapsed, raw
+
+
+class KeepAlive:
+    """A client that keeps one connection open across requests (reopened if the server closes it), as browsers do."""
+
+    def __init__(self, system: System) -> None:
+        parts = urlsplit(system.url)
+        self.system, self.connection = system, http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
+
+    def ask(self, count: int) -> float:
+        """Seconds to the last byte of one POST /get_trends of `count` fresh symbols on the kept connection."""
+        body = json.dumps({"symbols": [next(fresh) for _ in range(count)]})
+        for attempt in range(2):
+            started = time.perf_counter()
+            try:
+                self.connection.request("POST", "/get_trends", body, {"Content-Type": "application/json"})
+                response = self.connection.getresponse()
+                raw = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.connection.close()  # closed by the server while idle: the next try opens a new one
+                if attempt:
+                    raise
+        elapsed = time.perf_counter() - started
+        assert response.status == 200 and json.loads(raw)["status"] == "success", raw[:500]
+        return elapsed
 
 
 def job_times(redis: Redis, ids: list[str]) -> list[tuple[float, float, float]]:
@@ -160,9 +192,45 @@ def compare(project: Project, peer: Peer) -> list[str]:
                     f"**{ratio:.2f}×** |")
     single = side_by_side([project, peer], 1, runs=50)
     p50 = {name: statistics.median(times) * 1000 for name, times in single.items()}
-    rows.append(f"| one-symbol request, p50 of 50, ms | {p50['project']:.1f} | {p50['peer']:.1f} | "
+    rows.append(f"| one-symbol request, a new connection each, p50 of 50, ms | {p50['project']:.1f} | {p50['peer']:.1f} | "
                 f"**{p50['project'] / p50['peer']:.2f}×** |")
+    clients = {system.name: KeepAlive(system) for system in (project, peer)}
+    kept: dict[str, list[float]] = {name: [] for name in clients}
+    for _ in range(50):
+        for name, client in clients.items():
+            kept[name].append(client.ask(1))
+    p50 = {name: statistics.median(times) * 1000 for name, times in kept.items()}
+    rows.append(f"| one-symbol request, a kept-alive connection, p50 of 50, ms | {p50['project']:.1f} | "
+                f"{p50['peer']:.1f} | **{p50['project'] / p50['peer']:.2f}×** |")
     return rows
+
+
+def past_the_threshold(project: Project, runs: int = 10) -> str:
+    """Note: BULK_THRESHOLD symbols (the interactive queue) against one more (the bulk queue), alternating."""
+    sizes = (Config.BULK_THRESHOLD, Config.BULK_THRESHOLD + 1)
+    times: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(runs):
+        for size in sizes:
+            times[size].append(ask(project, size))
+    ratio = statistics.median(times[sizes[1]]) / statistics.median(times[sizes[0]])
+    return (f"- just past BULK_THRESHOLD, alternating, {runs} each: {sizes[1]} symbols (bulk queue) {spread(times[sizes[1]])} s "
+            f"against {sizes[0]} (interactive) {spread(times[sizes[0]])} s: **{ratio:.2f}×**")
+
+
+def bulk_start(project: Project, runs: int = 100) -> str:
+    """Note: on an idle fleet, how long after its enqueue a bulk request's first job starts (RQ's own timestamps)."""
+    redis, waits = project.client(), []
+    for _ in range(runs):
+        symbols = [next(fresh) for _ in range(Config.BULK_THRESHOLD + 1)]
+        answer(project, len(symbols), symbols)  # answered in full: the fleet is idle again before the next
+        ids = [redis.get(current_job_key(work)).decode() for work in work_ids(TrendsRequest(symbols=symbols), trading_day())]
+        queued, started, _ = min(job_times(redis, ids))
+        waits.append((started - queued) * 1000)
+    waits.sort()
+    p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+    return (f"- a bulk job's start on an idle fleet, after its enqueue ({runs} requests of {Config.BULK_THRESHOLD + 1} "
+            f"symbols, the first job of each): p50 {statistics.median(waits):.1f} ms, **p99 {p99:.1f} ms**, "
+            f"max {waits[-1]:.1f} ms")
 
 
 def costs(project: Project, peer: Peer) -> list[str]:
@@ -233,12 +301,15 @@ def report() -> str:
             table = compare(project, peer)
             cost_rows = costs(project, peer)
             peer.stop()  # the remaining cases are the project's alone
-            notes = [one_symbol_phases(project), *scaling_and_memory(project, scratch), io_bound(project)]
+            notes = [one_symbol_phases(project), past_the_threshold(project), bulk_start(project),
+                     *scaling_and_memory(project, scratch), io_bound(project)]
         finally:
             for system in systems:
                 system.stop()
     return "\n".join([
         f"# `make bench` on this machine ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d')}", "",
+        "The project runs its shipped defaults except: " + ", ".join(f"`{k}={v}`" for k, v in CHANGED.items())
+        + ". The peer runs as its README says (Celery concurrency 2, Flask's threaded server, no `nice`).", "",
         "| case | project | Celery peer | project / peer |", "| --- | ---: | ---: | ---: |", *table, "",
         "| per 1000 symbols | project | Celery peer |", "| --- | ---: | ---: |", *cost_rows, "",
         f"- plain loop, one process, no queue: {loop:.3f} s for 1000 symbols (the floor)", *notes, ""])
