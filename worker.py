@@ -35,7 +35,7 @@ from config import LOG_FORMAT, REFUSED, WORKER_STOP_PATIENCE, Config, exit_on_ba
 from jobs import analysis, tasks
 from jobs.job_class import SERIALIZER, never_unpickle, trends_queues
 from jobs.records import REDIS_UNAVAILABLE, VERSION
-from jobs.recovery import exit_if_login_refused, redis_retry_waits
+from jobs.recovery import no_outage, redis_retry_waits
 from jobs.sources import source_name
 from jobs.worker import TrendsWorker
 from scripts.procfile import stop_with_parent
@@ -139,7 +139,7 @@ def wait_for_redis(connection: Redis) -> None:
             connection.ping()
             return
         except REDIS_UNAVAILABLE as exc:
-            exit_if_login_refused(exc)
+            no_outage(exc)
             log.warning("Redis unreachable (%s); trying again in %g s", exc, wait)
             time.sleep(wait)
 

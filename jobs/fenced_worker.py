@@ -99,10 +99,14 @@ class FencedWorker(RecoveringWorker):
         taken = self._take(keys=self._take_keys(queues), args=self.prefixes)
         if taken:
             return taken[0], taken[1], taken[2]
-        if timeout is not None and len(queues) < len(self.queues):  # rings it would take and not answer
-            time.sleep(min(timeout, IDLE_WAIT))
-        elif timeout is not None:
+        if timeout is None:
+            return None
+        if len(queues) == len(self.queues):
             self.connection.blpop([DOORBELL_KEY], min(timeout, IDLE_WAIT))
+        elif queues and queues[0] is self.queues[0]:  # later queues paused: the doorbell's rings are not all ours
+            self.connection.blmove(queues[0].key, self.inflight_key, min(timeout, IDLE_WAIT))  # taken by the next look
+        else:
+            time.sleep(min(timeout, IDLE_WAIT))
         return None
 
     def _take_keys(self, queues: list[Queue]) -> list[str]:
@@ -255,9 +259,12 @@ class FencedWorker(RecoveringWorker):
             return True
         self.log.warning("Worker %s: job %s was given up on and queued again while this attempt ran; its outcome "
                          "is dropped", self.name, job.id)
-        with self.connection.pipeline() as pipe:
-            end(pipe)
-            self._until_written("the end of a dropped attempt", pipe.execute)
+        def end_now() -> None:
+            with self.connection.pipeline() as pipe:  # a new one each try: redis-py empties it after an error
+                end(pipe)
+                pipe.execute()
+
+        self._until_written("the end of a dropped attempt", end_now)
         return False
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:

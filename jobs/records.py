@@ -21,7 +21,7 @@ from importlib.metadata import version
 
 from redis import Redis
 from redis.client import Pipeline
-from redis.exceptions import AuthenticationError, OutOfMemoryError
+from redis.exceptions import AuthenticationError, ExecAbortError, OutOfMemoryError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -37,10 +37,11 @@ PRICE_STATS_KEY = "trends:stats:prices"  # hash lookups, misses of the price cac
 # "requests:<HTTP status or 'error'>", "waits" (token waits), "wait_seconds", "cooldowns", "deferrals"
 YAHOO_STATS_KEY = "trends:stats:yahoo"
 OPEN_ANALYSES_KEY = "trends:analyses:open"
-# What a Redis that cannot take writes now raises, unreachable or full (maxmemory reached): workers
-# keep what they hold and wait it out, the governor puts its job back. A refused password is not
-# among them: it is a setting to fix (`refused_login`), and waiting would not fix it.
-REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError)
+# What a Redis that cannot take writes now raises, unreachable or full (maxmemory reached; a MULTI
+# whose writes it refused is aborted whole): workers keep what they hold and wait it out, the
+# governor puts its job back. Handlers pass what they catch to `no_outage` first: a refused
+# password is a setting to fix, and a transaction aborted for another reason a fault to see.
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ExecAbortError)
 INFLIGHT_PREFIX = "trends:inflight:"
 INFLIGHT_WORKERS_KEY = "trends:inflight-workers"
 DOORBELL_KEY = "trends:doorbell"
@@ -50,6 +51,11 @@ DOORBELL_RINGS = 1024  # at most this many rings wait: enough to wake every idle
 def refused_login(exc: BaseException) -> bool:
     """Whether Redis refused this client's password (wrong or missing), not merely went away."""
     return isinstance(exc, AuthenticationError)  # redis-py's for WRONGPASS, NOAUTH and AUTH without a password set
+
+
+def aborted_but_not_full(exc: BaseException) -> bool:
+    """Whether a transaction Redis aborted for another reason than a full Redis (a fault, not an outage)."""
+    return isinstance(exc, ExecAbortError) and "OOM" not in str(exc)
 
 
 def trading_day() -> str:

@@ -6,8 +6,10 @@
   attempt whose registration expired is given up on by the fenced reaper (REAP_SCRIPT): retried or
   failed only if it is still registered and expired, in one step with its removal, so an attempt
   that stored its outcome meanwhile wins. (RQ's StartedJobRegistry.cleanup reads, then writes.)
-- Redis unreachable or full: the worker keeps what it holds and tries again (1 s, doubling to 30 s);
-  RQ's writes between jobs are skipped, never the end of the worker. A refused password ends it at
+- Redis unreachable or full: the worker keeps what it holds and tries again (1 s, doubling to
+  MAX_RETRY_WAIT); RQ's writes between jobs are skipped, never the end of the worker. No heartbeat
+  lands meanwhile, so after an outage a worker reaps nothing until live workers have had
+  `lost_after` seconds of a working Redis to beat again. A refused password ends it at
   once, with exit 78 (config.REFUSED) and a message saying so: no wait fixes a setting.
 """
 from __future__ import annotations
@@ -30,24 +32,40 @@ from rq.queue import Queue
 from rq.utils import current_timestamp, now
 
 from config import Config, refuse_login
-from jobs.records import DOORBELL_KEY, INFLIGHT_WORKERS_KEY, REDIS_UNAVAILABLE, alive_key, inflight_key, recorded, refused_login
+from jobs.records import (
+    DOORBELL_KEY,
+    INFLIGHT_WORKERS_KEY,
+    REDIS_UNAVAILABLE,
+    aborted_but_not_full,
+    alive_key,
+    inflight_key,
+    recorded,
+    refused_login,
+)
 from jobs.worker_scripts import REAP_SCRIPT, RECOVER_SCRIPT, rq_prefixes
 
 RECOVERY_LOCK_KEY = "trends:inflight:recovery-lock"
+MAX_RETRY_WAIT = 5  # seconds between tries at an unavailable Redis, at most: a held outcome lands soon after it is back
 
 
 def redis_retry_waits() -> Iterator[float]:
-    """Give the seconds to wait before each new try at an unavailable Redis: 1, doubling up to 30."""
+    """Give the seconds to wait before each new try at an unavailable Redis: 1, doubling up to MAX_RETRY_WAIT."""
     wait = 1.0
     while True:
         yield wait
-        wait = min(wait * 2, 30)
+        wait = min(wait * 2, MAX_RETRY_WAIT)
 
 
-def exit_if_login_refused(exc: BaseException) -> None:
-    """End this process with exit 78 if Redis refused its password: a setting to fix, not an outage to wait out."""
+def no_outage(exc: BaseException) -> None:
+    """Act on a REDIS_UNAVAILABLE error that is no outage to wait out.
+
+    A refused password ends this process with exit 78, saying so (a setting to fix); a transaction
+    aborted for another reason than a full Redis is raised again (a fault to see).
+    """
     if refused_login(exc):
         refuse_login(exc)
+    if aborted_but_not_full(exc):
+        raise exc
 
 
 class RecoveringWorker(SimpleWorker):
@@ -64,6 +82,7 @@ class RecoveringWorker(SimpleWorker):
         self._running: tuple[Job, Execution] | None = None  # (job, execution) while a job runs
         self._beater: threading.Thread | None = None
         self._done = threading.Event()
+        self._unavailable_at = -float("inf")  # when this worker last found Redis unavailable (time.monotonic())
 
     # RQ's writes between jobs: skipped while Redis is unavailable, never the end of the worker.
 
@@ -86,6 +105,13 @@ class RecoveringWorker(SimpleWorker):
         with self._unless_unavailable("the rq suspend check"):
             super().check_for_suspension(burst)
 
+    def set_shutdown_requested_date(self) -> None:
+        """Note a stop request in Redis (RQ's), unless Redis cannot take it: RQ calls this in the signal handler, mid-job."""
+        try:
+            super().set_shutdown_requested_date()
+        except RedisError as exc:  # raised here, it would end the running job; the stop itself goes on
+            self.log.warning("Worker %s: stop request not noted in Redis (%s)", self.name, exc)
+
     def run_maintenance_tasks(self) -> None:
         """Run RQ's maintenance (its registries, lost workers' jobs), again next time if Redis was unavailable."""
         with self._unless_unavailable("maintenance"):
@@ -97,17 +123,19 @@ class RecoveringWorker(SimpleWorker):
         try:
             yield
         except REDIS_UNAVAILABLE as exc:
-            exit_if_login_refused(exc)
+            no_outage(exc)
+            self._unavailable_at = time.monotonic()
             self.log.warning("Worker %s: %s skipped: Redis unavailable (%s)", self.name, what, exc)
 
     def _until_written(self, what: str, write: Callable[[], Any]) -> Any:
-        """Call `write` until Redis takes it, waiting 1 s, doubling to 30 s; a stop request ends the waiting."""
+        """Call `write` until Redis takes it, waiting 1 s, doubling to MAX_RETRY_WAIT; a stop request ends the waiting."""
         waits = redis_retry_waits()
         while True:
             try:
                 return write()
             except REDIS_UNAVAILABLE as exc:
-                exit_if_login_refused(exc)
+                no_outage(exc)
+                self._unavailable_at = time.monotonic()
                 if self._stop_requested:
                     raise
                 wait = next(waits)
@@ -129,7 +157,10 @@ class RecoveringWorker(SimpleWorker):
 
         Each queue under a lock that expires with the maintenance interval: RQ's lasts 899 s, and a
         worker killed or paused while cleaning would stop the re-queueing of lost jobs for 15 minutes.
+        Not within `lost_after` s of an outage: no worker could beat during it, and live ones must first.
         """
+        if time.monotonic() - self._unavailable_at < self.lost_after:
+            return  # last_cleaned_at unchanged: the next look tries again
         self._recover_lost_workers()
         for queue in self.queues:
             if self.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=self.maintenance_interval):
@@ -232,4 +263,5 @@ class RecoveringWorker(SimpleWorker):
                     pipe.expire(self.key, self.worker_ttl)
                     pipe.execute()
         except RedisError as exc:
+            self._unavailable_at = time.monotonic()
             self.log.warning("Worker %s: heartbeat failed: %s", self.name, exc)

@@ -160,7 +160,8 @@ class TrendsWorker(FencedWorker):
             job.meta["error"] = f"{job.id}: refused: its data is not JSON"
             job.retries_left = 0
             self.log.warning("Worker %s: job %s from queue %s: %s", self.name, job.id, job.origin, job.meta["error"])
-            self.connection.hincrby(JOB_STATS_KEY, f"{job.origin}:refused", 1)
+            with self._unless_unavailable("the count of a refused job"):
+                self.connection.hincrby(JOB_STATS_KEY, f"{job.origin}:refused", 1)
             return
         if not issubclass(exc_type, PutBack):  # one that gave up has its message from _gave_up
             job.meta["error"] = failure_message(_symbol_of(job), exc_type, job.timeout, exc_value)

@@ -23,21 +23,24 @@ def rq_prefixes(job_class: type[Job], queue_class: type[Queue]) -> list[str]:
 # when every queue is empty. A job already in the list (taken, but its reply or registration lost to
 # a Redis error) comes first, so taking again after an error (redis-py retries commands) never strands
 # one. The worker is listed among those whose lists are recovered if they die, in the same step: a
-# worker back from a pause, delisted meanwhile, may take before its heartbeat lists it again. When
+# worker back from a pause, delisted meanwhile, may take before its heartbeat lists it again. Nothing
+# is written while every queue is empty, so a full Redis (which refuses writes) still lets it wait. When
 # every queue is empty, the doorbell's rings are all stale (each rang for a job that is taken now):
 # it is emptied (unless its key is given as ''), so idle workers block on it until the next enqueue.
 TAKE = """
 local function take(i)
   local inflight = KEYS[i]
-  redis.call('SADD', '""" + INFLIGHT_WORKERS_KEY + """', string.sub(inflight, #'""" + INFLIGHT_PREFIX + """' + 1))
   local held = redis.call('LINDEX', inflight, 0)
   if held then
     local origin = redis.call('HGET', ARGV[1] .. held, 'origin') or ''
     return {ARGV[2] .. origin, held, redis.call('HGETALL', ARGV[1] .. held)}
   end
   for q = i + 2, #KEYS do
-    local job_id = redis.call('LMOVE', KEYS[q], inflight, 'LEFT', 'RIGHT')
-    if job_id then return {KEYS[q], job_id, redis.call('HGETALL', ARGV[1] .. job_id)} end
+    if redis.call('LLEN', KEYS[q]) > 0 then
+      redis.call('SADD', '""" + INFLIGHT_WORKERS_KEY + """', string.sub(inflight, #'""" + INFLIGHT_PREFIX + """' + 1))
+      local job_id = redis.call('LMOVE', KEYS[q], inflight, 'LEFT', 'RIGHT')
+      return {KEYS[q], job_id, redis.call('HGETALL', ARGV[1] .. job_id)}
+    end
   end
   if KEYS[i + 1] ~= '' then redis.call('DEL', KEYS[i + 1]) end
   return false

@@ -28,6 +28,7 @@ HOOKS = {
     "set_state": ["state", "pipeline"],
     "check_for_suspension": ["burst"],
     "teardown": [],
+    "set_shutdown_requested_date": [],
     "serialize": [],
 }
 # RQ's private methods the worker calls, with the parameters it passes.

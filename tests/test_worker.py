@@ -3,6 +3,7 @@ import os
 import re
 import signal
 import threading
+import time
 
 import pytest
 from redis import Redis
@@ -344,3 +345,27 @@ def test_an_idle_worker_starts_a_bulk_job_when_it_is_queued_not_at_its_next_look
         asker.join()
     first = analysis_jobs(app.redis, created["id"])[0]
     assert first.origin == app.bulk_queue.name and first.get_status() == JobStatus.FINISHED
+
+
+def test_a_worker_whose_bulk_queue_is_paused_still_takes_an_interactive_job_at_once(app, client, monkeypatch):
+    """After a deferral pauses its bulk queue, a worker blocks on the interactive queue itself, not a one-second look."""
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
+    monkeypatch.setattr(fenced_worker, "IDLE_WAIT", 60)
+    worker = worker_of(app)
+    worker._paused_until[app.bulk_queue.name] = time.monotonic() + 3600
+    created = {}
+
+    def ask_once_the_worker_waits() -> None:
+        wait_until(lambda: app.redis.info("clients")["blocked_clients"] == 1, what="the idle worker to block")
+        created.update(client.post("/api/analyses", json={"symbols": ["AAPL"]}).json)
+
+    asker = threading.Thread(target=ask_once_the_worker_waits)
+    asker.start()
+    backstop = threading.Timer(15, os.kill, (os.getpid(), signal.SIGTERM))
+    backstop.start()
+    try:
+        assert worker.work(max_jobs=1, logging_level="WARNING")
+    finally:
+        backstop.cancel()
+        asker.join()
+    assert analysis_jobs(app.redis, created["id"])[0].get_status() == JobStatus.FINISHED
