@@ -6,7 +6,8 @@ own work is about 1 ms, so forking per job would cost most of the time. Without 
 imports a forked child re-imports pandas and scikit-learn for every job (~800 ms). Running
 the job in the worker process loses the fork's isolation, so this supervisor gives back what
 matters: one process per core, each restarted if it dies, and RQ's job timeout still applies
-(SIGALRM in-process). The worker class (jobs/worker.py) adds heartbeats while a job runs, so a
+(SIGALRM in-process). The worker class (jobs/worker.py, on jobs/fenced_worker.py and
+jobs/recovery.py) adds heartbeats while a job runs, so a
 lost worker's job runs again within seconds, and lets only a job's current attempt store its
 outcome.
 

@@ -4,7 +4,7 @@ RQ's data model is kept as it is (job hashes, result streams, registries), so rq
 RQ's own tools read it as usual. What changes, step by step of RQ's loop (rq/worker/base.py), and why:
 - take: never a bare pop. The job moves into this worker's in-flight list in one script
   (jobs/worker_scripts.py), interactive queue first; an idle worker blocks on the fleet's doorbell,
-  rung with every enqueue, so a job in any queue starts at once. A worker that dies or is paused
+  rung by the web app's claims, the reaper and recovery, so a job in any queue starts at once. A worker that dies or is paused
   while it holds a job not yet started is noticed, and the job goes back to the front of its queue.
 - register: the attempt is registered and the job marked started in one step, only if the job is
   still in this worker's in-flight list (not given back, deleted or cancelled meanwhile).
@@ -27,7 +27,7 @@ from rq.registry import StartedJobRegistry
 from rq.utils import now
 from rq.worker import DequeueStrategy, WorkerStatus
 
-from jobs.records import DOORBELL_KEY, REDIS_UNAVAILABLE, recorded
+from jobs.records import DOORBELL_KEY, INFLIGHT_WORKERS_KEY, REDIS_UNAVAILABLE, recorded
 from jobs.recovery import RecoveringWorker
 from jobs.worker_scripts import GUARDED_SCRIPT, TAKE_SCRIPT
 
@@ -104,6 +104,7 @@ class FencedWorker(RecoveringWorker):
         if len(queues) == len(self.queues):
             self.connection.blpop([DOORBELL_KEY], min(timeout, IDLE_WAIT))
         elif queues and queues[0] is self.queues[0]:  # later queues paused: the doorbell's rings are not all ours
+            self.connection.sadd(INFLIGHT_WORKERS_KEY, self.name)  # listed for recovery before it can hold a job
             self.connection.blmove(queues[0].key, self.inflight_key, min(timeout, IDLE_WAIT))  # taken by the next look
         else:
             time.sleep(min(timeout, IDLE_WAIT))
@@ -165,8 +166,12 @@ class FencedWorker(RecoveringWorker):
         self._after_job()
 
     def _after_job(self) -> None:
-        """Show the worker idle again (RQ's SimpleWorker does so after each job)."""
-        self.set_state(WorkerStatus.IDLE)
+        """Show the worker idle again: Redis has it already, written in the outcome's step (a round trip saved).
+
+        Only now does the worker stop counting as busy, so a SIGTERM during the outcome's write waits
+        for the job, as RQ means it to (a warm stop).
+        """
+        self._state = WorkerStatus.IDLE
 
     def _register(self, job: Job) -> Execution | None:
         """Register this attempt and mark the job started, atomically, if we still hold it in flight."""

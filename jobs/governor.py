@@ -122,7 +122,7 @@ class Governor:
         self._fetch.until = time.monotonic() + max(longest_wait, 0)
         if not interactive:
             longest_wait = min(longest_wait, self.bulk_horizon)
-        with self._put_back_while_unreachable():
+        with self._put_back_while_unavailable():
             reserved, wait_ms = self._reserve(longest_wait, "wait")
             if not reserved:
                 self._defer(wait_ms)
@@ -141,12 +141,12 @@ class Governor:
         if getattr(self._fetch, "paid", False):
             self._fetch.paid = False
             return True
-        with self._put_back_while_unreachable():
+        with self._put_back_while_unavailable():
             reserved, wait_ms = self._reserve(getattr(self._fetch, "until", 0) - time.monotonic(), "call")
             return bool(reserved) and self._sleep_to_slot(wait_ms, defer=False)
 
     @contextlib.contextmanager
-    def _put_back_while_unreachable(self) -> Iterator[None]:
+    def _put_back_while_unavailable(self) -> Iterator[None]:
         """Turn Redis unreachable or full into PutBack: no call goes without the fleet's budget, and the job keeps its retries."""
         try:
             yield
@@ -192,7 +192,7 @@ class Governor:
 
     def defer_after_429(self) -> None:
         """Put the job back after Yahoo answered 429: the cool-down that answer started decides when it comes back."""
-        with self._put_back_while_unreachable():
+        with self._put_back_while_unavailable():
             cooling = self.connection.pttl(self._keys[1])
             self._defer(cooling if cooling > 0 or cooling == -1 else int(self.cooldown * 1000))
 

@@ -7,10 +7,11 @@ RQ keeps each job and its result (`rq:job:ID`, `rq:results:ID`); ours are around
 - `trends:analysis:ID`               hash: what an async analysis asked (symbols, parameters, day, job ids)
 - `trends:analyses:open`             sorted set: analyses not yet answered in full, by creation time
 - `trends:prices:SOURCE:SYMBOL:DAY`  the price cache (jobs/sources.py CachedSource)
-- `trends:inflight:WORKER`, `trends:alive:WORKER`  jobs a worker has taken but not yet registered,
-                                     and its heartbeat (jobs/worker.py)
+- `trends:inflight:WORKER`, `trends:alive:WORKER`  jobs a worker has taken but not yet registered
+                                     (jobs/fenced_worker.py), and its heartbeat (jobs/recovery.py)
 - `trends:inflight-workers`          set: workers that may hold jobs in an in-flight list
-- `trends:doorbell`                  list: one ring per job queued; idle workers block on it (jobs/worker.py)
+- `trends:doorbell`                  list: one ring per job a claim queues; idle workers block on it
+                                     (jobs/fenced_worker.py)
 Imported by the web app too, so it must stay free of heavy imports.
 """
 import datetime as dt
@@ -21,8 +22,8 @@ from importlib.metadata import version
 
 from redis import Redis
 from redis.client import Pipeline
-from redis.exceptions import AuthenticationError, ExecAbortError, OutOfMemoryError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ExecAbortError, OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 VERSION = version("stock-trends")  # the project's, from its package metadata (pyproject.toml)
@@ -39,23 +40,15 @@ YAHOO_STATS_KEY = "trends:stats:yahoo"
 OPEN_ANALYSES_KEY = "trends:analyses:open"
 # What a Redis that cannot take writes now raises, unreachable or full (maxmemory reached; a MULTI
 # whose writes it refused is aborted whole): workers keep what they hold and wait it out, the
-# governor puts its job back. Handlers pass what they catch to `no_outage` first: a refused
-# password is a setting to fix, and a transaction aborted for another reason a fault to see.
+# governor puts its job back. The workers pass what they catch to jobs/recovery.py `no_outage` first:
+# a refused password is a setting to fix, and a transaction aborted for another reason a fault to see.
 REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ExecAbortError)
 INFLIGHT_PREFIX = "trends:inflight:"
 INFLIGHT_WORKERS_KEY = "trends:inflight-workers"
 DOORBELL_KEY = "trends:doorbell"
+RECOVERY_LOCK_KEY = "trends:inflight:recovery-lock"  # one worker at a time recovers lost workers' lists
 DOORBELL_RINGS = 1024  # at most this many rings wait: enough to wake every idle worker of a large fleet
 
-
-def refused_login(exc: BaseException) -> bool:
-    """Whether Redis refused this client's password (wrong or missing), not merely went away."""
-    return isinstance(exc, AuthenticationError)  # redis-py's for WRONGPASS, NOAUTH and AUTH without a password set
-
-
-def aborted_but_not_full(exc: BaseException) -> bool:
-    """Whether a transaction Redis aborted for another reason than a full Redis (a fault, not an outage)."""
-    return isinstance(exc, ExecAbortError) and "OOM" not in str(exc)
 
 
 def trading_day() -> str:

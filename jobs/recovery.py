@@ -21,13 +21,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis.client import Pipeline
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, ExecAbortError, RedisError
 from rq import SimpleWorker, worker_registration
 from rq.callbacks import execute_failure_callback
 from rq.exceptions import AbandonedJobError, NoSuchJobError, StopRequested
 from rq.executions import Execution
 from rq.job import Job
-from rq.job_lifecycle import record_job_failure
+from rq.job_lifecycle import call_exception_handlers, record_job_failure
 from rq.queue import Queue
 from rq.utils import current_timestamp, now
 
@@ -35,16 +35,14 @@ from config import Config, refuse_login
 from jobs.records import (
     DOORBELL_KEY,
     INFLIGHT_WORKERS_KEY,
+    RECOVERY_LOCK_KEY,
     REDIS_UNAVAILABLE,
-    aborted_but_not_full,
     alive_key,
     inflight_key,
     recorded,
-    refused_login,
 )
 from jobs.worker_scripts import REAP_SCRIPT, RECOVER_SCRIPT, rq_prefixes
 
-RECOVERY_LOCK_KEY = "trends:inflight:recovery-lock"
 MAX_RETRY_WAIT = 5  # seconds between tries at an unavailable Redis, at most: a held outcome lands soon after it is back
 
 
@@ -62,9 +60,9 @@ def no_outage(exc: BaseException) -> None:
     A refused password ends this process with exit 78, saying so (a setting to fix); a transaction
     aborted for another reason than a full Redis is raised again (a fault to see).
     """
-    if refused_login(exc):
+    if isinstance(exc, AuthenticationError):  # redis-py's for WRONGPASS, NOAUTH, and AUTH with no password set
         refuse_login(exc)
-    if aborted_but_not_full(exc):
+    if isinstance(exc, ExecAbortError) and "OOM" not in str(exc):
         raise exc
 
 
@@ -165,9 +163,9 @@ class RecoveringWorker(SimpleWorker):
         for queue in self.queues:
             if self.connection.set(queue.registry_cleaning_key, 1, nx=True, ex=self.maintenance_interval):
                 try:
-                    self.reap(queue)
-                    queue.finished_job_registry.cleanup()
-                    queue.failed_job_registry.cleanup()
+                    self.reap(queue)  # RQ's clean_registries, with its started registry's clean-up fenced
+                    for registry in (queue.finished_job_registry, queue.failed_job_registry, queue.deferred_job_registry):
+                        registry.cleanup()  # (ready and rate-limit registries: the project's jobs have neither)
                     worker_registration.clean_worker_registry(queue)
                 except (*REDIS_UNAVAILABLE, StopRequested):
                     raise
@@ -189,7 +187,12 @@ class RecoveringWorker(SimpleWorker):
             try:
                 job = self.job_class.fetch(registry.parse_job_id(member), connection=self.connection,
                                            serializer=self.serializer)
-            except NoSuchJobError:
+            except (*REDIS_UNAVAILABLE, StopRequested):
+                raise
+            except Exception as exc:  # gone, or a hash RQ cannot read: it must not hold up the attempts after it
+                if not isinstance(exc, NoSuchJobError):
+                    self.log.warning("Worker %s: dropped the expired attempt %s of an unreadable job: %r", self.name,
+                                     member, exc)
                 self.connection.zrem(registry.key, member)
                 continue
             retry = bool(job.retries_left and job.retries_left > 0)
@@ -209,6 +212,7 @@ class RecoveringWorker(SimpleWorker):
                     execute_failure_callback(job, self.death_penalty_class, AbandonedJobError, AbandonedJobError(), None)
                 except Exception:
                     self.log.exception("Worker %s: failure callback for job %s raised", self.name, job.id)
+                call_exception_handlers(self._exc_handlers, job, AbandonedJobError, AbandonedJobError(), None)
 
     def job_abandoned(self, job: Job, retried: bool, pipe: Pipeline) -> None:
         """Add writes for a job whose worker was lost to the reaper's step (a hook: the project counts it)."""

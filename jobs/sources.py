@@ -90,8 +90,6 @@ def _history(symbol: str, source: str, adjusted: bool, dates: ArrayLike, closes:
     return PriceHistory(symbol, [d.date() for d in frame.index], frame["close"].to_numpy(), source, adjusted)
 
 
-
-
 class YahooSource:
     """Yahoo Finance through yfinance: one year of daily bars per symbol.
 

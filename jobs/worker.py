@@ -2,7 +2,7 @@
 
 Round-trip savings, each measured in docs/performance.md and none needed for correctness:
 - the next job is taken in the round trip that writes the last one's outcome (unless `rq suspend`
-  is set), and the worker's "idle" state is written with it: two scripted round trips a job;
+  is set): two scripted round trips a job (the worker's "idle" state goes with the outcome, fenced_worker.py);
 - RQ's own heartbeat and suspension check, asked around every job, count at most once a second.
 The project's failures: symbol errors and timeouts fail the job without retries (the source
 already retried; a slow symbol would only be slow again); a dead worker's job is retried; a job the
@@ -52,7 +52,6 @@ class TrendsWorker(FencedWorker):
         self.give_up_after = give_up_after  # a job the price source's cool-downs held back this long fails instead
         self.source = source  # the price source's name, advertised in the worker's hash (and its name)
         self._suspension_checked_at = -1.0
-        self._idle_written = False  # whether the running job's outcome also wrote the worker's "idle" state
         self._outcome: str | None = None  # why the running job failed, once handle_exception has said (for /metrics)
         self._putting_back: PutBack | None = None  # the running job's way back to its queue, if the governor gave it no slot
         self._paused_until: dict[str, float] = {}  # queue name → when to take from it again, after a deferral
@@ -110,22 +109,6 @@ class TrendsWorker(FencedWorker):
         if own:
             self._next_taken = None
         return super()._give_back(name, own)
-
-    def _after_job(self) -> None:
-        """Show the worker idle; Redis has it already when it was written with the outcome."""
-        # Only now does the worker stop counting as busy, so a SIGTERM during the outcome's write waits
-        # for the job, as RQ means it to (a warm stop).
-        if self._idle_written:
-            self._state = WorkerStatus.IDLE
-        else:
-            super()._after_job()
-
-    def _store_if_current(self, job: Job, execution: Execution, store: Any, take_next: bool = True) -> bool:
-        """Store an outcome (FencedWorker); its write, applied or dropped, also wrote the worker's "idle" state."""
-        self._idle_written = False
-        stored = super()._store_if_current(job, execution, store, take_next)
-        self._idle_written = True
-        return stored
 
     # The project's failures and counts
 

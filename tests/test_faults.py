@@ -71,17 +71,22 @@ def test_a_job_taken_by_a_worker_paused_while_idle_runs_elsewhere_and_only_once(
                                                                                  start_workers):
     start_workers(redis_server.url, 2, PRICE_SOURCE="synthetic")
     client = create_app({"REDIS_URL": redis_server.url}).test_client()
-    victim = [w.name for w in Worker.all(connection=redis_client)][0]
+    victim, other = [w.name for w in Worker.all(connection=redis_client)]
     wait_until(lambda: redis_client.info("clients")["blocked_clients"] == 2, what="both workers to wait for a job")
     os.kill(worker_pid(victim), signal.SIGSTOP)
     try:
         # A ring the paused worker took costs the other at most its one-second look; the job runs there.
         url = client.post("/api/analyses", json={"symbols": ["IDLE0"]}).json["status_url"]
         wait_until(lambda: client.get(url).json["state"] == "finished", timeout=5, what="the other worker to run it")
-        # Paused just after its take moved a job into its in-flight list (as a take with an outcome does):
-        url = client.post("/api/analyses", json={"symbols": ["IDLE1"]}).json["status_url"]
-        queues = [f"rq:queue:{name}" for name in ("trends", "trends-bulk")]
-        taken = redis_client.eval(TAKE_SCRIPT, 4, f"trends:inflight:{victim}", "", *queues, "rq:job:", "rq:queue:")
+        # Paused just after its take moved a job into its in-flight list (as a take with an outcome does); the
+        # other worker is held meanwhile, so the job is the paused one's to hold:
+        os.kill(worker_pid(other), signal.SIGSTOP)
+        try:
+            url = client.post("/api/analyses", json={"symbols": ["IDLE1"]}).json["status_url"]
+            queues = [f"rq:queue:{name}" for name in ("trends", "trends-bulk")]
+            taken = redis_client.eval(TAKE_SCRIPT, 4, f"trends:inflight:{victim}", "", *queues, "rq:job:", "rq:queue:")
+        finally:
+            os.kill(worker_pid(other), signal.SIGCONT)
         assert taken and redis_client.llen(f"trends:inflight:{victim}") == 1
         wait_until(lambda: client.get(url).json["state"] == "finished", timeout=15,
                    what="the job the paused worker held to run elsewhere")
@@ -227,8 +232,8 @@ def test_a_redis_restart_while_a_job_runs_costs_neither_the_worker_nor_the_work(
     assert job.retries_left == Config.JOB_RETRIES, "the job ran once: no retry used up"
 
 
-# The worker tries again 1, 3, 7 and 15 s after the cut (jobs/worker.py), each outage ends between two tries:
-# a start cut off for 10 s (longer than WORKER_LOST_AFTER) lands at 15 s, after the worker's heartbeat thread has
+# The worker tries again 1, 3, 7 and 12 s after the cut (jobs/recovery.py), each outage ends between two tries:
+# a start cut off for 10 s (longer than WORKER_LOST_AFTER) lands at 12 s, after the worker's heartbeat thread has
 # said it is alive again (every 2 s); one whose reply was lost is found applied at 3 s, before its expiry (6 s).
 @pytest.mark.parametrize("write, mode, seconds, count", [
     ("list", "drop", 10, 2),  # the job's start, written late: with a fresh expiry, not taken for lost at once

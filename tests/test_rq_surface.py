@@ -2,8 +2,10 @@
 import inspect
 
 import pytest
-from rq import SimpleWorker
+import rq.job_lifecycle
+from rq import SimpleWorker, worker_registration
 from rq.job import Job
+from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.worker import DequeueStrategy
 
@@ -39,7 +41,7 @@ PRIVATE_CALLS = {
                                "execution_ended_at"],
 }
 # RQ's private attributes the worker and job class read or write.
-WORKER_ATTRIBUTES = ["_state", "_stop_requested", "_stopped_job_id"]
+WORKER_ATTRIBUTES = ["_state", "_stop_requested", "_stopped_job_id", "_exc_handlers", "executions", "last_cleaned_at"]
 JOB_ATTRIBUTES = ["_success_callback_name", "_failure_callback_name", "_stopped_callback_name"]
 
 
@@ -71,6 +73,16 @@ def test_each_private_rq_attribute_we_use_is_still_there(app, client):
     for name in JOB_ATTRIBUTES:
         assert hasattr(job, name), f"RQ's job no longer has {name}: jobs/job_class.py reads it to refuse foreign code"
     assert StartedJobRegistry.parse_job_id("a-job:an-execution") == "a-job", "the reaper parses RQ's registry entries"
+
+
+def test_the_public_rq_names_our_loop_and_reaper_rely_on_are_still_there():
+    assert isinstance(SimpleWorker.dequeue_timeout, property), "RQ's dequeue_timeout (the socket timeout) changed"
+    assert parameters(rq.job_lifecycle.record_job_failure) == ["job", "exc_string", "pipeline"], (
+        "rq.job_lifecycle.record_job_failure changed: the fenced reaper records a lost job's failure with it")
+    assert parameters(rq.job_lifecycle.call_exception_handlers) == ["handlers", "job", "exc_info"], (
+        "rq.job_lifecycle.call_exception_handlers changed: the reaper runs the worker's handlers with it")
+    assert parameters(worker_registration.register) == ["worker", "pipeline"], "RQ's worker_registration.register changed"
+    assert isinstance(Queue.registry_cleaning_key, property), "RQ's Queue.registry_cleaning_key changed"
 
 
 def test_redis_py_pipelines_still_keep_their_commands_where_we_read_them(app):

@@ -179,7 +179,7 @@ def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str,
             entry_id, payload = entries[-1]
             cursors[key] = entry_id
             result = Result.restore(job_of[key], entry_id.decode(), payload, connection=redis, serializer=SERIALIZER)
-            if result.type in FINAL_RESULTS:  # only the job's current attempt writes one (jobs/worker.py)
+            if result.type in FINAL_RESULTS:  # only the job's current attempt writes one (jobs/fenced_worker.py)
                 outcomes[job_of[key]] = result
                 del cursors[key]
 
