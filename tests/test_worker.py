@@ -322,28 +322,34 @@ def test_what_rqs_loop_asks_of_redis_between_jobs_does_not_end_the_worker_while_
                                                                "maintenance skipped"]
 
 
-def test_an_idle_worker_starts_a_bulk_job_when_it_is_queued_not_at_its_next_look(app, client, monkeypatch):
-    """The fleet's doorbell, not a poll: with a minute between an idle worker's looks, a bulk job still starts at once."""
-    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
-    monkeypatch.setattr(fenced_worker, "IDLE_WAIT", 60)
-    worker = worker_of(app)
-    symbols = [f"BULK{n}" for n in range(app.config["BULK_THRESHOLD"] + 1)]
+def ask_once_it_waits(app, client, worker: TrendsWorker, symbols: list[str]) -> list:
+    """Run `worker` for one job, with a minute between its looks for work, asking for `symbols` once it blocks.
+
+    Gives the analysis's jobs. Only a wake by the ask can start the job before the 15 s backstop.
+    """
     created = {}
 
-    def ask_once_the_worker_waits() -> None:
+    def ask() -> None:
         wait_until(lambda: app.redis.info("clients")["blocked_clients"] == 1, what="the idle worker to block")
         created.update(client.post("/api/analyses", json={"symbols": symbols}).json)
 
-    asker = threading.Thread(target=ask_once_the_worker_waits)
+    asker = threading.Thread(target=ask)
     asker.start()
-    backstop = threading.Timer(15, os.kill, (os.getpid(), signal.SIGTERM))  # a poll a minute away would meet this
+    backstop = threading.Timer(15, os.kill, (os.getpid(), signal.SIGTERM))  # a look a minute away would meet this
     backstop.start()
     try:
         assert worker.work(max_jobs=1, logging_level="WARNING")
     finally:
         backstop.cancel()
         asker.join()
-    first = analysis_jobs(app.redis, created["id"])[0]
+    return analysis_jobs(app.redis, created["id"])
+
+
+def test_an_idle_worker_starts_a_bulk_job_when_it_is_queued_not_at_its_next_look(app, client, monkeypatch):
+    """The fleet's doorbell, not a poll: with a minute between an idle worker's looks, a bulk job still starts at once."""
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
+    monkeypatch.setattr(fenced_worker, "IDLE_WAIT", 60)
+    first = ask_once_it_waits(app, client, worker_of(app), [f"BULK{n}" for n in range(app.config["BULK_THRESHOLD"] + 1)])[0]
     assert first.origin == app.bulk_queue.name and first.get_status() == JobStatus.FINISHED
 
 
@@ -353,19 +359,4 @@ def test_a_worker_whose_bulk_queue_is_paused_still_takes_an_interactive_job_at_o
     monkeypatch.setattr(fenced_worker, "IDLE_WAIT", 60)
     worker = worker_of(app)
     worker._paused_until[app.bulk_queue.name] = time.monotonic() + 3600
-    created = {}
-
-    def ask_once_the_worker_waits() -> None:
-        wait_until(lambda: app.redis.info("clients")["blocked_clients"] == 1, what="the idle worker to block")
-        created.update(client.post("/api/analyses", json={"symbols": ["AAPL"]}).json)
-
-    asker = threading.Thread(target=ask_once_the_worker_waits)
-    asker.start()
-    backstop = threading.Timer(15, os.kill, (os.getpid(), signal.SIGTERM))
-    backstop.start()
-    try:
-        assert worker.work(max_jobs=1, logging_level="WARNING")
-    finally:
-        backstop.cancel()
-        asker.join()
-    assert analysis_jobs(app.redis, created["id"])[0].get_status() == JobStatus.FINISHED
+    assert ask_once_it_waits(app, client, worker, ["AAPL"])[0].get_status() == JobStatus.FINISHED
