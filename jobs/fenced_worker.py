@@ -264,6 +264,7 @@ class FencedWorker(RecoveringWorker):
             return True
         self.log.warning("Worker %s: job %s was given up on and queued again while this attempt ran; its outcome "
                          "is dropped", self.name, job.id)
+
         def end_now() -> None:
             with self.connection.pipeline() as pipe:  # a new one each try: redis-py empties it after an error
                 end(pipe)

@@ -121,8 +121,7 @@ class RecoveringWorker(SimpleWorker):
         try:
             yield
         except REDIS_UNAVAILABLE as exc:
-            no_outage(exc)
-            self._unavailable_at = time.monotonic()
+            self._note_outage(exc)
             self.log.warning("Worker %s: %s skipped: Redis unavailable (%s)", self.name, what, exc)
 
     def _until_written(self, what: str, write: Callable[[], Any]) -> Any:
@@ -132,14 +131,18 @@ class RecoveringWorker(SimpleWorker):
             try:
                 return write()
             except REDIS_UNAVAILABLE as exc:
-                no_outage(exc)
-                self._unavailable_at = time.monotonic()
+                self._note_outage(exc)
                 if self._stop_requested:
                     raise
                 wait = next(waits)
                 self.log.error("Worker %s: Redis unavailable (%s) while writing %s; keeping it, retrying in %g s",
                                self.name, exc, what, wait)
                 time.sleep(wait)
+
+    def _note_outage(self, exc: BaseException) -> None:
+        """Act on an error that is no outage (no_outage); else remember when Redis was last unavailable (reaping waits)."""
+        no_outage(exc)
+        self._unavailable_at = time.monotonic()
 
     def _start_beating(self) -> None:
         """Start the heartbeat thread, once: it beats whether the worker is idle or busy."""
