@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 from limits import parse as parse_rate_limit
 
+from jobs.connection import SENTINEL_SCHEME, is_sentinel_url, sentinel_service
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # One line per record in every process: web app, workers and `make run` write to the same journal.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -80,7 +82,8 @@ def _bool(name: str, default: bool) -> bool:
 class Config:
     """The settings, as class attributes: Flask reads them with `from_object`, workers and scripts directly."""
 
-    REDIS_URL = _str("REDIS_URL", "redis://127.0.0.1:6379/0")
+    REDIS_URL = _str("REDIS_URL", "redis://127.0.0.1:6379/0")  # or redis+sentinel://... (jobs/connection.py)
+    REDIS_SENTINEL_PASSWORD = _str("REDIS_SENTINEL_PASSWORD", "")  # the sentinels' own, if they ask one
     PRICE_SOURCE = _str("PRICE_SOURCE", "yahoo")  # yahoo, synthetic or csv:DIR
     HOST = _str("HOST", "127.0.0.1")  # the web app's address
     PORT = _int("PORT", 5000)
@@ -199,8 +202,13 @@ def _out_of_range(settings: Mapping[str, Any]) -> list[str]:
 def _malformed(settings: Mapping[str, Any]) -> list[str]:
     """Each text setting that does not have its expected form."""
     problems = []
-    if urlsplit(settings["REDIS_URL"]).scheme not in ("redis", "rediss", "unix"):
-        problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+    if urlsplit(settings["REDIS_URL"]).scheme not in ("redis", "rediss", "unix", SENTINEL_SCHEME):
+        problems.append("REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://")
+    elif is_sentinel_url(settings["REDIS_URL"]):
+        try:
+            sentinel_service(settings["REDIS_URL"])
+        except ValueError as exc:
+            problems.append(f"REDIS_URL: {exc}")
     source = settings["PRICE_SOURCE"]
     if not re.fullmatch(r"yahoo|synthetic|csv:.+", source):
         problems.append(f"PRICE_SOURCE must be yahoo, synthetic or csv:DIR, got {source!r}")

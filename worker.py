@@ -34,6 +34,7 @@ from rq import Worker
 
 from config import LOG_FORMAT, REFUSED, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, refuse_to_start, settings_of
 from jobs import analysis, tasks
+from jobs.connection import connect
 from jobs.job_class import SERIALIZER, never_unpickle, trends_queues
 from jobs.records import REDIS_UNAVAILABLE, VERSION
 from jobs.recovery import no_outage, redis_retry_waits
@@ -67,7 +68,7 @@ def run_worker(supervisor: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only; it stops workers one signal at a time
     stop_with_parent(supervisor)  # a worker never runs on without its supervisor
-    connection = Redis.from_url(Config.REDIS_URL)
+    connection = connect(Config.REDIS_URL, Config.REDIS_SENTINEL_PASSWORD)
     wait_for_redis(connection)
     source = source_name(Config.PRICE_SOURCE)
     worker = TrendsWorker(
@@ -217,7 +218,7 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(level=Config.LOG_LEVEL, stream=sys.stdout, format=LOG_FORMAT)
     load_the_calendar()
-    connection = Redis.from_url(Config.REDIS_URL)
+    connection = connect(Config.REDIS_URL, Config.REDIS_SENTINEL_PASSWORD)
     wait_for_redis(connection)
     refuse_a_mixed_fleet(connection)  # before the price source: a refused host makes no call to Yahoo
     connection.close()  # the workers open their own

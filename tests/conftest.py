@@ -20,6 +20,7 @@ from rq.worker import Worker
 
 from config import ROOT
 from jobs import tasks
+from jobs.connection import connect
 from jobs.job_class import SERIALIZER
 from jobs.records import record_key
 from jobs.sources import CsvSource, SyntheticSource
@@ -190,7 +191,7 @@ class Workers:
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(commands()["worker"], cwd=ROOT, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
-        self.client = Redis.from_url(redis_url)
+        self.client = connect(redis_url)  # a Sentinel group's URL too
         try:
             wait_until(lambda: len(self.names()) >= count, timeout=30, what=f"{count} workers to register")
         except AssertionError:

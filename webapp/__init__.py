@@ -5,9 +5,9 @@ from typing import Any
 import orjson
 from flask import Flask, Response
 from flask.json.provider import DefaultJSONProvider
-from redis import Redis
 
 from config import LOG_FORMAT, Config, check_settings
+from jobs.connection import connect
 from jobs.job_class import never_unpickle, trends_queues
 from webapp import api, errors, ops, page, security
 
@@ -46,9 +46,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=app.config["LOG_LEVEL"], format=LOG_FORMAT)
 
     # One pool for the process; short timeouts so a dead Redis becomes a quick 503, not a hang.
-    app.redis = Redis.from_url(
-        app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
-    )
+    app.redis = connect(app.config["REDIS_URL"], app.config["REDIS_SENTINEL_PASSWORD"],
+                        socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
     app.interactive_queue, app.bulk_queue = app.queues = trends_queues(app.redis, app.config)
     errors.register_error_handlers(app)
     limiter = security.protect(app, api.bp)

@@ -202,7 +202,8 @@ def mount_dashboard(app: Flask, limiter: Limiter) -> None:
     if not password:
         return  # /rq stays a 404: never an open dashboard
     rq_dashboard.web.config.serializer = JSONSerializer  # our jobs are JSON; never unpickle
-    app.config["RQ_DASHBOARD_REDIS_URL"] = app.config["REDIS_URL"]
+    app.config["RQ_DASHBOARD_REDIS_URL"] = app.config["REDIS_URL"]  # rq-dashboard reads redis+sentinel:// too
+    app.config["RQ_DASHBOARD_REDIS_SENTINEL_PASSWORD"] = app.config["REDIS_SENTINEL_PASSWORD"] or None
     rq_dashboard.web.setup_rq_connection(app)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
     guard_dashboard(app, limiter)

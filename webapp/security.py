@@ -10,6 +10,7 @@ from redis import Redis
 from rq import Queue
 from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, ServiceUnavailable, TooManyRequests
 
+from jobs.connection import limiter_storage
 from webapp.validation import TrendsRequest
 
 # The page runs only its own scripts and styles, and may not be framed.
@@ -23,11 +24,12 @@ BACKLOG_RETRY_AFTER = 30  # seconds a bulk request refused for the backlog is to
 
 def protect(app: Flask, api_blueprint: Blueprint) -> Limiter:
     """Rate-limit polling per client address and add security headers to every answer; return the limiter."""
+    storage_uri, storage_options = limiter_storage(app.config["REDIS_URL"], app.config["REDIS_SENTINEL_PASSWORD"])
     limiter = Limiter(
         get_remote_address,  # behind a reverse proxy, wrap the app in werkzeug's ProxyFix first
         app=app,
-        storage_uri=app.config["REDIS_URL"],
-        storage_options={"key_prefix": "trends:limits"},  # inside the project's ACL key space
+        storage_uri=storage_uri,
+        storage_options={"key_prefix": "trends:limits", **storage_options},  # inside the project's ACL key space
         strategy="moving-window",
         swallow_errors=True,  # Redis down: the request itself then answers 503
         headers_enabled=True,
