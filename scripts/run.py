@@ -17,6 +17,7 @@ from types import FrameType
 from urllib.parse import quote, urlsplit
 
 from config import ROOT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, is_loopback
+from jobs.connection import is_sentinel_url
 from scripts.procfile import commands, stop_with_parent
 from scripts.redis_server import answers, refuse_if_login_refused
 
@@ -108,6 +109,10 @@ def start_redis_unless_one_answers() -> Part | None:
     """Start this machine's Redis (with a password) unless REDIS_URL already answers; exit if it is another host's."""
     if answers(Config.REDIS_URL):
         return None
+    if is_sentinel_url(Config.REDIS_URL):
+        refuse_if_login_refused(Config.REDIS_URL)
+        raise SystemExit("no primary answers for the Sentinel group REDIS_URL names; start the group, or check its "
+                         "sentinels and service name")
     url = urlsplit(Config.REDIS_URL)
     if url.password or not is_loopback(url.hostname or "127.0.0.1"):  # not ours to give a password to
         refuse_if_login_refused(Config.REDIS_URL)

@@ -2,14 +2,16 @@
 
 Real servers: the embedded valkey-server as a primary and a replica, and as three sentinels.
 """
+import os
 import subprocess
+import sys
 
 import pytest
 from redis import Redis
 from rq import Worker
 
 from scripts.redis_server import server_binary
-from tests.conftest import RedisServer, WebServer, free_port, http_json, wait_until
+from tests.conftest import ROOT, RedisServer, WebServer, free_port, http_json, wait_until
 
 PASSWORD = "sentinel-test-password"
 SERVICE = "trends"
@@ -100,3 +102,14 @@ def test_every_process_follows_the_primary_through_a_failover_without_a_restart(
     new_primary = Redis(port=group.primary_port(), password=PASSWORD)
     assert {w.name for w in Worker.all(connection=new_primary)} == names
 
+
+
+@pytest.mark.parametrize("script, code, said", [
+    ("scripts/redis_server.py", 78, "make redis runs one server, on REDIS_URL's port: REDIS_URL names a Sentinel group"),
+    ("scripts/run.py", 1, "no primary answers for the Sentinel group REDIS_URL names"),
+])
+def test_make_redis_and_make_run_say_what_to_do_with_a_sentinel_url_that_answers_nothing(script, code, said, tmp_path):
+    env = dict(os.environ, REDIS_URL=f"redis+sentinel://127.0.0.1:{free_port()}/{SERVICE}", REDIS_DATA_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == code and said in done.stderr, (done.returncode, done.stderr[-500:])
+    assert "Traceback" not in done.stderr
