@@ -26,8 +26,8 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 
 venv: $(VENV)/.installed ## create the virtualenv with the pinned requirements
 
-run: venv ## the whole system on this machine: Redis (if none answers), workers, web app
-	$(PY) -m scripts.run
+run: venv ## the whole system on this machine: Redis (if none answers), workers, web app; HA=1: a Sentinel group for Redis
+	$(PY) -m scripts.run $(if $(HA),--ha)
 
 demo: venv ## `make run` with synthetic prices (no network needed); SOURCE=simulated-yahoo: yfinance against a local simulated Yahoo
 	$(if $(filter simulated-yahoo,$(SOURCE)),$(PY) -m scripts.run --simulated-yahoo,PRICE_SOURCE=synthetic $(PY) -m scripts.run)
@@ -40,6 +40,9 @@ worker: venv ## WORKERS worker processes (default: one per core) against REDIS_U
 
 redis: venv ## only the Redis server for REDIS_URL's port, persistent in REDIS_DATA_DIR
 	$(PY) -m scripts.procfile redis
+
+sentinel: venv ## a Redis Sentinel on SENTINEL_PORT watching SENTINEL_MONITOR (docs/operations.md "Redis Sentinel")
+	$(PY) -m scripts.sentinel
 
 test-system: ## Debian packages the tests use: headless Chromium, and a TLS-capable redis-server (apt, as root)
 	@command -v chromium >/dev/null && command -v redis-server >/dev/null || \

@@ -151,6 +151,15 @@ class Config:
     REDIS_TLS_CERT = _str("REDIS_TLS_CERT", "")  # all three, or none: the port then speaks TLS only
     REDIS_TLS_KEY = _str("REDIS_TLS_KEY", "")
     REDIS_TLS_CA = _str("REDIS_TLS_CA", "")
+    # A Sentinel group (scripts/sentinel.py; docs/operations.md "Redis Sentinel"). `make redis` with
+    # REDIS_REPLICAOF=HOST:PORT runs a replica of it; with REDIS_HA=1 (or as a replica) a server of a group.
+    REDIS_HA = _bool("REDIS_HA", False)
+    REDIS_REPLICAOF = _str("REDIS_REPLICAOF", "")
+    SENTINEL_MONITOR = _str("SENTINEL_MONITOR", "127.0.0.1:6379")  # `make sentinel`: the group's first primary
+    SENTINEL_PORT = _int("SENTINEL_PORT", 26379)
+    SENTINEL_SERVICE = _str("SENTINEL_SERVICE", "trends")
+    SENTINEL_DOWN_AFTER_MS = _int("SENTINEL_DOWN_AFTER_MS", 5000)  # silent this long, a primary is replaced
+    SENTINEL_QUORUM = _int("SENTINEL_QUORUM", 2)  # sentinels that must agree it is down (of three)
 
 
 # A worker asked to stop finishes its job; one still running this long after is told again (worker.py).
@@ -185,6 +194,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "PORT": (1, 65535), "WORKERS": (1, 1024), "WORKER_NICE": (0, 19), "BULK_THRESHOLD": (1, 10_000), "MAX_SYMBOLS": (1, 10_000),
     "TRENDS_TIMEOUT": (1, 3600), "JOB_TIMEOUT": (1, 3600), "RESULT_CACHE_TTL": (1, 86_400),
     "PRICE_CACHE_TTL": (0, 86_400), "RESULT_TTL": (2, 7 * 86_400), "JOB_RETRIES": (0, 10), "WORKER_TTL": (10, 3600),
+    "SENTINEL_PORT": (1, 65535), "SENTINEL_DOWN_AFTER_MS": (500, 600_000), "SENTINEL_QUORUM": (1, 100),
     "WORKER_LOST_AFTER": (3, 3600), "MAINTENANCE_INTERVAL": (1, 3600), "MAX_BACKLOG": (1, 10_000_000),
     "MAX_QUEUE_WAIT": (1, 86_400), "MAX_CONTENT_LENGTH": (1024, 100_000_000), "YAHOO_TIMEOUT": (1, 300),
     "YAHOO_RETRIES": (0, 10), "YAHOO_BACKOFF": (0, 60), "SYNTHETIC_LATENCY_MS": (0, 60_000),
@@ -218,6 +228,8 @@ def _malformed(settings: Mapping[str, Any]) -> list[str]:
         problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {settings['LOG_LEVEL']!r}")
     if not re.fullmatch(r"\d+([kmg]b?|b)?", settings["REDIS_MAXMEMORY"].lower()):
         problems.append(f"REDIS_MAXMEMORY must be a size such as 512mb or 1gb, got {settings['REDIS_MAXMEMORY']!r}")
+    problems += [f"{name} must be HOST:PORT, got {settings[name]!r}" for name in ("REDIS_REPLICAOF", "SENTINEL_MONITOR")
+                 if settings[name] and not re.fullmatch(r"[^\s:]+:\d{1,5}", settings[name])]
     problems += _malformed_yahoo(settings) + _positive_rate(settings)
     for name in ("RATE_LIMIT_SYMBOLS", "RATE_LIMIT_POLL", "DASHBOARD_LOGIN_LIMIT", "YAHOO_RATE"):
         try:

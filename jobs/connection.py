@@ -11,8 +11,28 @@ from urllib.parse import unquote, urlsplit
 
 import redis_sentinel_url
 from redis import Redis
+from redis._parsers.base import BaseParser
+from redis.client import Pipeline
+from redis.commands.core import Script
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 SENTINEL_SCHEME = "redis+sentinel"
+REPLICA_WAIT_MS = 2000  # how long a write the client is promised waits for a replica's acknowledgement
+
+
+class NoReplicasError(RedisConnectionError):
+    """A primary refused a write: no replica acknowledges its writes (min-replicas-to-write), or it is cut off."""
+
+
+class NotReplicatedError(RedisConnectionError):
+    """No replica acknowledged a write in REPLICA_WAIT_MS: it may not survive a failover, so it is not promised."""
+
+
+# redis-py turns the error codes it knows into exception classes and leaves NOREPLICAS a plain
+# ResponseError. As a connection error it is what it is to the project, an outage to wait out (the
+# workers) or answer 503 for (the web app), and redis-py drops the connection, so the next one asks
+# the sentinels for the primary again. Reaches inside redis-py: pinned by tests/test_sentinel.py.
+BaseParser.EXCEPTION_CLASSES["NOREPLICAS"] = NoReplicasError
 
 
 def is_sentinel_url(url: str) -> bool:
@@ -57,3 +77,32 @@ def connect(url: str, sentinel_password: str = "", **options: Any) -> Redis:
                         "socket_connect_timeout": options.get("socket_connect_timeout", 2)}
     _, client = redis_sentinel_url.connect(url, sentinel_options=sentinel_options, client_options=options)
     return client
+
+
+def replicated(pipe: Pipeline, replicas: int) -> list:
+    """Send `pipe` (no MULTI) and wait until `replicas` replicas have its writes (WAIT, on the same connection).
+
+    Gives the replies of the pipeline's own commands; NotReplicatedError if too few replicas acknowledged
+    them in REPLICA_WAIT_MS. With `replicas` 0 (one server, no group) it only sends the pipeline.
+    """
+    if replicas:
+        pipe.wait(replicas, REPLICA_WAIT_MS)
+    replies = pipe.execute()
+    if replicas and replies[-1] < replicas:
+        raise NotReplicatedError(f"only {replies[-1]} of {replicas} replicas acknowledged the write in "
+                                 f"{REPLICA_WAIT_MS} ms")
+    return replies[:-1] if replicas else replies
+
+
+def run_script(script: Script, keys: list, args: list, replicas: int) -> Any:
+    """Run `script`; with `replicas`, also wait until that many replicas have its writes (`replicated`)."""
+    if not replicas:
+        return script(keys=keys, args=args)
+    pipe = script.registered_client.pipeline(transaction=False)
+    script(keys=keys, args=args, client=pipe)
+    return replicated(pipe, replicas)[0]
+
+
+def replicas_to_wait_for(url: str) -> int:
+    """How many replicas a promised write waits for: one in a Sentinel group, none on a single server."""
+    return 1 if is_sentinel_url(url) else 0

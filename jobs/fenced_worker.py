@@ -27,6 +27,7 @@ from rq.registry import StartedJobRegistry
 from rq.utils import now
 from rq.worker import DequeueStrategy, WorkerStatus
 
+from jobs.connection import run_script
 from jobs.records import DOORBELL_KEY, INFLIGHT_WORKERS_KEY, REDIS_UNAVAILABLE, recorded
 from jobs.recovery import RecoveringWorker
 from jobs.worker_scripts import GUARDED_SCRIPT, TAKE_SCRIPT
@@ -38,8 +39,10 @@ Taken = tuple[bytes, bytes, list[bytes]]  # a taken job's queue key, id and hash
 class FencedWorker(RecoveringWorker):
     """SimpleWorker (no fork per job) that never loses a job it took and lets only a job's current attempt store its outcome."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, replicas: int = 0, **kwargs: Any) -> None:
+        """`replicas`: how many replicas must acknowledge a job's start and outcome before the worker goes on (WAIT)."""
         super().__init__(*args, **kwargs)
+        self.replicas = replicas
         self._take = self.connection.register_script(TAKE_SCRIPT)
         self._guarded = self.connection.register_script(GUARDED_SCRIPT)
 
@@ -228,7 +231,9 @@ class FencedWorker(RecoveringWorker):
             if recording is None or record_each_try:
                 recording = recorded(self.connection, bookkeeping)
             count, words = recording
-            reply = self._guarded(keys=[key, *(take_keys or [])], args=[*self.prefixes, kind, member, count, *words])
+            # In a Sentinel group, a replica has it before the worker goes on: a failover cannot undo it.
+            reply = run_script(self._guarded, [key, *(take_keys or [])], [*self.prefixes, kind, member, count, *words],
+                               self.replicas)
             if not take_keys:
                 return reply == 1
             self.taken_with_outcome(tuple(reply[1]) if reply[1] else None)

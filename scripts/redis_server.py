@@ -25,10 +25,12 @@ def server_binary() -> str:
 
 
 def server_command(port: int, data_dir: str, bind: str = "127.0.0.1", password: str | None = None,
-                   acl_file: str | None = None, tls: dict[str, str] | None = None, binary: str | None = None) -> list[str]:
+                   acl_file: str | None = None, tls: dict[str, str] | None = None, binary: str | None = None,
+                   extra: list[str] | None = None) -> list[str]:
     """Write `data_dir/server.conf` for a persistent server on `bind:port`; return the command that runs it.
 
-    tls: {"cert": ..., "key": ..., "ca": ...} serves TLS only on `port`.
+    tls: {"cert": ..., "key": ..., "ca": ...} serves TLS only on `port`. extra: more lines (a Sentinel
+    group's server: `group_server_lines`).
     """
     # noeviction: when full, Redis refuses writes (the web app answers 503) and never drops a queued job.
     lines = [f"bind {bind}", f"dir {data_dir}", "appendonly yes", "appendfsync everysec", 'save ""',
@@ -39,11 +41,32 @@ def server_command(port: int, data_dir: str, bind: str = "127.0.0.1", password: 
         lines.append(f"requirepass {password}")
     if acl_file:
         lines.append(f"aclfile {acl_file}")
+    lines += extra or []
     os.makedirs(data_dir, exist_ok=True)
     path = os.path.join(data_dir, "server.conf")
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as conf:
         conf.write("\n".join(lines) + "\n")
     return [binary or server_binary(), path]
+
+
+# A primary whose replicas have not acknowledged anything for this long refuses writes (NOREPLICAS).
+# Below the sentinels' SENTINEL_DOWN_AFTER_MS (5 s by default): a primary cut off or paused long
+# enough to be replaced takes no write on its return that the group would then drop (split brain).
+MIN_REPLICAS_MAX_LAG = 4
+
+
+def group_server_lines(password: str, replicaof: str = "") -> list[str]:
+    """Config lines of a Sentinel group's server: a replica of `replicaof` (HOST:PORT) if given, else its first primary.
+
+    Every server can become primary or replica: each knows the group's password (masterauth), and
+    a primary takes writes only while a replica acknowledges them (min-replicas-to-write).
+    """
+    lines = [f"masterauth {password}"] if password else []
+    lines += ["min-replicas-to-write 1", f"min-replicas-max-lag {MIN_REPLICAS_MAX_LAG}"]
+    if replicaof:
+        host, port = replicaof.rsplit(":", 1)
+        lines.append(f"replicaof {host} {port}")
+    return lines
 
 
 def answers(url: str) -> bool:
@@ -73,8 +96,10 @@ def main() -> None:
     tls = None
     if Config.REDIS_TLS_CERT:
         tls = {"cert": Config.REDIS_TLS_CERT, "key": Config.REDIS_TLS_KEY, "ca": Config.REDIS_TLS_CA}
+    extra = group_server_lines(Config.REDIS_REQUIREPASS, Config.REDIS_REPLICAOF) \
+        if Config.REDIS_HA or Config.REDIS_REPLICAOF else None
     command = server_command(urlsplit(Config.REDIS_URL).port or 6379, Config.REDIS_DATA_DIR, Config.REDIS_BIND,
-                             Config.REDIS_REQUIREPASS, Config.REDIS_ACL_FILE, tls)
+                             Config.REDIS_REQUIREPASS, Config.REDIS_ACL_FILE, tls, extra=extra)
     os.execv(command[0], command)
 
 

@@ -14,12 +14,13 @@ import subprocess
 import sys
 import time
 from types import FrameType
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from config import ROOT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, is_loopback
 from jobs.connection import is_sentinel_url
 from scripts.procfile import commands, stop_with_parent
-from scripts.redis_server import answers, refuse_if_login_refused
+from scripts.redis_server import answers, group_server_lines, refuse_if_login_refused, server_command
+from scripts.sentinel import group_url, sentinel_command
 
 FIRST_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
 
@@ -131,6 +132,51 @@ def start_redis_unless_one_answers() -> Part | None:
     return redis
 
 
+def start_sentinel_group() -> list[Part]:
+    """Start a primary, two replicas and three sentinels on this machine (`make run HA=1`); point REDIS_URL at them.
+
+    The servers listen on REDIS_URL's port and the two after it, the sentinels on SENTINEL_PORT and
+    the two after it, each with its data in REDIS_DATA_DIR. The password is the one `make run` keeps.
+    """
+    url = urlsplit(Config.REDIS_URL)
+    if is_sentinel_url(Config.REDIS_URL) or not is_loopback(url.hostname or "127.0.0.1"):
+        raise SystemExit("make run HA=1 starts its own Sentinel group on this machine: leave REDIS_URL at its "
+                         "redis://127.0.0.1:PORT/0 form (PORT is the first server's)")
+    password = unquote(urlsplit(with_local_password(Config.REDIS_URL, Config.REDIS_DATA_DIR)).password or "")
+    host, first = advertised_address(), url.port or 6379
+    parts = []
+    for n in range(3):  # the first server starts as the primary; the sentinels may make another one later
+        data_dir = os.path.join(Config.REDIS_DATA_DIR, f"server{n}")
+        lines = [f"logfile {data_dir}/server.log", *group_server_lines(password, f"{host}:{first}" if n else "")]
+        parts.append(Part(f"redis {first + n}", server_command(first + n, data_dir, Config.REDIS_BIND, password,
+                                                               extra=lines)))
+    sentinels = [f"{host}:{Config.SENTINEL_PORT + n}" for n in range(3)]
+    for n, sentinel in enumerate(sentinels):
+        data_dir = os.path.join(Config.REDIS_DATA_DIR, f"sentinel{n}")
+        command = sentinel_command(Config.SENTINEL_PORT + n, data_dir, f"{host}:{first}", password,
+                                   Config.REDIS_SENTINEL_PASSWORD, Config.REDIS_BIND, logfile=f"{data_dir}/sentinel.log")
+        parts.append(Part(f"sentinel {sentinel}", command))
+    os.environ["REDIS_URL"] = group_url(password, sentinels)
+    for _ in range(100):
+        if answers(os.environ["REDIS_URL"]):
+            say(f"\n  Redis: a Sentinel group, its logs in {Config.REDIS_DATA_DIR}/server*/ and sentinel*/. Other worker "
+                f"hosts: REDIS_URL='{group_url('PASSWORD', sentinels)}' make worker\n"
+                f"  (PASSWORD is in {Config.REDIS_DATA_DIR}/password)")
+            return parts
+        time.sleep(0.1)
+    for part in parts:
+        part.stop()
+    raise SystemExit("the Sentinel group did not answer within 10 s; see its output above")
+
+
+def advertised_address() -> str:
+    """Give the address the sentinels tell clients for the servers: loopback, unless REDIS_BIND opens them to others."""
+    bind = Config.REDIS_BIND.split()[0]
+    if is_loopback(bind):
+        return "127.0.0.1"
+    return socket.gethostbyname(socket.gethostname()) if bind in ("0.0.0.0", "::") else bind
+
+
 def start_simulated_yahoo() -> Part:
     """Start the simulated Yahoo (60 calls a minute, bursts of 100, as Yahoo's users report) and send Yahoo's calls to it."""
     with socket.socket() as probe:
@@ -147,7 +193,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="The whole system on this machine.")
     parser.add_argument("--simulated-yahoo", action="store_true",
                         help="fetch through yfinance from a local simulated Yahoo (scripts/simulated_yahoo.py)")
-    simulated_yahoo = parser.parse_args().simulated_yahoo
+    parser.add_argument("--ha", action="store_true", help="a Sentinel group (three servers, three sentinels) for Redis")
+    arguments = parser.parse_args()
+    simulated_yahoo = arguments.simulated_yahoo
     exit_on_bad_settings()
     parts: list[Part] = []
     stopping = False
@@ -161,8 +209,11 @@ def main() -> None:
     if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # under nohup, outlive the terminal as asked
         signal.signal(signal.SIGHUP, request_stop)  # its terminal closed: stop the parts too, rather than leave them running
     try:
-        redis = start_redis_unless_one_answers()
-        parts.extend([redis] if redis else [])
+        if arguments.ha:
+            parts.extend(start_sentinel_group())
+        else:
+            redis = start_redis_unless_one_answers()
+            parts.extend([redis] if redis else [])
         if simulated_yahoo:
             parts.append(start_simulated_yahoo())
         parts.append(Part("workers", commands()["worker"]))

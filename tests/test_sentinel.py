@@ -1,6 +1,6 @@
 """A Sentinel-managed Redis (redis+sentinel://): every process follows the primary through a failover, no restarts.
 
-Real servers: the embedded valkey-server as a primary and a replica, and as three sentinels.
+Real servers, as `make run HA=1` runs them: three Redis servers and three sentinels (the same binary, `--sentinel`).
 """
 import os
 import subprocess
@@ -10,52 +10,50 @@ import pytest
 from redis import Redis
 from rq import Worker
 
-from scripts.redis_server import server_binary
+from config import Config
+from scripts.redis_server import group_server_lines
+from scripts.sentinel import group_url, sentinel_command
 from tests.conftest import ROOT, RedisServer, WebServer, free_port, http_json, wait_until
 
 PASSWORD = "sentinel-test-password"
-SERVICE = "trends"
+SERVICE = Config.SENTINEL_SERVICE
 
 
 class SentinelGroup:
-    """A primary, a replica and three sentinels watching them (quorum 2, down after 1 s), all on loopback."""
+    """A Sentinel group as `make run HA=1` starts one: three servers, three sentinels, the shipped settings, on loopback."""
 
     def __init__(self, root):
-        self.servers = [RedisServer(str(root / name), f":{PASSWORD}", password=PASSWORD) for name in ("a", "b")]
-        self.sentinels: list[tuple[int, subprocess.Popen]] = []
-        for server in self.servers:
-            server.start()
-            Redis.from_url(server.url).config_set("masterauth", PASSWORD)  # either may be the other's replica
-        primary, replica = self.servers
-        Redis.from_url(replica.url).replicaof("127.0.0.1", primary.port)
-        wait_until(lambda: Redis.from_url(replica.url).info("replication").get("master_link_status") == "up",
-                   timeout=30, what="the replica to sync with the primary")
+        self.servers: list[RedisServer] = []
         for n in range(3):
-            port, folder = free_port(), root / f"sentinel{n}"
-            folder.mkdir()
-            conf = folder / "sentinel.conf"
-            conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
-                            f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} 2\n"
-                            f"sentinel auth-pass {SERVICE} {PASSWORD}\n"
-                            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-                            f"sentinel failover-timeout {SERVICE} 10000\n")
-            process = subprocess.Popen([server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.STDOUT)
-            self.sentinels.append((port, process))
-        hosts = ",".join(f"127.0.0.1:{port}" for port, _ in self.sentinels)
-        self.url = f"redis+sentinel://:{PASSWORD}@{hosts}/{SERVICE}/0"
-        wait_until(lambda: all(self._sees_replica(port) for port, _ in self.sentinels), timeout=30,
-                   what="every sentinel to know the primary and its replica")
+            replicaof = f"127.0.0.1:{self.servers[0].port}" if n else ""
+            self.servers.append(RedisServer(str(root / f"server{n}"), f":{PASSWORD}", password=PASSWORD,
+                                            extra=group_server_lines(PASSWORD, replicaof)))
+            self.servers[-1].start()
+        for replica in self.servers[1:]:
+            wait_until(lambda replica=replica: Redis.from_url(replica.url).info("replication").get("master_link_status")
+                       == "up", timeout=30, what="each replica to sync with the primary")
+        self.sentinels: list[tuple[int, subprocess.Popen]] = []
+        for n in range(3):
+            port = free_port()
+            command = sentinel_command(port, str(root / f"sentinel{n}"), f"127.0.0.1:{self.servers[0].port}", PASSWORD)
+            self.sentinels.append((port, subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)))
+        self.url = group_url(PASSWORD, [f"127.0.0.1:{port}" for port, _ in self.sentinels])
+        wait_until(lambda: all(self._sees_group(port) for port, _ in self.sentinels), timeout=30,
+                   what="every sentinel to know the primary, its replicas and the other sentinels")
 
     @staticmethod
-    def _sees_replica(port: int) -> bool:
+    def _sees_group(port: int) -> bool:
         try:
-            return len(Redis(port=port).sentinel_slaves(SERVICE)) == 1
+            sentinel = Redis(port=port)
+            return len(sentinel.sentinel_slaves(SERVICE)) == 2 and len(sentinel.sentinel_sentinels(SERVICE)) == 2
         except Exception:
             return False
 
     def primary_port(self) -> int:
-        return int(Redis(port=self.sentinels[0][0]).sentinel_get_master_addr_by_name(SERVICE)[1])
+        for port, process in self.sentinels:
+            if process.poll() is None:
+                return int(Redis(port=port).sentinel_get_master_addr_by_name(SERVICE)[1])
+        raise AssertionError("no sentinel is running")
 
     def stop(self) -> None:
         for _, process in self.sentinels:

@@ -24,6 +24,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.results import Result
 
+from jobs.connection import replicas_to_wait_for, replicated
 from jobs.job_class import SERIALIZER
 from jobs.records import DEFAULT_LEVEL, OPEN_ANALYSES_KEY, record_key, trading_day
 from webapp.shared_jobs import (
@@ -79,11 +80,11 @@ def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings:
     analysis_id = uuid.uuid4().hex
     record = {"symbols": json.dumps(request.symbols), "window": request.window, "horizon": request.horizon,
               "method": request.method, "level": request.level, "day": day, "jobs": json.dumps(ids)}
-    pipe = redis.pipeline(transaction=True)
+    pipe = redis.pipeline(transaction=False)  # in this order: the keeper finds no open analysis without its record
     pipe.hset(record_key(analysis_id), mapping=record)
     pipe.expire(record_key(analysis_id), settings["RESULT_TTL"])  # the keeper extends it while it is open
     pipe.zadd(OPEN_ANALYSES_KEY, {analysis_id: time.time()})
-    pipe.execute()
+    replicated(pipe, replicas_to_wait_for(settings["REDIS_URL"]))  # in a Sentinel group: no 202 a failover undoes
     return analysis_id
 
 

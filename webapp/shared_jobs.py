@@ -25,6 +25,7 @@ from rq.queue import EnqueueData
 from rq.results import Result
 from rq.utils import utcparse
 
+from jobs.connection import replicas_to_wait_for, run_script
 from jobs.job_class import ANALYZE_SYMBOL, SERIALIZER
 from jobs.records import APPLY_RECORDED, DEFAULT_LEVEL, DOORBELL_KEY, DOORBELL_RINGS, current_job_key, recorded, work_id
 from webapp.validation import TrendsRequest
@@ -105,7 +106,8 @@ def _claim_chunk(redis: Redis, claim: Script, queue: Queue, request: TrendsReque
             count, commands = recorded(redis, lambda pipe, i=i: queue.enqueue_many(
                 [_job_data(request, i, new[i], settings)], pipeline=pipe))
             words += [read[i] or "", new[i], count, *commands]
-        created = claim(keys=[pointers[i] for i in to_create], args=words)
+        created = run_script(claim, [pointers[i] for i in to_create], words,  # in a Sentinel group: on a replica too
+                             replicas_to_wait_for(settings["REDIS_URL"]))
         found.update({i: new[i] for i, made in zip(to_create, created) if made})
         # Another request created the others first: read their pointers again, and join theirs.
     return [found[i] for i in positions]
