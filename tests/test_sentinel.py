@@ -3,8 +3,10 @@
 Real servers, as `make run HA=1` runs them: three Redis servers and three sentinels (the same binary, `--sentinel`).
 """
 import os
+import signal
 import subprocess
 import sys
+import urllib.error
 
 import pytest
 from redis import Redis
@@ -38,7 +40,7 @@ class SentinelGroup:
             command = sentinel_command(port, str(root / f"sentinel{n}"), f"127.0.0.1:{self.servers[0].port}", PASSWORD)
             self.sentinels.append((port, subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)))
         self.url = group_url(PASSWORD, [f"127.0.0.1:{port}" for port, _ in self.sentinels])
-        wait_until(lambda: all(self._sees_group(port) for port, _ in self.sentinels), timeout=30,
+        wait_until(lambda: all(self._sees_group(port) for port, _ in self.sentinels), timeout=60,
                    what="every sentinel to know the primary, its replicas and the other sentinels")
 
     @staticmethod
@@ -100,6 +102,117 @@ def test_every_process_follows_the_primary_through_a_failover_without_a_restart(
     new_primary = Redis(port=group.primary_port(), password=PASSWORD)
     assert {w.name for w in Worker.all(connection=new_primary)} == names
 
+
+
+class Fleet:
+    """The real web app and two workers on the group's URL; an analysis followed through whatever the group does."""
+
+    def __init__(self, group: SentinelGroup, start_workers, tmp_path):
+        self.group = group
+        self.workers = start_workers(group.url, 2, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=100)
+        self.web = WebServer(group.url, tmp_path / "web.log", MAX_SYMBOLS=150, RATE_LIMIT_SYMBOLS="10000/minute")
+        self.names = self.workers.names()
+
+    def start(self, count: int) -> str:
+        created = http_json("POST", self.web.url + "/api/analyses", {"symbols": [f"F{n}" for n in range(count)]})
+        return created["id"]
+
+    def status(self, analysis_id: str) -> dict | None:
+        """The analysis's status, or None while Redis is unavailable (503); a 404 fails the test at once."""
+        try:
+            return http_json("GET", f"{self.web.url}/api/analyses/{analysis_id}")
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 503, f"an accepted analysis answered {refused.code}"
+            return None
+        except OSError:
+            return None
+
+    def wait_for(self, analysis_id: str, condition, what: str, timeout: float = 90) -> dict:
+        seen = {}
+
+        def met() -> bool:
+            body = self.status(analysis_id)
+            seen["body"] = body or seen.get("body")
+            return body is not None and condition(body)
+
+        wait_until(met, timeout=timeout, what=what)
+        return seen["body"]
+
+    def runs(self) -> int:
+        client = Redis(port=self.group.primary_port(), password=PASSWORD)
+        return sum(worker.successful_job_count + worker.failed_job_count for worker in Worker.all(connection=client))
+
+    def kill_primary(self) -> RedisServer:
+        primary = next(server for server in self.group.servers if server.port == self.group.primary_port())
+        primary.process.kill()
+        primary.process.wait()
+        wait_until(lambda: self.group.primary_port() != primary.port, timeout=30, what="the sentinels to promote a replica")
+        return primary
+
+    def check_finished(self, analysis_id: str, count: int, runs_before: int) -> None:
+        body = self.wait_for(analysis_id, lambda b: b["state"] in ("finished", "partial", "failed"), "the analysis to end")
+        assert body["state"] == "finished" and body["done"] == count, [s for s in body["symbols"] if s["state"] != "done"]
+        assert all("predictions" in symbol["result"] for symbol in body["symbols"])
+        assert self.runs() - runs_before == count, "each symbol ran once: no run lost, none repeated"
+        assert self.web.process.poll() is None and self.workers.names() == self.names, "the same processes, no restarts"
+
+    def stop(self) -> None:
+        self.web.stop()
+
+
+@pytest.fixture
+def fleet(group, start_workers, tmp_path):
+    fleet = Fleet(group, start_workers, tmp_path)
+    yield fleet
+    fleet.stop()
+
+
+def test_the_primary_killed_mid_analysis_loses_nothing_the_analysis_was_promised(fleet):
+    runs = fleet.runs()
+    analysis = fleet.start(150)
+    fleet.wait_for(analysis, lambda body: body["done"] >= 20, "the analysis to be under way")
+    fleet.kill_primary()
+    fleet.check_finished(analysis, 150, runs)
+
+
+def test_two_failovers_in_a_row_lose_nothing(fleet, group):
+    runs = fleet.runs()
+    analysis = fleet.start(150)
+    fleet.wait_for(analysis, lambda body: body["done"] >= 10, "the analysis to be under way")
+    first = fleet.kill_primary()
+    first.start()  # back as a replica of the new primary (the sentinels say so): three servers again
+    wait_until(lambda: Redis(port=group.primary_port(), password=PASSWORD).info("replication")["connected_slaves"] == 2,
+               timeout=30, what="the restarted server to replicate the new primary")
+    fleet.wait_for(analysis, lambda body: body["done"] >= 60, "the analysis to go on after the first failover")
+    fleet.kill_primary()
+    fleet.check_finished(analysis, 150, runs)
+
+
+def test_a_paused_primary_is_replaced_and_takes_no_write_that_is_lost(fleet, group):
+    """SIGSTOP past down-after, then SIGCONT: demoted, it refused writes meanwhile (min-replicas-max-lag), none lost."""
+    runs = fleet.runs()
+    analysis = fleet.start(150)
+    fleet.wait_for(analysis, lambda body: body["done"] >= 20, "the analysis to be under way")
+    paused = next(server for server in group.servers if server.port == group.primary_port())
+    paused.process.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: group.primary_port() != paused.port, timeout=30, what="the sentinels to promote a replica")
+    finally:
+        paused.process.send_signal(signal.SIGCONT)
+    wait_until(lambda: Redis.from_url(paused.url).info("replication")["role"] == "slave", timeout=30,
+               what="the old primary to be made a replica")
+    fleet.check_finished(analysis, 150, runs)
+
+
+def test_a_failover_with_one_sentinel_down_still_happens(fleet, group):
+    port, sentinel = group.sentinels[0]
+    sentinel.kill()
+    sentinel.wait()
+    runs = fleet.runs()
+    analysis = fleet.start(60)
+    fleet.wait_for(analysis, lambda body: body["done"] >= 10, "the analysis to be under way")
+    fleet.kill_primary()  # two sentinels left: the quorum of two is met
+    fleet.check_finished(analysis, 60, runs)
 
 
 @pytest.mark.parametrize("script, code, said", [

@@ -27,13 +27,23 @@ from rq.utils import utcparse
 
 from jobs.connection import replicas_to_wait_for, run_script
 from jobs.job_class import ANALYZE_SYMBOL, SERIALIZER
-from jobs.records import APPLY_RECORDED, DEFAULT_LEVEL, DOORBELL_KEY, DOORBELL_RINGS, current_job_key, recorded, work_id
+from jobs.records import (
+    APPLY_RECORDED,
+    DEFAULT_LEVEL,
+    DOORBELL_KEY,
+    DOORBELL_RINGS,
+    REDIS_UNAVAILABLE,
+    current_job_key,
+    recorded,
+    work_id,
+)
 from webapp.validation import TrendsRequest
 
 LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
 FINAL_RESULTS = {Result.Type.SUCCESSFUL, Result.Type.FAILED, Result.Type.STOPPED, Result.Type.MAX_RETRIES_EXCEEDED}
 FAILURE_REUSE_SECONDS = 10  # a failure is answered again for this long, then the symbol is retried
 WAIT_SLICE = 2.0  # seconds per blocking read: below the client's socket timeout
+UNAVAILABLE_PAUSE = 0.5  # seconds a wait pauses when Redis is unavailable, before it reads again
 READ_BATCH = 100  # result streams read at once while waiting: after the last result, at most this many are left to restore
 POINTER_TTL = 2 * 24 * 3600  # a work pointer outlives its day and any job it names
 FIRST_CHUNK, MAX_CHUNK = 16, 256  # symbols claimed at once: the first few start the workers, later ones cost fewer trips
@@ -189,9 +199,12 @@ def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str,
     while cursors and (remaining := deadline - time.monotonic()) > 0:
         batch = list(itertools.islice(cursors, READ_BATCH))
         last = batch.pop()
-        collect(redis.xread({last: cursors[last]}, block=max(1, int(min(remaining, WAIT_SLICE) * 1000))) or [])
-        if batch:
-            collect(redis.xread({key: cursors[key] for key in batch}) or [])
+        try:
+            collect(redis.xread({last: cursors[last]}, block=max(1, int(min(remaining, WAIT_SLICE) * 1000))) or [])
+            if batch:
+                collect(redis.xread({key: cursors[key] for key in batch}) or [])
+        except REDIS_UNAVAILABLE:  # a restart or a failover: the jobs go on, so the wait does too, in time
+            time.sleep(min(UNAVAILABLE_PAUSE, max(deadline - time.monotonic(), 0)))
     if cursors:
         collect(redis.xread(cursors) or [])
     return outcomes
