@@ -18,7 +18,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
-from config import ROOT
+from config import ROOT, Config
 from jobs import tasks
 from jobs.connection import connect
 from jobs.job_class import SERIALIZER
@@ -26,7 +26,8 @@ from jobs.records import record_key
 from jobs.sources import CsvSource, SyntheticSource
 from jobs.worker import TrendsWorker
 from scripts.procfile import commands
-from scripts.redis_server import answers, server_command
+from scripts.redis_server import answers, group_server_lines, server_command
+from scripts.sentinel import group_url, sentinel_command
 from webapp import create_app
 
 
@@ -244,6 +245,58 @@ def start_workers(tmp_path):
 def workers(redis_server, redis_client, price_dir, tmp_path, start_workers):
     """Two real worker processes against the test Redis, reading CSV prices from price_dir."""
     return start_workers(redis_server.url, 2, PRICE_SOURCE=f"csv:{price_dir}", YFINANCE_CACHE_DIR=tmp_path / "yfinance")
+
+
+class SentinelGroup:
+    """A Sentinel group as `make run HA=1` starts one: three servers, three sentinels, the shipped settings, on loopback."""
+
+    PASSWORD = "sentinel-test-password"
+
+    def __init__(self, root):
+        self.servers: list[RedisServer] = []
+        for n in range(3):
+            replicaof = f"127.0.0.1:{self.servers[0].port}" if n else ""
+            self.servers.append(RedisServer(str(root / f"server{n}"), f":{self.PASSWORD}", password=self.PASSWORD,
+                                            extra=group_server_lines(self.PASSWORD, replicaof)))
+            self.servers[-1].start()
+        for replica in self.servers[1:]:
+            wait_until(lambda replica=replica: Redis.from_url(replica.url).info("replication").get("master_link_status")
+                       == "up", timeout=30, what="each replica to sync with the primary")
+        self.sentinels: list[tuple[int, subprocess.Popen]] = []
+        for n in range(3):
+            port = free_port()
+            command = sentinel_command(port, str(root / f"sentinel{n}"), f"127.0.0.1:{self.servers[0].port}", self.PASSWORD)
+            self.sentinels.append((port, subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)))
+        self.url = group_url(self.PASSWORD, [f"127.0.0.1:{port}" for port, _ in self.sentinels])
+        wait_until(lambda: all(self._sees_group(port) for port, _ in self.sentinels), timeout=60,
+                   what="every sentinel to know the primary, its replicas and the other sentinels")
+
+    @staticmethod
+    def _sees_group(port: int) -> bool:
+        try:
+            sentinel = Redis(port=port)
+            service = Config.SENTINEL_SERVICE
+            return len(sentinel.sentinel_slaves(service)) == 2 and len(sentinel.sentinel_sentinels(service)) == 2
+        except Exception:
+            return False
+
+    def primary_port(self) -> int:
+        for port, process in self.sentinels:
+            if process.poll() is None:
+                return int(Redis(port=port).sentinel_get_master_addr_by_name(Config.SENTINEL_SERVICE)[1])
+        raise AssertionError("no sentinel is running")
+
+    def primary(self) -> Redis:
+        """A client of the server the sentinels call primary now."""
+        return Redis(port=self.primary_port(), password=self.PASSWORD)
+
+    def stop(self) -> None:
+        for _, process in self.sentinels:
+            process.kill()
+            process.wait()
+        for server in self.servers:
+            if server.process and server.process.poll() is None:
+                server.stop()
 
 
 class WebServer:

@@ -1,6 +1,7 @@
 """Operations: /livez for load balancers, /healthz for operators, /metrics (Prometheus text), rq-dashboard at /rq."""
 import hmac
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
+from redis.sentinel import Sentinel, SentinelConnectionPool
 from rq import Queue, worker_registration
 from rq.serializers import JSONSerializer
 
@@ -52,14 +54,43 @@ def healthz() -> Response | tuple[Response, int]:
     try:
         workers = fleet(current_app.redis)
         queues = {queue.name: queue_report(queue) for queue in current_app.queues}
+        redis = replication(current_app.redis)
     except RedisError as exc:
         return jsonify({"status": "error", "redis": False, "reason": f"Redis is unreachable: {exc}"}), 503
     body = {"status": "ok", "redis": True, "workers": len(workers), "hosts": _count(workers, "host"),
-            "sources": _count(workers, "source"), "versions": _count(workers, "version"), "queues": queues}
+            "sources": _count(workers, "source"), "versions": _count(workers, "version"), "queues": queues,
+            "replication": redis}
     if not workers:
         body.update(status="error", reason="no worker is alive: start some with `make worker`")
         return jsonify(body), 503
     return jsonify(body)
+
+
+def replication(redis: Redis) -> dict[str, object]:
+    """Give the server's role and its replicas with their lag (s); in a Sentinel group, the primary and failovers so far.
+
+    Failovers are the sentinels' configuration epoch for the service: one more with each failover.
+    """
+    info = redis.info("replication")
+    replicas = [{"address": f"{fields['ip']}:{fields['port']}", "state": fields.get("state"),
+                 "lag_seconds": fields.get("lag")}
+                for name, fields in info.items() if re.fullmatch(r"slave\d+", name) and isinstance(fields, dict)]
+    report: dict[str, object] = {"role": info.get("role"), "replicas": replicas}
+    pool = redis.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        host, port = pool.get_master_address()
+        report["primary"] = f"{host}:{port}"
+        report["failovers"] = _failovers(pool.sentinel_manager, pool.service_name)
+    return report
+
+
+def _failovers(sentinel: Sentinel, service: str) -> int | None:
+    for one in sentinel.sentinels:
+        try:
+            return int(one.sentinel_master(service)["config-epoch"])
+        except (RedisError, KeyError, ValueError):
+            continue
+    return None
 
 
 def fleet(redis: Redis) -> list[dict[str, str | None]]:
@@ -123,6 +154,7 @@ class RedisCollector(Collector):
         for labels, count in sorted(kinds.items()):
             workers.add_metric(list(labels), count)
         yield workers
+        yield from _replication(replication(self.redis))
 
     def _symbols(self, jobs: dict[str, float]) -> CounterMetricFamily:
         # Every outcome of every queue, 0 until it happens, so alerts can name them; and whatever else is counted.
@@ -180,6 +212,21 @@ def _yahoo(stats: dict[str, float]) -> Iterator[Metric]:
             families[counter].add_metric([egress], value)
     yield requests
     yield from families.values()
+
+
+def _replication(report: dict) -> Iterator[Metric]:
+    replicas = GaugeMetricFamily("trends_redis_replicas", "Replicas connected to the Redis primary.")
+    replicas.add_metric([], len(report["replicas"]))
+    yield replicas
+    lag = GaugeMetricFamily("trends_redis_replica_lag_seconds", "Seconds since each replica last acknowledged the primary.",
+                            labels=["replica"])
+    for replica in report["replicas"]:
+        lag.add_metric([replica["address"]], float(replica["lag_seconds"] or 0))
+    yield lag
+    if report.get("failovers") is not None:
+        failovers = CounterMetricFamily("trends_redis_failovers", "Failovers of the Sentinel group (its epoch).")
+        failovers.add_metric([], report["failovers"])
+        yield failovers
 
 
 def record_latency(app: Flask) -> None:
