@@ -27,6 +27,7 @@ import time
 import timeit
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from redis import Redis
@@ -38,6 +39,7 @@ from config import ROOT, Config
 from jobs.records import JOB_STATS_KEY, current_job_key, record_key, trading_day
 from jobs.sources import SyntheticSource
 from jobs.tasks import analyze_history
+from tests.conftest import SentinelGroup, WebServer, Workers
 from webapp.shared_jobs import work_ids
 from webapp.validation import TrendsRequest
 
@@ -279,6 +281,40 @@ def scaling_and_memory(project: Project, scratch: str) -> list[str]:
             ", ".join(f"{b:.0f} → {a:.0f} MB" for b, a in zip(before, after))]
 
 
+def high_availability(project: Project, scratch: str) -> list[str]:
+    """Notes: 1000 symbols on a Sentinel group (`make run HA=1`'s, shipped settings) against the single Redis,
+    alternating, and the time from the primary's kill -9 to the first request answered in full."""
+    group, parts = SentinelGroup(Path(scratch) / "sentinel-group"), []
+    try:
+        parts.append(Workers(group.url, os.path.join(scratch, "group-workers.log"), Config.WORKERS, **CHANGED))
+        parts.append(WebServer(group.url, os.path.join(scratch, "group-web.log"), WEB_PROCESSES=Config.WEB_PROCESSES,
+                               **CHANGED))
+        system = System("group", parts[-1].url, group.servers[0])
+        ask(system, 50)
+        times = side_by_side([project, system], 1000)
+        primary = next(server for server in group.servers if server.port == group.primary_port())
+        primary.process.kill()
+        killed = time.monotonic()
+        while True:
+            try:
+                answer(system, 1)
+                break
+            except (AssertionError, OSError):  # 503 until the web app and workers reach the new primary
+                assert time.monotonic() - killed < 120, "no request was answered within 120 s of the failover"
+                time.sleep(0.05)
+        outage = time.monotonic() - killed
+    finally:
+        for part in reversed(parts):
+            part.stop()
+        group.stop()
+    ratio = statistics.median(times["group"]) / statistics.median(times["project"])
+    return [f"- 1000 symbols on a Sentinel group (three servers, three sentinels; each claim, start and outcome "
+            f"acknowledged by a replica) against a single Redis, alternating: **{ratio:.2f}×** the time "
+            f"(group {spread(times['group'])} s, single {spread(times['project'])} s)",
+            f"- the primary killed (kill -9) to the first request answered in full: **{outage:.1f} s** "
+            f"(SENTINEL_DOWN_AFTER_MS {Config.SENTINEL_DOWN_AFTER_MS})"]
+
+
 def io_bound(project: Project) -> str:
     """Note: 100 symbols whose fetch takes 200 ms each, on IO_WORKERS workers, against the ideal time."""
     project.start_workers(IO_WORKERS, SYNTHETIC_LATENCY_MS=int(IO_LATENCY * 1000))
@@ -304,7 +340,7 @@ def report() -> str:
             cost_rows = costs(project, peer)
             peer.stop()  # the remaining cases are the project's alone
             notes = [one_symbol_phases(project), past_the_threshold(project), bulk_start(project),
-                     *scaling_and_memory(project, scratch), io_bound(project)]
+                     *scaling_and_memory(project, scratch), *high_availability(project, scratch), io_bound(project)]
         finally:
             for system in systems:
                 system.stop()

@@ -15,6 +15,7 @@ from redis._parsers.base import BaseParser
 from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 SENTINEL_SCHEME = "redis+sentinel"
 REPLICA_WAIT_MS = 2000  # how long a write the client is promised waits for a replica's acknowledgement
@@ -98,9 +99,15 @@ def run_script(script: Script, keys: list, args: list, replicas: int) -> Any:
     """Run `script`; with `replicas`, also wait until that many replicas have its writes (`replicated`)."""
     if not replicas:
         return script(keys=keys, args=args)
-    pipe = script.registered_client.pipeline(transaction=False)
-    script(keys=keys, args=args, client=pipe)
-    return replicated(pipe, replicas)[0]
+    connection = script.registered_client
+    pipe = connection.pipeline(transaction=False)  # not as a pipeline's script: redis-py would ask SCRIPT EXISTS first
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+    try:
+        return replicated(pipe, replicas)[0]
+    except NoScriptError:  # a new primary after a failover: its script cache starts empty
+        connection.script_load(script.script)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return replicated(pipe, replicas)[0]
 
 
 def replicas_to_wait_for(url: str) -> int:

@@ -113,7 +113,7 @@ class Fleet:
         body = self.wait_for(analysis_id, lambda b: b["state"] in ("finished", "partial", "failed"), "the analysis to end")
         assert body["state"] == "finished" and body["done"] == count, [s for s in body["symbols"] if s["state"] != "done"]
         assert all("predictions" in symbol["result"] for symbol in body["symbols"])
-        assert self.runs() - runs_before == count, "each symbol ran once: no run lost, none repeated"
+        assert self.runs() - runs_before == count, "one outcome a symbol: none lost, none repeated"
         assert self.web.process.poll() is None and self.workers.names() == self.names, "the same processes, no restarts"
 
     def stop(self) -> None:
