@@ -2,8 +2,13 @@
 
 Real servers, as `make run HA=1` runs them: three Redis servers and three sentinels (the same binary, `--sentinel`).
 """
+import base64
+import contextlib
+import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -13,7 +18,18 @@ import pytest
 from redis import Redis
 from rq import Worker
 
-from tests.conftest import ROOT, RedisServer, SentinelGroup, WebServer, free_port, http_json, wait_until
+from tests.conftest import (
+    ROOT,
+    RedisServer,
+    SentinelGroup,
+    WebServer,
+    children,
+    free_port,
+    http_json,
+    http_status,
+    process_running,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -30,7 +46,9 @@ def http_text(url: str) -> str:
 
 def test_every_process_follows_the_primary_through_a_failover_without_a_restart(group, start_workers, tmp_path):
     workers = start_workers(group.url, 2, PRICE_SOURCE="synthetic")
-    web = WebServer(group.url, tmp_path / "web.log")
+    web = WebServer(group.url, tmp_path / "web.log", DASHBOARD_USER="ops", DASHBOARD_PASSWORD="s3cret")
+    dashboard = urllib.request.Request(f"{web.url}/rq/0/data/workers.json",
+                                       headers={"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()})
     try:
         before = http_json("POST", web.url + "/get_trends", {"symbols": ["AAPL", "MSFT"]})
         assert before["status"] == "success"
@@ -57,6 +75,8 @@ def test_every_process_follows_the_primary_through_a_failover_without_a_restart(
         assert after["status"] == "ok"
         assert after["replication"]["primary"] == f"127.0.0.1:{group.primary_port()}" != health["primary"]
         assert after["replication"]["failovers"] == health["failovers"] + 1, "the sentinels' epoch: one failover"
+        workers_shown = json.load(urllib.request.urlopen(dashboard, timeout=10))["workers"]
+        assert len(workers_shown) == 2, "rq-dashboard follows the primary too"
     finally:
         web.stop()
     new_primary = group.primary()
@@ -184,3 +204,51 @@ def test_make_redis_and_make_run_say_what_to_do_with_a_sentinel_url_that_answers
     done = subprocess.run([sys.executable, script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == code and said in done.stderr, (done.returncode, done.stderr[-500:])
     assert "Traceback" not in done.stderr
+
+
+def free_ports_in_a_row(count: int) -> int:
+    """The first of `count` consecutive free loopback ports."""
+    for base in random.sample(range(20_000, 60_000, count), 200):
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + count):
+                    held.enter_context(socket.create_server(("127.0.0.1", port)))
+            return base
+        except OSError:
+            continue
+    raise AssertionError("no free ports in a row")
+
+
+def test_make_run_ha_runs_the_system_on_a_sentinel_group_and_stops_all_of_it(tmp_path):
+    first, sentinel, web_port = free_ports_in_a_row(3), free_ports_in_a_row(3), free_port()
+    env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{first}/0", SENTINEL_PORT=str(sentinel), PORT=str(web_port),
+               REDIS_DATA_DIR=str(tmp_path / "redis"), PRICE_SOURCE="synthetic", WORKERS="2")
+    log = open(tmp_path / "run.log", "w")
+    run = subprocess.Popen([sys.executable, "-m", "scripts.run", "--ha"], cwd=ROOT, env=env, stdout=log,
+                           stderr=subprocess.STDOUT)  # `make run HA=1`
+    url = f"http://127.0.0.1:{web_port}"
+    try:
+        wait_until(lambda: http_status(url + "/healthz") == 200, timeout=90, what="make run HA=1 to serve")
+        sentinels = ",".join(f"127.0.0.1:{port}" for port in range(sentinel, sentinel + 3))
+        said = (tmp_path / "run.log").read_text()
+        assert f"Other worker hosts: REDIS_URL='redis+sentinel://:PASSWORD@{sentinels}/trends/0' make worker" in said
+        assert http_json("POST", url + "/get_trends", {"symbols": ["AAPL"]})["status"] == "success"
+        replication = http_json("GET", url + "/healthz")["replication"]
+        assert replication["primary"] == f"127.0.0.1:{first}" and len(replication["replicas"]) == 2, replication
+        parts = children(run.pid)
+        assert len(parts) == 8, "three servers, three sentinels, the workers and the web app"
+        run.send_signal(signal.SIGINT)  # Ctrl-C
+        assert run.wait(timeout=90) == 0
+        wait_until(lambda: not any(process_running(pid) for pid in parts), what="every part to exit")
+    finally:
+        if run.poll() is None:
+            run.kill()
+        log.close()
+
+
+def test_make_sentinel_open_to_the_network_needs_a_password_of_its_own(tmp_path):
+    env = dict(os.environ, REDIS_BIND="0.0.0.0", REDIS_REQUIREPASS="group-password", REDIS_DATA_DIR=str(tmp_path),
+               REDIS_SENTINEL_PASSWORD="")
+    done = subprocess.run([sys.executable, "-m", "scripts.sentinel"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 78 and "set REDIS_SENTINEL_PASSWORD" in done.stderr, done.stderr[-500:]
