@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -18,6 +19,9 @@ import pytest
 from redis import Redis
 from rq import Worker
 
+from jobs.connection import NoReplicasError
+from jobs.records import REDIS_UNAVAILABLE
+from scripts.redis_server import group_server_lines
 from tests.conftest import (
     ROOT,
     RedisServer,
@@ -56,7 +60,7 @@ def test_every_process_follows_the_primary_through_a_failover_without_a_restart(
         on_primary = Redis.from_url(primary.url)
         assert on_primary.keys("trends:limits*"), "the rate limiter counts on the primary, through the sentinels"
         names = workers.names()
-        health = http_json("GET", web.url + "/healthz")["replication"]
+        health, read_at = http_json("GET", web.url + "/healthz")["replication"], time.monotonic()
         assert health["primary"] == f"127.0.0.1:{primary.port}" and len(health["replicas"]) == 2, health
         assert "trends_redis_replicas 2.0" in http_text(web.url + "/metrics")
         primary.process.kill()  # kill -9: no goodbye to the replica or the sentinels
@@ -75,6 +79,8 @@ def test_every_process_follows_the_primary_through_a_failover_without_a_restart(
         assert after["status"] == "ok"
         assert after["replication"]["primary"] == f"127.0.0.1:{group.primary_port()}" != health["primary"]
         assert after["replication"]["failovers"] == health["failovers"] + 1, "the sentinels' epoch: one failover"
+        unchanged = health["primary_for_seconds"] + time.monotonic() - read_at  # had the primary stayed
+        assert after["replication"]["primary_for_seconds"] < unchanged - 3, "counted from the failover"
         workers_shown = json.load(urllib.request.urlopen(dashboard, timeout=10))["workers"]
         assert len(workers_shown) == 2, "rq-dashboard follows the primary too"
     finally:
@@ -252,3 +258,18 @@ def test_make_sentinel_open_to_the_network_needs_a_password_of_its_own(tmp_path)
     done = subprocess.run([sys.executable, "-m", "scripts.sentinel"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 78 and "set REDIS_SENTINEL_PASSWORD" in done.stderr, done.stderr[-500:]
+
+
+def test_noreplicas_is_a_connection_error_to_every_client(tmp_path):
+    """jobs/connection.py teaches redis-py the NOREPLICAS error code: this fails, naming it, if an upgrade drops that."""
+    server = RedisServer(str(tmp_path / "alone"), extra=group_server_lines(""))  # a group's server with no replica
+    server.start()
+    try:
+        client = Redis.from_url(server.url)
+        for write in (lambda: client.set("k", 1), lambda: client.eval("return redis.call('SET', KEYS[1], 1)", 1, "k"),
+                      lambda: client.pipeline().set("k", 1).execute()):
+            with pytest.raises(NoReplicasError):
+                write()
+        assert issubclass(NoReplicasError, REDIS_UNAVAILABLE), "waited out by the workers, a 503 from the web app"
+    finally:
+        server.stop()

@@ -69,7 +69,8 @@ def healthz() -> Response | tuple[Response, int]:
 def replication(redis: Redis) -> dict[str, object]:
     """Give the server's role and its replicas with their lag (s); in a Sentinel group, the primary and failovers so far.
 
-    Failovers are the sentinels' configuration epoch for the service: one more with each failover.
+    Failovers are the sentinels' configuration epoch for the service: one more with each failover;
+    `primary_for_seconds`, since the sentinels saw the primary become one (the last failover, if any).
     """
     info = redis.info("replication")
     replicas = [{"address": f"{fields['ip']}:{fields['port']}", "state": fields.get("state"),
@@ -80,17 +81,20 @@ def replication(redis: Redis) -> dict[str, object]:
     if isinstance(pool, SentinelConnectionPool):
         host, port = pool.get_master_address()
         report["primary"] = f"{host}:{port}"
-        report["failovers"] = _failovers(pool.sentinel_manager, pool.service_name)
+        report.update(_sentinels_view(pool.sentinel_manager, pool.service_name))
     return report
 
 
-def _failovers(sentinel: Sentinel, service: str) -> int | None:
+def _sentinels_view(sentinel: Sentinel, service: str) -> dict[str, float | int]:
+    """Give the failovers so far (the epoch) and how long the primary has been one (s), as the first sentinel to answer says."""
     for one in sentinel.sentinels:
         try:
-            return int(one.sentinel_master(service)["config-epoch"])
+            state = one.sentinel_master(service)
+            return {"failovers": int(state["config-epoch"]),
+                    "primary_for_seconds": int(state["role-reported-time"]) / 1000}
         except (RedisError, KeyError, ValueError):
             continue
-    return None
+    return {}
 
 
 def fleet(redis: Redis) -> list[dict[str, str | None]]:
