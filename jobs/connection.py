@@ -15,10 +15,11 @@ from redis._parsers.base import BaseParser
 from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError
 
 SENTINEL_SCHEME = "redis+sentinel"
 REPLICA_WAIT_MS = 2000  # how long a write the client is promised waits for a replica's acknowledgement
+REPLICATION_MARK_KEY = "trends:replication-mark"  # written before a WAIT that must count every write so far
 
 
 class NoReplicasError(RedisConnectionError):
@@ -108,6 +109,22 @@ def run_script(script: Script, keys: list, args: list, replicas: int) -> Any:
         connection.script_load(script.script)
         pipe.evalsha(script.sha, len(keys), *keys, *args)
         return replicated(pipe, replicas)[0]
+
+
+def confirm_replicated(connection: Redis, replicas: int) -> None:
+    """Wait until `replicas` replicas have every write Redis took so far: the outcomes a web app read, before it tells them.
+
+    WAIT counts only this connection's writes; a mark written first (REPLICATION_MARK_KEY) makes it
+    count all. NotReplicatedError if too few acknowledge in time. A full Redis takes no mark: then skipped.
+    """
+    if not replicas:
+        return
+    pipe = connection.pipeline(transaction=False)
+    pipe.incr(REPLICATION_MARK_KEY)
+    try:
+        replicated(pipe, replicas)
+    except OutOfMemoryError:
+        return
 
 
 def replicas_to_wait_for(url: str) -> int:

@@ -27,7 +27,6 @@ from rq.registry import StartedJobRegistry
 from rq.utils import now
 from rq.worker import DequeueStrategy, WorkerStatus
 
-from jobs.connection import run_script
 from jobs.records import DOORBELL_KEY, INFLIGHT_WORKERS_KEY, REDIS_UNAVAILABLE, recorded
 from jobs.recovery import RecoveringWorker
 from jobs.worker_scripts import GUARDED_SCRIPT, TAKE_SCRIPT
@@ -39,10 +38,8 @@ Taken = tuple[bytes, bytes, list[bytes]]  # a taken job's queue key, id and hash
 class FencedWorker(RecoveringWorker):
     """SimpleWorker (no fork per job) that never loses a job it took and lets only a job's current attempt store its outcome."""
 
-    def __init__(self, *args: Any, replicas: int = 0, **kwargs: Any) -> None:
-        """`replicas`: how many replicas must acknowledge a job's outcome before the worker goes on (WAIT)."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.replicas = replicas
         self._take = self.connection.register_script(TAKE_SCRIPT)
         self._guarded = self.connection.register_script(GUARDED_SCRIPT)
 
@@ -231,12 +228,7 @@ class FencedWorker(RecoveringWorker):
             if recording is None or record_each_try:
                 recording = recorded(self.connection, bookkeeping)
             count, words = recording
-            # In a Sentinel group, an outcome is on a replica before the worker goes on: no failover undoes it
-            # (nor the start before it: replication keeps order). A start is not waited for (a third of the time
-            # a job takes there): lost in a failover, its job is queued again and runs again, as a lost worker's.
-            replicas = self.replicas if kind == "zset" else 0
-            reply = run_script(self._guarded, [key, *(take_keys or [])], [*self.prefixes, kind, member, count, *words],
-                               replicas)
+            reply = self._guarded(keys=[key, *(take_keys or [])], args=[*self.prefixes, kind, member, count, *words])
             if not take_keys:
                 return reply == 1
             self.taken_with_outcome(tuple(reply[1]) if reply[1] else None)

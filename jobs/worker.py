@@ -26,7 +26,6 @@ from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
 from config import Config
-from jobs.connection import replicas_to_wait_for
 from jobs.fenced_worker import FencedWorker, Taken
 from jobs.governor import PAUSED_RECHECK, PutBack
 from jobs.job_class import RefusedJobError, TrendsJob
@@ -46,9 +45,9 @@ class TrendsWorker(FencedWorker):
     job_class = TrendsJob
 
     def __init__(self, *args: Any, source: str = "", give_up_after: int = Config.YAHOO_GIVE_UP_AFTER,
-                 replicas: int = replicas_to_wait_for(Config.REDIS_URL), **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         """Defaults from config.py, so `rq worker -w jobs.worker.TrendsWorker` runs it with the project's settings."""
-        super().__init__(*args, replicas=replicas, **kwargs)
+        super().__init__(*args, **kwargs)
         source = source or source_name(Config.PRICE_SOURCE)
         self.give_up_after = give_up_after  # a job the price source's cool-downs held back this long fails instead
         self.source = source  # the price source's name, advertised in the worker's hash (and its name)

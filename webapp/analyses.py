@@ -24,7 +24,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from jobs.connection import replicas_to_wait_for, replicated
+from jobs.connection import confirm_replicated, replicas_to_wait_for, replicated
 from jobs.job_class import SERIALIZER
 from jobs.records import DEFAULT_LEVEL, OPEN_ANALYSES_KEY, record_key, trading_day
 from webapp.shared_jobs import (
@@ -59,6 +59,7 @@ def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Map
                                                                      serializer=SERIALIZER)))
     for symbol, job_id in late:
         objects[job_id] = error_object(symbol, _late_reason(jobs[job_id], timeout))
+    confirm_replicated(redis, replicas_to_wait_for(settings["REDIS_URL"]))  # in a Sentinel group: no failover undoes it
     return response_body([objects[job_id] for job_id in ids])
 
 
@@ -117,11 +118,12 @@ def write_cursor(positions: list[int]) -> str:
     return base64.urlsafe_b64encode(bitmap.to_bytes((bitmap.bit_length() + 7) // 8, "little")).decode().rstrip("=")
 
 
-def analysis_status(redis: Redis, analysis_id: str, since: str = "") -> dict[str, Any] | None:
+def analysis_status(redis: Redis, analysis_id: str, since: str = "", replicas: int = 0) -> dict[str, Any] | None:
     """Overall state, counts and per-symbol states and results, read from the jobs; None if unknown or expired.
 
     With the `since` cursor of an earlier answer, the results that answer carried are left out (their
     symbols keep their state): a poll carries only what is new. Raises CursorError for a cursor it did not give.
+    `replicas`: in a Sentinel group, new results are on a replica before they are told (no failover undoes them).
     """
     raw = redis.hgetall(record_key(analysis_id))
     if not raw:
@@ -136,6 +138,8 @@ def analysis_status(redis: Redis, analysis_id: str, since: str = "") -> dict[str
     entries = [_known_entry(symbol, status) if position in known else _entry(symbol, status, objects.get(job_id))
                for position, (symbol, job_id, status) in enumerate(zip(symbols, ids, statuses))]
     ended = [position for position, entry in enumerate(entries) if entry["state"] in ("done", "error")]
+    if any(position not in known for position in ended):
+        confirm_replicated(redis, replicas)
     return {
         "id": analysis_id,
         "state": _overall_state([entry["state"] for entry in entries]),

@@ -5,6 +5,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from rq import Queue
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound, RequestEntityTooLarge, UnsupportedMediaType
 
+from jobs.connection import replicas_to_wait_for
 from webapp import analyses
 from webapp.openapi import openapi_spec
 from webapp.security import admit
@@ -68,7 +69,8 @@ def create_analysis() -> tuple[Response, int, dict[str, str]]:
 def get_analysis(analysis_id: str) -> Response:
     """Show an analysis's state, counts and per-symbol results so far (those not in `since`); 404 once it is gone."""
     try:
-        status = analyses.analysis_status(current_app.redis, analysis_id, request.args.get("since", "")) \
+        status = analyses.analysis_status(current_app.redis, analysis_id, request.args.get("since", ""),
+                                          replicas_to_wait_for(current_app.config["REDIS_URL"])) \
             if ANALYSIS_ID.fullmatch(analysis_id) else None
     except analyses.CursorError as exc:
         raise BadRequest(str(exc)) from None
