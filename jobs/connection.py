@@ -15,11 +15,13 @@ from redis._parsers.base import BaseParser
 from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, OutOfMemoryError
+from redis.exceptions import NoScriptError
 
 SENTINEL_SCHEME = "redis+sentinel"
 REPLICA_WAIT_MS = 2000  # how long a write the client is promised waits for a replica's acknowledgement
-REPLICATION_MARK_KEY = "trends:replication-mark"  # written before a WAIT that must count every write so far
+# Published before a WAIT that must count every write so far (WAIT counts only the connection's own):
+# a PUBLISH reaches the replicas like a write and is taken while Redis is full, which a write is not.
+REPLICATION_MARK_CHANNEL = "trends:replication-mark"
 
 
 class NoReplicasError(RedisConnectionError):
@@ -106,25 +108,20 @@ def run_script(script: Script, keys: list, args: list, replicas: int) -> Any:
     try:
         return replicated(pipe, replicas)[0]
     except NoScriptError:  # a new primary after a failover: its script cache starts empty
-        connection.script_load(script.script)
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.eval(script.script, len(keys), *keys, *args)
         return replicated(pipe, replicas)[0]
 
 
-def confirm_replicated(connection: Redis, replicas: int) -> None:
-    """Wait until `replicas` replicas have every write Redis took so far: the outcomes a web app read, before it tells them.
+def confirmed(pipe: Pipeline, replicas: int) -> list:
+    """Send `pipe` (reads) and wait until `replicas` replicas have every write Redis took so far; give its replies.
 
-    WAIT counts only this connection's writes; a mark written first (REPLICATION_MARK_KEY) makes it
-    count all. NotReplicatedError if too few acknowledge in time. A full Redis takes no mark: then skipped.
+    On the same connection as the reads, so what they read is on a replica of the server they read it
+    from before anyone is told (NotReplicatedError if not in REPLICA_WAIT_MS). With `replicas` 0, only sends.
     """
     if not replicas:
-        return
-    pipe = connection.pipeline(transaction=False)
-    pipe.incr(REPLICATION_MARK_KEY)
-    try:
-        replicated(pipe, replicas)
-    except OutOfMemoryError:
-        return
+        return pipe.execute()
+    pipe.publish(REPLICATION_MARK_CHANNEL, 1)
+    return replicated(pipe, replicas)[:-1]
 
 
 def replicas_to_wait_for(url: str) -> int:

@@ -49,20 +49,30 @@ def server_command(port: int, data_dir: str, bind: str = "127.0.0.1", password: 
     return [binary or server_binary(), path]
 
 
-# A primary whose replicas have not acknowledged anything for this long refuses writes (NOREPLICAS).
-# Below the sentinels' SENTINEL_DOWN_AFTER_MS (5 s by default): a primary cut off or paused long
-# enough to be replaced takes no write on its return that the group would then drop (split brain).
-MIN_REPLICAS_MAX_LAG = 4
+def min_replicas_max_lag(down_after_ms: int = Config.SENTINEL_DOWN_AFTER_MS) -> int:
+    """Seconds without a replica's acknowledgement after which a primary refuses writes (NOREPLICAS).
+
+    Well below the sentinels' down-after (lag counts whole seconds, checked once a second): a primary
+    cut off or paused long enough to be replaced has stopped taking writes by then (split brain).
+    """
+    return max(1, down_after_ms // 1000 - 3)
+
+
+def first_start(data_dir: str) -> bool:
+    """Whether a server has never run with this data folder (then the group's replicas follow its first primary)."""
+    return not os.path.exists(os.path.join(data_dir, "server.conf"))
 
 
 def group_server_lines(password: str, replicaof: str = "") -> list[str]:
     """Config lines of a Sentinel group's server: a replica of `replicaof` (HOST:PORT) if given, else its first primary.
 
     Every server can become primary or replica: each knows the group's password (masterauth), and
-    a primary takes writes only while a replica acknowledges them (min-replicas-to-write).
+    a primary takes writes only while a replica acknowledges them (min-replicas-to-write). Give
+    `replicaof` at a server's first start only: later, the sentinels say whom it replicates (a
+    restarted server told to follow the first primary again would copy its stale data).
     """
     lines = [f"masterauth {password}"] if password else []
-    lines += ["min-replicas-to-write 1", f"min-replicas-max-lag {MIN_REPLICAS_MAX_LAG}"]
+    lines += ["min-replicas-to-write 1", f"min-replicas-max-lag {min_replicas_max_lag()}"]
     if replicaof:
         host, port = replicaof.rsplit(":", 1)
         lines.append(f"replicaof {host} {port}")
@@ -96,8 +106,8 @@ def main() -> None:
     tls = None
     if Config.REDIS_TLS_CERT:
         tls = {"cert": Config.REDIS_TLS_CERT, "key": Config.REDIS_TLS_KEY, "ca": Config.REDIS_TLS_CA}
-    extra = group_server_lines(Config.REDIS_REQUIREPASS, Config.REDIS_REPLICAOF) \
-        if Config.REDIS_HA or Config.REDIS_REPLICAOF else None
+    replicaof = Config.REDIS_REPLICAOF if first_start(Config.REDIS_DATA_DIR) else ""
+    extra = group_server_lines(Config.REDIS_REQUIREPASS, replicaof) if Config.REDIS_HA or Config.REDIS_REPLICAOF else None
     command = server_command(urlsplit(Config.REDIS_URL).port or 6379, Config.REDIS_DATA_DIR, Config.REDIS_BIND,
                              Config.REDIS_REQUIREPASS, Config.REDIS_ACL_FILE, tls, extra=extra)
     os.execv(command[0], command)

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 from config import ROOT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, is_loopback
 from jobs.connection import is_sentinel_url
 from scripts.procfile import commands, stop_with_parent
-from scripts.redis_server import answers, group_server_lines, refuse_if_login_refused, server_command
+from scripts.redis_server import answers, first_start, group_server_lines, refuse_if_login_refused, server_command
 from scripts.sentinel import group_url, sentinel_command
 
 FIRST_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
@@ -147,7 +147,8 @@ def start_sentinel_group() -> list[Part]:
     parts = []
     for n in range(3):  # the first server starts as the primary; the sentinels may make another one later
         data_dir = os.path.join(Config.REDIS_DATA_DIR, f"server{n}")
-        lines = [f"logfile {data_dir}/server.log", *group_server_lines(password, f"{host}:{first}" if n else "")]
+        replicaof = f"{host}:{first}" if n and first_start(data_dir) else ""  # later, the sentinels say
+        lines = [f"logfile {data_dir}/server.log", *group_server_lines(password, replicaof)]
         parts.append(Part(f"redis {first + n}", server_command(first + n, data_dir, Config.REDIS_BIND, password,
                                                                extra=lines)))
     sentinels = [f"{host}:{Config.SENTINEL_PORT + n}" for n in range(3)]
@@ -170,11 +171,16 @@ def start_sentinel_group() -> list[Part]:
 
 
 def advertised_address() -> str:
-    """Give the address the sentinels tell clients for the servers: loopback, unless REDIS_BIND opens them to others."""
+    """Give the address the sentinels tell clients for the servers: loopback, or REDIS_BIND's (one address, not a wildcard)."""
     bind = Config.REDIS_BIND.split()[0]
     if is_loopback(bind):
         return "127.0.0.1"
-    return socket.gethostbyname(socket.gethostname()) if bind in ("0.0.0.0", "::") else bind
+    if bind in ("0.0.0.0", "::") or len(Config.REDIS_BIND.split()) > 1:
+        raise SystemExit("make run HA=1 beyond loopback: set REDIS_BIND to the one address of this host other hosts "
+                         "reach it at (the sentinels give it to clients)")
+    if not Config.REDIS_SENTINEL_PASSWORD:
+        raise SystemExit(f"REDIS_BIND ({bind}) is not loopback: set REDIS_SENTINEL_PASSWORD, the sentinels' own password")
+    return bind
 
 
 def start_simulated_yahoo() -> Part:

@@ -26,7 +26,7 @@ def sentinel_command(port: int, data_dir: str, primary: str, password: str = "",
     path = os.path.join(data_dir, "sentinel.conf")
     if not os.path.exists(path):
         host, primary_port = primary.rsplit(":", 1)
-        lines = [f"port {port}", f"bind {bind}", f"dir {data_dir}",
+        lines = [f"port {port}", f"bind {bind}", f"dir {data_dir}", "sentinel resolve-hostnames yes",
                  f"sentinel monitor {service} {host} {primary_port} {quorum}",
                  f"sentinel down-after-milliseconds {service} {down_after_ms}",
                  f"sentinel failover-timeout {service} {max(FAILOVER_TIMEOUT_MS, 3 * down_after_ms)}",

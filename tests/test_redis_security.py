@@ -13,8 +13,8 @@ from tests.conftest import RedisServer
 from webapp import create_app
 
 ACL = """user default off
-user web on >web-password ~rq:* ~trends:* &rq:* +@all -@admin -@dangerous
-user worker on >worker-password ~rq:* ~trends:* &rq:* +@all -@admin -@dangerous
+user web on >web-password ~rq:* ~trends:* &rq:* &trends:* +@all -@admin -@dangerous
+user worker on >worker-password ~rq:* ~trends:* &rq:* &trends:* +@all -@admin -@dangerous
 """
 
 

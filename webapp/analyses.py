@@ -24,7 +24,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from jobs.connection import confirm_replicated, replicas_to_wait_for, replicated
+from jobs.connection import confirmed, replicas_to_wait_for, replicated
 from jobs.job_class import SERIALIZER
 from jobs.records import DEFAULT_LEVEL, OPEN_ANALYSES_KEY, record_key, trading_day
 from webapp.shared_jobs import (
@@ -59,7 +59,7 @@ def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Map
                                                                      serializer=SERIALIZER)))
     for symbol, job_id in late:
         objects[job_id] = error_object(symbol, _late_reason(jobs[job_id], timeout))
-    confirm_replicated(redis, replicas_to_wait_for(settings["REDIS_URL"]))  # in a Sentinel group: no failover undoes it
+    confirmed(redis.pipeline(transaction=False), replicas_to_wait_for(settings["REDIS_URL"]))  # in a group: on a replica
     return response_body([objects[job_id] for job_id in ids])
 
 
@@ -131,15 +131,13 @@ def analysis_status(redis: Redis, analysis_id: str, since: str = "", replicas: i
     record = {k.decode(): v.decode() for k, v in raw.items()}
     symbols, ids = json.loads(record["symbols"]), json.loads(record["jobs"])
     known = read_cursor(since, len(symbols))
-    statuses, outcomes = snapshot(redis, ids, known)
+    statuses, outcomes = snapshot(redis, ids, known, replicas)
     if any(statuses[position] in LIVE for position in known):  # a symbol not answered yet cannot be known
         raise CursorError()
     objects = result_objects(redis, symbols, ids, outcomes)
     entries = [_known_entry(symbol, status) if position in known else _entry(symbol, status, objects.get(job_id))
                for position, (symbol, job_id, status) in enumerate(zip(symbols, ids, statuses))]
     ended = [position for position, entry in enumerate(entries) if entry["state"] in ("done", "error")]
-    if any(position not in known for position in ended):
-        confirm_replicated(redis, replicas)
     return {
         "id": analysis_id,
         "state": _overall_state([entry["state"] for entry in entries]),

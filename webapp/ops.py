@@ -50,16 +50,20 @@ def livez() -> Response | tuple[Response, int]:
 
 @bp.get("/healthz")
 def healthz() -> Response | tuple[Response, int]:
-    """For operators: the fleet (workers per host, source and version; queues); 503 without Redis or a live worker."""
+    """For operators: the fleet (workers per host, source and version; queues; a Sentinel group's replication).
+
+    503 without Redis or a live worker.
+    """
     try:
         workers = fleet(current_app.redis)
         queues = {queue.name: queue_report(queue) for queue in current_app.queues}
-        redis = replication(current_app.redis)
+        redis_group = replication(current_app.redis)
     except RedisError as exc:
         return jsonify({"status": "error", "redis": False, "reason": f"Redis is unreachable: {exc}"}), 503
     body = {"status": "ok", "redis": True, "workers": len(workers), "hosts": _count(workers, "host"),
-            "sources": _count(workers, "source"), "versions": _count(workers, "version"), "queues": queues,
-            "replication": redis}
+            "sources": _count(workers, "source"), "versions": _count(workers, "version"), "queues": queues}
+    if redis_group:
+        body["replication"] = redis_group
     if not workers:
         body.update(status="error", reason="no worker is alive: start some with `make worker`")
         return jsonify(body), 503
@@ -67,30 +71,29 @@ def healthz() -> Response | tuple[Response, int]:
 
 
 def replication(redis: Redis) -> dict[str, object]:
-    """Give the server's role and its replicas with their lag (s); in a Sentinel group, the primary and failovers so far.
+    """In a Sentinel group, give the primary, its replicas with their lag (s) and the failovers so far; else nothing.
 
-    Failovers are the sentinels' configuration epoch for the service: one more with each failover;
-    `primary_for_seconds`, since the sentinels saw the primary become one (the last failover, if any).
+    `failover_epoch` is the sentinels' configuration epoch for the service, up by one or more with each
+    failover; `primary_for_seconds`, since the sentinels saw the primary become one (the last failover).
     """
+    pool = redis.connection_pool
+    if not isinstance(pool, SentinelConnectionPool):
+        return {}  # one server: nothing to report (and INFO is an admin command the web app's ACL user may lack)
     info = redis.info("replication")
     replicas = [{"address": f"{fields['ip']}:{fields['port']}", "state": fields.get("state"),
                  "lag_seconds": fields.get("lag")}
                 for name, fields in info.items() if re.fullmatch(r"slave\d+", name) and isinstance(fields, dict)]
-    report: dict[str, object] = {"role": info.get("role"), "replicas": replicas}
-    pool = redis.connection_pool
-    if isinstance(pool, SentinelConnectionPool):
-        host, port = pool.get_master_address()
-        report["primary"] = f"{host}:{port}"
-        report.update(_sentinels_view(pool.sentinel_manager, pool.service_name))
-    return report
+    host, port = pool.get_master_address()
+    return {"role": info.get("role"), "primary": f"{host}:{port}", "replicas": replicas,
+            **_sentinels_view(pool.sentinel_manager, pool.service_name)}
 
 
 def _sentinels_view(sentinel: Sentinel, service: str) -> dict[str, float | int]:
-    """Give the failovers so far (the epoch) and how long the primary has been one (s), as the first sentinel to answer says."""
+    """Give the group's epoch (up with each failover) and how long the primary has been one (s), as a sentinel says."""
     for one in sentinel.sentinels:
         try:
             state = one.sentinel_master(service)
-            return {"failovers": int(state["config-epoch"]),
+            return {"failover_epoch": int(state["config-epoch"]),
                     "primary_for_seconds": int(state["role-reported-time"]) / 1000}
         except (RedisError, KeyError, ValueError):
             continue
@@ -158,7 +161,9 @@ class RedisCollector(Collector):
         for labels, count in sorted(kinds.items()):
             workers.add_metric(list(labels), count)
         yield workers
-        yield from _replication(replication(self.redis))
+        report = replication(self.redis)
+        if report:
+            yield from _replication(report)
 
     def _symbols(self, jobs: dict[str, float]) -> CounterMetricFamily:
         # Every outcome of every queue, 0 until it happens, so alerts can name them; and whatever else is counted.
@@ -227,10 +232,16 @@ def _replication(report: dict) -> Iterator[Metric]:
     for replica in report["replicas"]:
         lag.add_metric([replica["address"]], float(replica["lag_seconds"] or 0))
     yield lag
-    if report.get("failovers") is not None:
-        failovers = CounterMetricFamily("trends_redis_failovers", "Failovers of the Sentinel group (its epoch).")
-        failovers.add_metric([], report["failovers"])
-        yield failovers
+    primary = GaugeMetricFamily("trends_redis_primary", "The Sentinel group's primary (1).", labels=["address"])
+    primary.add_metric([report["primary"]], 1)
+    yield primary
+    if report.get("failover_epoch") is not None:
+        epoch = CounterMetricFamily("trends_redis_failover_epoch", "The Sentinel group's epoch: up by one or more a failover.")
+        epoch.add_metric([], report["failover_epoch"])
+        yield epoch
+        since = GaugeMetricFamily("trends_redis_primary_for_seconds", "Since the sentinels saw the primary become one.")
+        since.add_metric([], report["primary_for_seconds"])
+        yield since
 
 
 def record_latency(app: Flask) -> None:

@@ -25,7 +25,7 @@ from rq.queue import EnqueueData
 from rq.results import Result
 from rq.utils import utcparse
 
-from jobs.connection import replicas_to_wait_for, run_script
+from jobs.connection import confirmed, replicas_to_wait_for, run_script
 from jobs.job_class import ANALYZE_SYMBOL, SERIALIZER
 from jobs.records import (
     APPLY_RECORDED,
@@ -205,18 +205,23 @@ def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str,
                 collect(redis.xread({key: cursors[key] for key in batch}) or [])
         except REDIS_UNAVAILABLE:  # a restart or a failover: the jobs go on, so the wait does too, in time
             time.sleep(min(UNAVAILABLE_PAUSE, max(deadline - time.monotonic(), 0)))
+            # A failover may have lost what was read from the old primary: read it all again, from the new one.
+            outcomes.clear()
+            cursors.clear()
+            cursors.update({Result.get_key(job_id): "0-0" for job_id in ids})
     if cursors:
         collect(redis.xread(cursors) or [])
     return outcomes
 
 
-def snapshot(redis: Redis, ids: list[str], known: frozenset[int] = frozenset()) -> tuple[list[JobStatus | None],
-                                                                                          dict[str, Result]]:
+def snapshot(redis: Redis, ids: list[str], known: frozenset[int] = frozenset(),
+             replicas: int = 0) -> tuple[list[JobStatus | None], dict[str, Result]]:
     """Read each job's status and, for those that are answered, the final outcome, in one round trip.
 
     RQ's `get_status` and `latest_result`, batched; no MULTI, which a full Redis refuses even for reads.
     A job is never deleted or reused, so an answered job's result is there until it expires.
     The outcomes of the jobs at the `known` positions (the reader has them already) are not read.
+    `replicas`: in a Sentinel group, what is read is on a replica before it is given (`confirmed`).
     """
     wanted = [position for position in range(len(ids)) if position not in known]
     pipe = redis.pipeline(transaction=False)
@@ -224,7 +229,7 @@ def snapshot(redis: Redis, ids: list[str], known: frozenset[int] = frozenset()) 
         pipe.hget(Job.key_for(job_id), "status")
     for position in wanted:
         pipe.xrevrange(Result.get_key(ids[position]), count=1)
-    replies = pipe.execute()
+    replies = confirmed(pipe, replicas)
     statuses = [JobStatus(raw.decode()) if raw else None for raw in replies[:len(ids)]]
     outcomes = {}
     for position, entries in zip(wanted, replies[len(ids):]):
