@@ -274,3 +274,23 @@ def test_noreplicas_is_a_connection_error_to_every_client(tmp_path):
         assert issubclass(NoReplicasError, REDIS_UNAVAILABLE), "waited out by the workers, a 503 from the web app"
     finally:
         server.stop()
+
+
+def test_nothing_is_told_to_a_client_before_a_replica_has_it(fleet, group):
+    """With both replicas paused, a new analysis and a poll with results answer 503, not what a failover could undo."""
+    finished = fleet.start(5)
+    fleet.wait_for(finished, lambda body: body["state"] == "finished", "a first analysis to finish")
+    replicas = [server for server in group.servers if server.port != group.primary_port()]
+    for replica in replicas:
+        replica.process.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            http_json("POST", fleet.web.url + "/api/analyses", {"symbols": ["UNSEEN"]})
+        assert refused.value.code == 503
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            http_json("GET", f"{fleet.web.url}/api/analyses/{finished}")
+        assert refused.value.code == 503
+    finally:
+        for replica in replicas:
+            replica.process.send_signal(signal.SIGCONT)
+    wait_until(lambda: fleet.status(finished) is not None, timeout=30, what="answers again once a replica acknowledges")
