@@ -209,16 +209,25 @@ def _out_of_range(settings: Mapping[str, Any]) -> list[str]:
             for name, (least, most) in _RANGES.items() if not least <= settings[name] <= most]
 
 
+def _malformed_redis_url(url: str) -> list[str]:
+    """Say what is wrong with REDIS_URL, if anything."""
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix", SENTINEL_SCHEME):
+        return ["REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://"]
+    if not is_sentinel_url(url):
+        return []
+    try:
+        sentinel_service(url)
+    except ValueError as exc:
+        return [f"REDIS_URL: {exc}"]
+    if any(mark in (urlsplit(url).password or "") for mark in "@,%"):
+        return ["REDIS_URL: a redis+sentinel:// password is read as written: it may not hold '@', ',' or '%'"]
+    return []
+
+
 def _malformed(settings: Mapping[str, Any]) -> list[str]:
     """Each text setting that does not have its expected form."""
     problems = []
-    if urlsplit(settings["REDIS_URL"]).scheme not in ("redis", "rediss", "unix", SENTINEL_SCHEME):
-        problems.append("REDIS_URL must start with redis://, rediss://, unix:// or redis+sentinel://")
-    elif is_sentinel_url(settings["REDIS_URL"]):
-        try:
-            sentinel_service(settings["REDIS_URL"])
-        except ValueError as exc:
-            problems.append(f"REDIS_URL: {exc}")
+    problems += _malformed_redis_url(settings["REDIS_URL"])
     source = settings["PRICE_SOURCE"]
     if not re.fullmatch(r"yahoo|synthetic|csv:.+", source):
         problems.append(f"PRICE_SOURCE must be yahoo, synthetic or csv:DIR, got {source!r}")

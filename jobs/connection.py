@@ -4,10 +4,11 @@
 the service they watch; the client asks them for the current primary and asks again after a
 failover (redis-py's Sentinel), so every process follows the primary without a restart. The form is
 rq-dashboard's (the same parser, `redis_sentinel_url`, reads it for both). The password is the data
-servers'; the sentinels' own, if they ask one, is REDIS_SENTINEL_PASSWORD.
+servers', taken as written (that parser does not percent-decode: a password for this URL holds no
+'@', ',' or '%'); it names no user. The sentinels' own password, if they ask one, is REDIS_SENTINEL_PASSWORD.
 """
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis_sentinel_url
 from redis import Redis
@@ -65,7 +66,7 @@ def limiter_storage(url: str, sentinel_password: str = "") -> tuple[str, dict[st
         return url, {}
     service, db = sentinel_service(url)
     parts = urlsplit(url)
-    options: dict[str, Any] = {"db": db, "use_replicas": False, "password": unquote(parts.password or "") or None,
+    options: dict[str, Any] = {"db": db, "use_replicas": False, "password": parts.password or None,  # as written
                                "sentinel_kwargs": {"password": sentinel_password or None}}
     return f"{SENTINEL_SCHEME}://{parts.netloc.rpartition('@')[2]}/{service}", options
 
