@@ -286,7 +286,8 @@ def test_nothing_is_told_to_a_client_before_a_replica_has_it(fleet, group):
     try:
         with pytest.raises(urllib.error.HTTPError) as refused:
             http_json("POST", fleet.web.url + "/api/analyses", {"symbols": ["UNSEEN"]})
-        assert refused.value.code == 503
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5"
+        assert "no replica acknowledging writes" in json.load(refused.value)["message"]
         with pytest.raises(urllib.error.HTTPError) as refused:
             http_json("GET", f"{fleet.web.url}/api/analyses/{finished}")
         assert refused.value.code == 503

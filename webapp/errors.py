@@ -8,6 +8,7 @@ from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from jobs.connection import NoReplicasError, NotReplicatedError
 from webapp.validation import InvalidRequestError
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,14 @@ def register_error_handlers(app: Flask) -> None:
     def redis_unreachable(exc: RedisConnectionError | RedisTimeoutError) -> tuple[Response, int]:
         log.warning("redis unreachable: %s", exc)
         return error_response(503, "The job queue (Redis) is unreachable; try again shortly")
+
+    @app.errorhandler(NoReplicasError)
+    @app.errorhandler(NotReplicatedError)
+    def redis_unreplicated(exc: RedisConnectionError) -> tuple[Response, int, dict[str, str]]:
+        log.warning("redis replication not acknowledged: %s", exc)
+        body, status = error_response(503, "The job queue (Redis) has no replica acknowledging writes just now (a "
+                                           "failover under way?), so it cannot promise to keep them; try again shortly")
+        return body, status, {"Retry-After": "5"}
 
     @app.errorhandler(OutOfMemoryError)
     def redis_full(exc: OutOfMemoryError) -> tuple[Response, int, dict[str, str]]:
