@@ -292,7 +292,7 @@ def high_availability(project: Project, scratch: str) -> list[str]:
         system = System("group", parts[-1].url, group.servers[0])
         ask(system, 50)
         times = side_by_side([project, system], 1000)
-        primary = next(server for server in group.servers if server.port == group.primary_port())
+        primary = group.primary_server()
         primary.process.kill()
         killed = time.monotonic()
         while True:

@@ -286,6 +286,11 @@ class SentinelGroup:
                 return int(Redis(port=port).sentinel_get_master_addr_by_name(Config.SENTINEL_SERVICE)[1])
         raise AssertionError("no sentinel is running")
 
+    def primary_server(self) -> RedisServer:
+        """The server the sentinels call primary now."""
+        port = self.primary_port()
+        return next(server for server in self.servers if server.port == port)
+
     def primary(self) -> Redis:
         """A client of the server the sentinels call primary now."""
         return Redis(port=self.primary_port(), password=self.PASSWORD)

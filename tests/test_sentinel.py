@@ -56,7 +56,7 @@ def test_every_process_follows_the_primary_through_a_failover_without_a_restart(
     try:
         before = http_json("POST", web.url + "/get_trends", {"symbols": ["AAPL", "MSFT"]})
         assert before["status"] == "success"
-        primary = next(server for server in group.servers if server.port == group.primary_port())
+        primary = group.primary_server()
         on_primary = Redis.from_url(primary.url)
         assert on_primary.keys("trends:limits*"), "the rate limiter counts on the primary, through the sentinels"
         names = workers.names()
@@ -104,6 +104,12 @@ class Fleet:
         created = http_json("POST", self.web.url + "/api/analyses", {"symbols": [f"F{n}" for n in range(count)]})
         return created["id"]
 
+    def under_way(self, count: int, done: int) -> tuple[str, int]:
+        """Start an analysis of `count` symbols and wait until `done` have ended; give its id and the runs before it."""
+        runs, analysis = self.runs(), self.start(count)
+        self.wait_for(analysis, lambda body: body["done"] >= done, "the analysis to be under way")
+        return analysis, runs
+
     def status(self, analysis_id: str) -> dict | None:
         """The analysis's status, or None while Redis is unavailable (503); a 404 fails the test at once."""
         try:
@@ -130,7 +136,7 @@ class Fleet:
         return sum(worker.successful_job_count + worker.failed_job_count for worker in Worker.all(connection=client))
 
     def kill_primary(self) -> RedisServer:
-        primary = next(server for server in self.group.servers if server.port == self.group.primary_port())
+        primary = self.group.primary_server()
         primary.process.kill()
         primary.process.wait()
         wait_until(lambda: self.group.primary_port() != primary.port, timeout=30, what="the sentinels to promote a replica")
@@ -155,17 +161,13 @@ def fleet(group, start_workers, tmp_path):
 
 
 def test_the_primary_killed_mid_analysis_loses_nothing_the_analysis_was_promised(fleet):
-    runs = fleet.runs()
-    analysis = fleet.start(150)
-    fleet.wait_for(analysis, lambda body: body["done"] >= 20, "the analysis to be under way")
+    analysis, runs = fleet.under_way(150, 20)
     fleet.kill_primary()
     fleet.check_finished(analysis, 150, runs)
 
 
 def test_two_failovers_in_a_row_lose_nothing(fleet, group):
-    runs = fleet.runs()
-    analysis = fleet.start(150)
-    fleet.wait_for(analysis, lambda body: body["done"] >= 10, "the analysis to be under way")
+    analysis, runs = fleet.under_way(150, 10)
     first = fleet.kill_primary()
     first.start()  # back as a replica of the new primary (the sentinels say so): three servers again
     wait_until(lambda: group.primary().info("replication")["connected_slaves"] == 2,
@@ -177,10 +179,8 @@ def test_two_failovers_in_a_row_lose_nothing(fleet, group):
 
 def test_a_paused_primary_is_replaced_and_takes_no_write_that_is_lost(fleet, group):
     """SIGSTOP past down-after, then SIGCONT: demoted, it refused writes meanwhile (min-replicas-max-lag), none lost."""
-    runs = fleet.runs()
-    analysis = fleet.start(150)
-    fleet.wait_for(analysis, lambda body: body["done"] >= 20, "the analysis to be under way")
-    paused = next(server for server in group.servers if server.port == group.primary_port())
+    analysis, runs = fleet.under_way(150, 20)
+    paused = group.primary_server()
     paused.process.send_signal(signal.SIGSTOP)
     try:
         wait_until(lambda: group.primary_port() != paused.port, timeout=30, what="the sentinels to promote a replica")
@@ -195,9 +195,7 @@ def test_a_failover_with_one_sentinel_down_still_happens(fleet, group):
     port, sentinel = group.sentinels[0]
     sentinel.kill()
     sentinel.wait()
-    runs = fleet.runs()
-    analysis = fleet.start(60)
-    fleet.wait_for(analysis, lambda body: body["done"] >= 10, "the analysis to be under way")
+    analysis, runs = fleet.under_way(60, 10)
     fleet.kill_primary()  # two sentinels left: the quorum of two is met
     fleet.check_finished(analysis, 60, runs)
 

@@ -41,16 +41,14 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(NotReplicatedError)
     def redis_unreplicated(exc: RedisConnectionError) -> tuple[Response, int, dict[str, str]]:
         log.warning("redis replication not acknowledged: %s", exc)
-        body, status = error_response(503, "The job queue (Redis) has no replica acknowledging writes just now (a "
-                                           "failover under way?), so it cannot promise to keep them; try again shortly")
-        return body, status, {"Retry-After": "5"}
+        return unavailable("The job queue (Redis) has no replica acknowledging writes just now (a failover under "
+                           "way?), so it cannot promise to keep them; try again shortly", retry_after=5)
 
     @app.errorhandler(OutOfMemoryError)
     def redis_full(exc: OutOfMemoryError) -> tuple[Response, int, dict[str, str]]:
         log.error("redis refuses writes: %s", exc)
-        body, status = error_response(503, "The job queue (Redis) is full and takes no new work; nothing queued is "
-                                           "lost; try again shortly")
-        return body, status, {"Retry-After": "30"}
+        return unavailable("The job queue (Redis) is full and takes no new work; nothing queued is lost; try again "
+                           "shortly", retry_after=30)
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded) -> tuple[Response, int]:
@@ -66,3 +64,9 @@ def register_error_handlers(app: Flask) -> None:
     def unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unexpected error")
         return error_response(500, "Internal error; it has been logged")
+
+
+def unavailable(message: str, retry_after: int) -> tuple[Response, int, dict[str, str]]:
+    """Answer 503 saying `message`, and when to ask again."""
+    body, status = error_response(503, message)
+    return body, status, {"Retry-After": str(retry_after)}
