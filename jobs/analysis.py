@@ -8,11 +8,14 @@ import pandas as pd
 
 
 def moving_average(closes: np.ndarray, window: int) -> np.ndarray:
-    """Compute the simple moving average once the window is full: len(closes) - window + 1 values, oldest first."""
+    """Compute the simple moving average once the window is full: len(closes) - window + 1 values, oldest first.
+
+    Each value is the plain mean of its own window: running sums would carry one huge close's
+    rounding into every later window (a 1e16 close once made a later 77.872388 read 78.0).
+    """
     if window < 1 or window > len(closes):
         raise ValueError(f"window {window} needs between 1 and {len(closes)} closes")
-    sums = np.cumsum(np.concatenate(([0.0], closes)))
-    return (sums[window:] - sums[:-window]) / window
+    return np.convolve(np.asarray(closes, dtype=float), np.ones(window), "valid") / window  # each window's own sum
 
 
 def next_trading_days(last_date: dt.date, horizon: int, calendar: str = "XNYS") -> list[dt.date]:

@@ -194,6 +194,17 @@ def start_simulated_yahoo() -> Part:
     return Part("simulated Yahoo", command)
 
 
+def refuse_a_busy_port() -> None:
+    """Exit, naming the port and the setting, if another program listens on HOST:PORT (the web app could not start)."""
+    with socket.socket(socket.AF_INET6 if ":" in Config.HOST else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: a closed one's TIME_WAIT is no obstacle
+        try:
+            probe.bind((Config.HOST, Config.PORT))
+        except OSError as exc:
+            raise SystemExit(f"port {Config.PORT} on {Config.HOST} is in use ({exc.strerror}): another program listens "
+                             f"there. Stop it, or set PORT to a free port (make run PORT=5001)") from None
+
+
 def main() -> None:
     """Start Redis (if needed), the workers and the web app; tend them until Ctrl-C, SIGTERM or SIGHUP; stop them in order."""
     parser = argparse.ArgumentParser(description="The whole system on this machine.")
@@ -203,6 +214,7 @@ def main() -> None:
     arguments = parser.parse_args()
     simulated_yahoo = arguments.simulated_yahoo
     exit_on_bad_settings()
+    refuse_a_busy_port()
     parts: list[Part] = []
     stopping = False
 

@@ -23,6 +23,17 @@ def test_moving_average_matches_pandas_rolling_mean(closes, window):
     assert np.allclose(moving_average(closes, window), expected, rtol=1e-10)
 
 
+@pytest.mark.parametrize("huge", [1e12, 1e16, 1e300])
+@pytest.mark.parametrize("window", [1, 20, 250])
+def test_each_moving_average_is_the_plain_mean_of_its_window_whatever_came_before(huge, window):
+    """One huge close early in the year leaves every later window's mean exact (cumulative sums lost digits)."""
+    closes = np.linspace(70, 90, 252) + np.sin(np.arange(252))  # 77.872388-like prices
+    closes[3] = huge
+    averages = moving_average(closes, window)
+    plain = np.array([np.mean(closes[start:start + window]) for start in range(len(closes) - window + 1)])
+    assert np.allclose(averages, plain, rtol=1e-9, atol=0)
+
+
 def test_moving_average_refuses_a_window_longer_than_the_data(closes):
     with pytest.raises(ValueError):
         moving_average(closes[:10], 11)

@@ -1,6 +1,7 @@
 """`make run` (scripts/run.py) keeps the whole system up: its Redis killed with SIGKILL comes back, nothing queued is lost."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -143,3 +144,16 @@ def test_redis_killed_under_make_run_comes_back_and_loses_no_queued_job(make_run
                what="every job queued before the kill to be processed")
     assert run.poll() is None, "make run itself kept running"
     assert http_json("GET", status_url)["done"] == len(symbols)
+
+
+def test_make_run_with_its_port_taken_stops_at_once_naming_the_port_and_the_setting(tmp_path):
+    """Another program on PORT: no "running at" pointing at it, no web app restarted forever."""
+    with socket.create_server(("127.0.0.1", 0)) as other_program:
+        port = other_program.getsockname()[1]
+        env = dict(os.environ, PORT=str(port), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+                   REDIS_DATA_DIR=str(tmp_path / "redis"), PRICE_SOURCE="synthetic")
+        done = subprocess.run([sys.executable, "-m", "scripts.run"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=60)
+    assert done.returncode != 0
+    assert f"port {port} on 127.0.0.1 is in use" in done.stderr and "set PORT" in done.stderr, done.stderr[-500:]
+    assert "running at" not in done.stdout and not (tmp_path / "redis").exists(), "nothing was started"
