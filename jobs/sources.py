@@ -86,6 +86,8 @@ def _history(symbol: str, source: str, adjusted: bool, dates: ArrayLike, closes:
     """Build a PriceHistory from parallel dates/closes, dropping missing closes."""
     frame = pd.DataFrame({"close": np.asarray(closes, dtype=float)}, index=pd.DatetimeIndex(dates))
     frame = frame.dropna().sort_index()
+    if not np.isfinite(frame["close"].to_numpy()).all():
+        raise NoPriceDataError(f"{symbol}: the {source} source gave a close that is not a finite number")
     if frame.empty:
         raise NoPriceDataError(f"{symbol}: the {source} source has no daily closes for the last year")
     return PriceHistory(symbol, [d.date() for d in frame.index], frame["close"].to_numpy(), source, adjusted)
@@ -233,12 +235,22 @@ class CsvSource:
         if os.sep in symbol or not os.path.isfile(path):
             raise UnknownSymbolError(f"{symbol}: no price file for this symbol in the CSV folder")
         try:
-            frame = pd.read_csv(path, usecols=["Date", "Close"], parse_dates=["Date"])
+            frame = pd.read_csv(path, usecols=["Date", "Close"], dtype=str, keep_default_na=False)
         except (ValueError, pd.errors.ParserError) as exc:
             raise NoPriceDataError(f"{symbol}: the price file is not a Yahoo-format CSV with Date and Close ({exc})") from None
         if frame.empty:
             raise NoPriceDataError(f"{symbol}: the price file has no rows")
-        return frame.assign(Close=pd.to_numeric(frame["Close"], errors="coerce"))
+        dates = pd.to_datetime(frame["Date"].str.strip(), errors="coerce", format="ISO8601")
+        text = frame["Close"].str.strip()
+        missing = text.str.lower().isin(["", "null", "nan"])  # Yahoo's mark for a day without a close: skipped
+        closes = pd.to_numeric(text.mask(missing), errors="coerce")
+        for bad, what in ((dates.isna(), "a date that is not one (YYYY-MM-DD)"),
+                          ((closes.isna() & ~missing) | np.isinf(closes), "a close that is not a finite number")):
+            if bad.any():  # no usable data, said where: a file to fix, not a failure to retry
+                row = int(bad.to_numpy().argmax())
+                raise NoPriceDataError(f"{symbol}: line {row + 2} of the price file has {what} "
+                                       f"({frame['Date'][row]!r}, {frame['Close'][row]!r}); fix or remove it")
+        return pd.DataFrame({"Date": dates, "Close": closes})
 
 
 class SyntheticSource:

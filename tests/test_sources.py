@@ -10,6 +10,7 @@ from jobs.sources import (
     CachedSource,
     CsvSource,
     NoPriceDataError,
+    PriceDataError,
     RateLimitedError,
     SourceUnavailableError,
     SyntheticSource,
@@ -242,3 +243,17 @@ def test_a_price_source_setting_names_the_source_its_results_say(tmp_path):
     assert source_name("synthetic") == SyntheticSource().name
     assert source_name(f"csv:{tmp_path}") == CsvSource(str(tmp_path)).name
     assert source_name("yahoo") == YahooSource.name
+
+
+@pytest.mark.parametrize("line, said", [
+    ("2024-01-05,inf", "line 5 of the price file has a close that is not a finite number ('2024-01-05', 'inf')"),
+    ("2024-01-05,abc", "line 5 of the price file has a close that is not a finite number ('2024-01-05', 'abc')"),
+    ("2024-13-45,3.5", "line 5 of the price file has a date that is not one (YYYY-MM-DD) ('2024-13-45', '3.5')"),
+])
+def test_a_price_file_with_a_bad_row_is_no_usable_data_said_where(tmp_path, line, said):
+    """inf, text or a bad date in a row: the symbol's own error in words (no data, not retried), not "unexpected"."""
+    (tmp_path / "BAD.csv").write_text("Date,Close\n2024-01-02,3.0\n2024-01-03,null\n2024-01-04,3.2\n" + line + "\n")
+    with pytest.raises(NoPriceDataError) as refused:
+        CsvSource(str(tmp_path)).history("BAD")
+    assert str(refused.value) == f"BAD: {said}; fix or remove it"
+    assert issubclass(NoPriceDataError, PriceDataError), "a price-data error: failed at once, counted as no_data"
