@@ -71,6 +71,14 @@ def test_a_cursor_this_analysis_did_not_give_is_a_400(client, since):
     assert response.status_code == 400 and "since must be the cursor" in response.json["message"]
 
 
+def test_a_cursor_with_bits_past_the_analysis_symbols_is_a_400_also_once_it_ended(app, client, csv_jobs, prices):
+    created = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    csv_jobs(app)
+    assert client.get(created["status_url"]).json["state"] == "finished"
+    response = client.get(created["status_url"], query_string={"since": "_w"})  # bits 0-7 of a one-symbol analysis
+    assert response.status_code == 400 and "since must be the cursor" in response.json["message"]
+
+
 def test_the_range_level_is_a_request_option_with_its_own_job(app, client, csv_jobs, prices):
     usual = client.post("/api/analyses", json={"symbols": ["AAPL"]}).json
     wider = client.post("/api/analyses", json={"symbols": ["AAPL"], "level": 0.9}).json

@@ -109,6 +109,8 @@ def read_cursor(since: str, total: int) -> frozenset[int]:
         bitmap = int.from_bytes(base64.urlsafe_b64decode(since + "=" * (-len(since) % 4)), "little")
     except ValueError:
         raise CursorError() from None
+    if bitmap >> total:  # a symbol past the analysis's own: not a cursor it gave
+        raise CursorError()
     return frozenset(position for position in range(total) if bitmap >> position & 1)
 
 
