@@ -1,14 +1,26 @@
 """Test hosts on one machine: network namespaces on a private bridge, each with its own address.
 
-The hosts are this test run's own (10.231.0.0/24 exists only on the bridge it creates), and the
-test machine itself joins the bridge as 10.231.0.254 to talk to them. Everything is removed on close.
+The hosts are this test run's own: a 10.x.y.0/24 no interface of the machine has yet, picked at
+random so two runs at once do not collide, which exists only on the bridge it creates; the test
+machine itself joins the bridge as .254 to talk to them. Everything is removed on close.
 """
+import itertools
 import os
+import random
 import shutil
 import subprocess
 
-SUBNET = "10.231.0"
-CLIENT_ADDRESS = f"{SUBNET}.254"
+_LANS = itertools.count()
+
+
+def free_subnet() -> str:
+    """A 10.x.y prefix (of a /24) that no address on this machine is in."""
+    taken = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    for _ in range(1000):
+        subnet = f"10.{random.randint(200, 254)}.{random.randint(0, 255)}"
+        if f" {subnet}." not in taken:
+            return subnet
+    raise RuntimeError("no free 10.x.y.0/24 for the test hosts")
 
 
 def _ip(*args: str, netns: str | None = None) -> None:
@@ -34,23 +46,24 @@ class Lan:
     """A switch namespace with a bridge, hosts plugged into it, and this machine as a client."""
 
     def __init__(self):
-        self.tag = f"t{os.getpid() % 100000}"
+        self.tag = f"t{os.getpid() % 10000}{next(_LANS) % 10}"  # this process's, and this Lan's
+        self.subnet = free_subnet()
         self.switch = f"{self.tag}sw"
         self.hosts: dict[str, str] = {}  # name → address
         subprocess.run(["ip", "netns", "add", self.switch], check=True)
         _ip("link", "add", "br0", "type", "bridge", netns=self.switch)
         _ip("link", "set", "br0", "up", netns=self.switch)
-        self._plug(f"{self.tag}c", None, CLIENT_ADDRESS)
+        self._plug(f"{self.tag}c", None, f"{self.subnet}.254")
 
     def namespace(self, host: str) -> str:
         return f"{self.tag}{host}"
 
     def add_host(self, host: str, number: int) -> str:
-        """A new host with address 10.231.0.NUMBER; returns the address."""
+        """A new host with address SUBNET.NUMBER; returns the address."""
         netns = self.namespace(host)
         subprocess.run(["ip", "netns", "add", netns], check=True)
         _ip("link", "set", "lo", "up", netns=netns)
-        address = f"{SUBNET}.{number}"
+        address = f"{self.subnet}.{number}"
         self._plug(netns, netns, address)
         self.hosts[host] = address
         return address

@@ -49,7 +49,7 @@ class Hosts:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    """Redis on 10.231.0.1, the web app on .2, workers on hosts w1 (.3) and w2 (.4)."""
+    """Redis on SUBNET.1, the web app on .2, workers on hosts w1 (.3) and w2 (.4): a subnet of this run's own."""
     reason = unavailable_reason()
     if reason and os.environ.get("CI"):
         pytest.fail(f"CI must run the multi-host test, but {reason}")
@@ -135,3 +135,19 @@ def test_a_worker_host_cut_off_mid_run_loses_no_symbol(fleet):
     retried = [job for job in analysis_jobs(fleet["redis"], body["id"]) if job.retries_left == 1]
     assert retried, "the jobs w1 was running when cut off were found abandoned and run again"
     assert {job.worker_name.split(".")[0] for job in retried} == {"w2"}
+
+
+def test_two_runs_at_once_get_networks_of_their_own():
+    """Each Lan picks a free 10.x.y.0/24: a second run at once (another checkout's CI) reaches its own hosts, not ours."""
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    lans = [Lan(), Lan()]
+    try:
+        addresses = [lan.add_host("h", 1) for lan in lans]
+        assert addresses[0] != addresses[1]
+        for lan, address in zip(lans, addresses):  # this machine reaches each host through that Lan's own link
+            route = subprocess.run(["ip", "-o", "route", "get", address], capture_output=True, text=True).stdout
+            assert f" dev {lan.tag}ci " in route, route
+    finally:
+        for lan in lans:
+            lan.close()
