@@ -43,10 +43,21 @@ def evaluate(folder: str) -> str:
     actual = np.concatenate(actual)
     lines = [f"{len(symbols)} symbols ({', '.join(symbols)}), {len(actual):,} rolling origins from {first} to {last}; "
              "mean absolute percentage error:", "", "| method | day 1 | day 5 |", "|---|---|---|"]
-    for label, _, _ in METHODS:
-        mape = error_table(actual, np.concatenate(predicted[label]))["mape"]
-        lines.append(f"| {label} | {mape[0]:.2f} % | {mape[HORIZON - 1]:.2f} % |")
-    return "\n".join(lines)
+    errors = {label: error_table(actual, np.concatenate(predicted[label]))["mape"] for label, _, _ in METHODS}
+    lines += [f"| {label} | {mape[0]:.2f} % | {mape[HORIZON - 1]:.2f} % |" for label, mape in errors.items()]
+    return "\n".join([*lines, "", errors_in_words(errors)])
+
+
+def errors_in_words(errors: dict[str, np.ndarray]) -> str:
+    """One plain sentence under the error table: which method erred least, and by how much the default missed it."""
+    best = min(errors, key=lambda label: errors[label][0])
+    default = METHODS[0][0]
+    said = (f"In words: on these prices the method that erred least one day ahead is \"{best.split(' (')[0]}\" "
+            f"({errors[best][0]:.2f} %, {errors[best][HORIZON - 1]:.2f} % at day {HORIZON}).")
+    if best != default:
+        said += (f" The default, `trend`, erred {errors[default][0] / errors[best][0]:.1f}× as much one day ahead "
+                 f"({errors[default][0]:.2f} %).")
+    return said
 
 
 def range_at(closes: np.ndarray, origin: int, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | None]:
@@ -89,10 +100,26 @@ def range_table(folder: str) -> str:
     share = np.mean(trend_inside, axis=0) * 100
     lines += ["", f"The `trend` forecast itself lies inside the {PAGE_LEVELS[0]:.0%} range at "
               + ", ".join(f"{s:.0f} %" for s in share) + f" of origins (days 1 → {HORIZON})."]
+    held = {level: np.mean(inside[level]) * 100 for level in PAGE_LEVELS}
+    off = max(abs(held[level] - level * 100) for level in PAGE_LEVELS)
+    verdict = "as promised, within 3 points" if off <= 3 else f"off by up to {off:.0f} points: not calibrated here"
+    held_at = ", ".join(f"{held[level]:.0f} % of closes at {level * 100:.0f} %" for level in PAGE_LEVELS)
+    lines += ["", f"In words: the likely ranges held {held_at} (days 1 → {HORIZON} together): {verdict}."]
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
+def main(arguments: list[str]) -> None:
+    """Print both tables for the folder named, or say in words why not."""
+    if len(arguments) != 1:
         raise SystemExit("usage: make evaluate DATA=DIR   (a folder of SYMBOL.csv files with Date and Close)")
-    print(evaluate(sys.argv[1]), range_table(sys.argv[1]), sep="\n\n")
+    folder = arguments[0]
+    if not os.path.isdir(folder):
+        raise SystemExit(f"make evaluate: there is no folder {folder!r}. Give DATA=DIR, a folder of SYMBOL.csv files "
+                         "(Yahoo's export: Date and Close); the evaluation data is in ../shared/data/prices")
+    if not any(name.endswith(".csv") for name in os.listdir(folder)):
+        raise SystemExit(f"make evaluate: the folder {folder!r} has no SYMBOL.csv files")
+    print(evaluate(folder), range_table(folder), sep="\n\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
