@@ -123,7 +123,7 @@ def one_symbol_phases(project: Project, runs: int = 50) -> str:
     redis, phases = project.client(), []
     for _ in range(runs):
         symbol = next(fresh)
-        pointer = current_job_key(work_ids(TrendsRequest(symbols=[symbol]), trading_day())[0])
+        pointer = current_job_key(work_ids(TrendsRequest(symbols=[symbol]), trading_day(), CHANGED["PRICE_SOURCE"])[0])
         sent = time.time()
         received = sent + answer(project, 1, [symbol])[0]
         queued, started, ended = job_times(redis, [redis.get(pointer).decode()])[0]
@@ -227,7 +227,8 @@ def bulk_start(project: Project, runs: int = 100) -> str:
     for _ in range(runs):
         symbols = [next(fresh) for _ in range(Config.BULK_THRESHOLD + 1)]
         answer(project, len(symbols), symbols)  # answered in full: the fleet is idle again before the next
-        ids = [redis.get(current_job_key(work)).decode() for work in work_ids(TrendsRequest(symbols=symbols), trading_day())]
+        works = work_ids(TrendsRequest(symbols=symbols), trading_day(), CHANGED["PRICE_SOURCE"])
+        ids = [redis.get(current_job_key(work)).decode() for work in works]
         queued, started, _ = min(job_times(redis, ids))
         waits.append((started - queued) * 1000)
     waits.sort()

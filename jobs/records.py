@@ -62,13 +62,17 @@ def record_key(analysis_id: str) -> str:
 
 
 def prices_key(source: str, symbol: str, day: str) -> str:
-    """Name the price cache entry of one symbol from one source on one day."""
+    """Name the price cache entry of one symbol from one source (its PRICE_SOURCE setting) on one day."""
     return f"trends:prices:{source}:{symbol}:{day}"
 
 
-def work_id(symbol: str, window: int, horizon: int, method: str, level: float, day: str) -> str:
-    """Give the same work on the same day the same id; RQ ids allow only letters, digits, - and _."""
-    digest = hashlib.sha1(f"{symbol}|{window}|{horizon}|{method}|{level:g}|{day}".encode()).hexdigest()[:16]
+def work_id(symbol: str, window: int, horizon: int, method: str, level: float, day: str, source: str) -> str:
+    """Give the same work on the same day from the same price source (PRICE_SOURCE) the same id.
+
+    RQ ids allow only letters, digits, - and _. The source is part of the work: after `make demo`,
+    `make run` on the same Redis must not answer with the demo's synthetic result.
+    """
+    digest = hashlib.sha1(f"{symbol}|{window}|{horizon}|{method}|{level:g}|{day}|{source}".encode()).hexdigest()[:16]
     return f"{re.sub(r'[^A-Za-z0-9-]', '_', symbol)}-{digest}"
 
 

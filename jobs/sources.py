@@ -305,9 +305,11 @@ class CachedSource:
     Stored compactly as raw numpy bytes (int32 day numbers, float64 closes), never pickled.
     """
 
-    def __init__(self, source: PriceSource, connection: Redis, ttl: int) -> None:
+    def __init__(self, source: PriceSource, connection: Redis, ttl: int, setting: str = "") -> None:
+        """Cache `source`'s years, keyed by `setting`: the PRICE_SOURCE that built it (csv:DIR names its folder)."""
         self.source = source
         self.name = source.name
+        self.setting = setting or source.name
         self.adjusted = source.adjusted
         self.worth_caching = False  # it is the cache
         self.connection = connection
@@ -320,7 +322,7 @@ class CachedSource:
         The cache only saves fetches: when it cannot be read or written (Redis unreachable, full,
         refusing), the prices are fetched and not cached (a fetched year is not thrown away for it).
         """
-        key = records.prices_key(self.name, symbol, records.trading_day())
+        key = records.prices_key(self.setting, symbol, records.trading_day())
         try:
             days, closes = self._lookup(keys=[key, records.PRICE_STATS_KEY])
         except RedisError as exc:

@@ -34,7 +34,8 @@ def price_source() -> PriceSource:
     if _price_source is None:
         source = price_source_from_config(Config)
         if Config.PRICE_CACHE_TTL > 0 and source.worth_caching:
-            source = CachedSource(source, connect(Config.REDIS_URL, Config.REDIS_SENTINEL_PASSWORD), Config.PRICE_CACHE_TTL)
+            source = CachedSource(source, connect(Config.REDIS_URL, Config.REDIS_SENTINEL_PASSWORD), Config.PRICE_CACHE_TTL,
+                                  Config.PRICE_SOURCE)
         _price_source = source
     return _price_source
 

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs import tasks
+from jobs.sources import CsvSource
 from tests.conftest import RedisServer, answer_while_working, weekdays, write_prices
 from webapp import create_app
 from webapp.analyses import ENDED_STATES, get_trends
@@ -142,3 +144,15 @@ def test_the_page_takes_its_limits_and_choices_from_the_server(redis_server, red
     assert 'href="/rq/"' not in page, "no dashboard link while the dashboard is off"
     with_dashboard = create_app({"REDIS_URL": redis_server.url, "DASHBOARD_PASSWORD": "secret"}).test_client()
     assert 'href="/rq/"' in with_dashboard.get("/").text
+
+
+def test_after_the_demo_a_real_source_on_the_same_redis_never_answers_with_the_demos_result(redis_server, run_jobs,
+                                                                                          monkeypatch, price_dir, prices):
+    """`make demo` then `make run` on one Redis: a symbol's work, job and result belong to the source that asked."""
+    demo = create_app({"REDIS_URL": redis_server.url, "PRICE_SOURCE": "synthetic"})
+    first = answer_while_working(demo, run_jobs, {"symbols": ["AAPL"]})["results"][0]
+    assert first["source"] == "synthetic"
+    monkeypatch.setattr(tasks, "_price_source", CsvSource(str(price_dir)))  # the workers of `make run` on csv:DIR
+    real = create_app({"REDIS_URL": redis_server.url, "PRICE_SOURCE": f"csv:{price_dir}"})
+    second = answer_while_working(real, run_jobs, {"symbols": ["AAPL"]})["results"][0]
+    assert second["source"] == "csv" and second["closes"][-1] == round(float(prices["AAPL"][-1]), 6)

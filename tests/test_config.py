@@ -106,4 +106,4 @@ def test_a_setting_that_is_not_a_value_of_its_kind_stops_the_process_by_name(nam
 def test_job_ids_and_the_price_cache_share_one_day_the_utc_date():
     assert trading_day() == dt.datetime.now(dt.timezone.utc).date().isoformat()
     request = TrendsRequest(symbols=["AAPL"])
-    assert work_ids(request, trading_day()) != work_ids(request, "2000-01-01"), "the day names the shared work"
+    assert work_ids(request, trading_day(), "yahoo") != work_ids(request, "2000-01-01", "yahoo"), "the day names the work"

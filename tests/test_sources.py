@@ -257,3 +257,13 @@ def test_a_price_file_with_a_bad_row_is_no_usable_data_said_where(tmp_path, line
         CsvSource(str(tmp_path)).history("BAD")
     assert str(refused.value) == f"BAD: {said}; fix or remove it"
     assert issubclass(NoPriceDataError, PriceDataError), "a price-data error: failed at once, counted as no_data"
+
+
+def test_the_price_cache_keeps_each_price_source_setting_apart(redis_client, tmp_path):
+    """Two CSV folders (or a folder and the synthetic source) on one Redis never serve each other's prices."""
+    for folder, close in (("one", 1.0), ("two", 2.0)):
+        (tmp_path / folder).mkdir()
+        write_prices(tmp_path / folder, "AAPL", weekdays("2025-01-02", 30), [close] * 30)
+    got = [CachedSource(CsvSource(str(tmp_path / folder)), redis_client, 60, f"csv:{tmp_path / folder}").history("AAPL")
+           for folder in ("one", "two")]
+    assert [history.closes[-1] for history in got] == [1.0, 2.0]

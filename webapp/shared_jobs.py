@@ -78,9 +78,10 @@ class JobState:
     ended_at: float | None
 
 
-def work_ids(request: TrendsRequest, day: str) -> list[str]:
+def work_ids(request: TrendsRequest, day: str, source: str) -> list[str]:
     """Name each symbol's work for the day, so requests for the same work find the same job."""
-    return [work_id(symbol, request.window, request.horizon, request.method, request.level, day) for symbol in request.symbols]
+    return [work_id(symbol, request.window, request.horizon, request.method, request.level, day, source)
+            for symbol in request.symbols]
 
 
 def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[str], settings: Mapping[str, Any]) -> list[str]:
