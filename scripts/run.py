@@ -20,7 +20,7 @@ from config import ROOT, WORKER_STOP_PATIENCE, Config, exit_on_bad_settings, is_
 from jobs.connection import is_sentinel_url
 from scripts.procfile import commands, stop_with_parent
 from scripts.redis_server import answers, first_start, group_server_lines, refuse_if_login_refused, server_command
-from scripts.sentinel import group_url, sentinel_command
+from scripts.sentinel import group_url, open_without_a_password, sentinel_command
 
 FIRST_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
 
@@ -178,8 +178,8 @@ def advertised_address() -> str:
     if bind in ("0.0.0.0", "::") or len(Config.REDIS_BIND.split()) > 1:
         raise SystemExit("make run HA=1 beyond loopback: set REDIS_BIND to the one address of this host other hosts "
                          "reach it at (the sentinels give it to clients)")
-    if not Config.REDIS_SENTINEL_PASSWORD:
-        raise SystemExit(f"REDIS_BIND ({bind}) is not loopback: set REDIS_SENTINEL_PASSWORD, the sentinels' own password")
+    if refusal := open_without_a_password():
+        raise SystemExit(refusal)
     return bind
 
 

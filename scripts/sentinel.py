@@ -7,7 +7,7 @@ for SENTINEL_DOWN_AFTER_MS, they promote a replica, and every process of the pro
 """
 import os
 
-from config import Config, exit_on_bad_settings, refuse_to_start
+from config import Config, exit_on_bad_settings, is_loopback, refuse_to_start
 from scripts.redis_server import server_binary
 
 FAILOVER_TIMEOUT_MS = 10_000  # a failover that has not ended by then is tried again (by the sentinels)
@@ -46,12 +46,18 @@ def group_url(password: str, sentinels: list[str], service: str = Config.SENTINE
     return f"redis+sentinel://{credentials}{','.join(sentinels)}/{service}/{db}"
 
 
+def open_without_a_password() -> str | None:
+    """Say why sentinels may not start as configured: listening beyond loopback (REDIS_BIND) with no password of their own."""
+    if all(map(is_loopback, Config.REDIS_BIND.split())) or Config.REDIS_SENTINEL_PASSWORD:
+        return None
+    return f"REDIS_BIND ({Config.REDIS_BIND}) is not loopback: set REDIS_SENTINEL_PASSWORD, the sentinels' own password"
+
+
 def main() -> None:
     """Replace this process with a sentinel of SENTINEL_MONITOR on SENTINEL_PORT (`make sentinel`)."""
     exit_on_bad_settings()
-    if Config.REDIS_BIND != "127.0.0.1" and not Config.REDIS_SENTINEL_PASSWORD:
-        refuse_to_start(f"REDIS_BIND ({Config.REDIS_BIND}) is not loopback: set REDIS_SENTINEL_PASSWORD, the "
-                        "sentinels' own password")
+    if refusal := open_without_a_password():
+        refuse_to_start(refusal)
     command = sentinel_command(Config.SENTINEL_PORT, os.path.join(Config.REDIS_DATA_DIR, "sentinel"),
                                Config.SENTINEL_MONITOR, Config.REDIS_REQUIREPASS, Config.REDIS_SENTINEL_PASSWORD,
                                Config.REDIS_BIND)
