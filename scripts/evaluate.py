@@ -26,10 +26,15 @@ METHODS = [  # (label, method, fitting window)
 ]
 
 
+def symbols_in(folder: str) -> list[str]:
+    """List the symbols with a SYMBOL.csv file in `folder`, in order."""
+    return sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".csv"))
+
+
 def evaluate(folder: str) -> str:
     """Tabulate each method's mean absolute percentage error at day 1 and day 5 over every CSV in `folder`."""
     source = CsvSource(folder)
-    symbols = sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".csv"))
+    symbols = symbols_in(folder)
     actual, predicted, first, last = [], {label: [] for label, _, _ in METHODS}, None, None
     for symbol in symbols:
         history = source.full_history(symbol)
@@ -75,7 +80,7 @@ def range_table(folder: str) -> str:
     inside, width, reported, origins = {lv: [] for lv in PAGE_LEVELS}, {lv: [] for lv in PAGE_LEVELS}, \
         {lv: [] for lv in PAGE_LEVELS}, 0
     trend_inside = []
-    for symbol in sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".csv")):
+    for symbol in symbols_in(folder):
         closes = source.full_history(symbol).closes
         for origin in range(YEAR - 1, len(closes) - HORIZON, RANGE_EVERY):
             origins += 1
@@ -116,7 +121,7 @@ def main(arguments: list[str]) -> None:
     if not os.path.isdir(folder):
         raise SystemExit(f"make evaluate: there is no folder {folder!r}. Give DATA=DIR, a folder of SYMBOL.csv files "
                          "(Yahoo's export: Date and Close); the evaluation data is in ../shared/data/prices")
-    if not any(name.endswith(".csv") for name in os.listdir(folder)):
+    if not symbols_in(folder):
         raise SystemExit(f"make evaluate: the folder {folder!r} has no SYMBOL.csv files")
     print(evaluate(folder), range_table(folder), sep="\n\n")
 
