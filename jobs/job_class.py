@@ -82,7 +82,7 @@ class TrendsJob(Job):
                                 f"{', '.join(sorted(JOB_FUNCTIONS))}")
         if "error" not in self.meta:  # once per job, whichever path (run, clean-up) got here first
             log.warning("job %s from queue %s: %s", self.id, self.origin, error)
-            self.meta["error"] = f"{self.id}: {error}"
+            self.meta["error"], self.meta["reason"] = f"{self.id}: {error}", "refused"
             with self.connection.pipeline() as pipe:
                 pipe.hset(self.key, "meta", SERIALIZER.dumps(self.meta))
                 pipe.hincrby(JOB_STATS_KEY, f"{self.origin}:refused", 1)

@@ -33,6 +33,9 @@ JOB_STATS_KEY = "trends:stats:jobs"
 # Why a symbol's job ended: a result, or the cause of its failure (jobs/tasks.py `outcome_of`).
 OUTCOMES = ("ok", "unknown_symbol", "no_data", "rate_limited", "source_unavailable", "timeout", "worker_lost",
             "refused", "error")
+# Why a symbol failed, as its error result's "reason" says (docs/api.md): a failed job's outcome, or no answer in
+# time ("late"), or its job gone before it was read ("expired").
+FAILURE_REASONS = (*OUTCOMES[1:], "late", "expired")
 PRICE_STATS_KEY = "trends:stats:prices"  # hash lookups, misses of the price cache, read by /metrics
 # hash "<egress>:<counter>" → value, kept by the workers' Yahoo source (jobs/governor.py), read by /metrics:
 # "requests:<HTTP status or 'error'>", "waits" (token waits), "wait_seconds", "cooldowns", "deferrals"

@@ -140,7 +140,7 @@ class TrendsWorker(FencedWorker):
             job.retries_left = 0
             return
         if issubclass(exc_type, DeserializationError):
-            job.meta["error"] = f"{job.id}: refused: its data is not JSON"
+            job.meta["error"], job.meta["reason"] = f"{job.id}: refused: its data is not JSON", "refused"
             job.retries_left = 0
             self.log.warning("Worker %s: job %s from queue %s: %s", self.name, job.id, job.origin, job.meta["error"])
             with self._unless_unavailable("the count of a refused job"):
@@ -149,6 +149,7 @@ class TrendsWorker(FencedWorker):
         if not issubclass(exc_type, PutBack):  # one that gave up has its message from _gave_up
             job.meta["error"] = failure_message(_symbol_of(job), exc_type, job.timeout, exc_value)
         self._outcome = "rate_limited" if issubclass(exc_type, PutBack) else outcome_of(exc_type)
+        job.meta["reason"] = self._outcome  # the failure's kind, for a client to act on (docs/api.md)
         if issubclass(exc_type, (PriceDataError, JobTimeoutException, PutBack)):
             job.retries_left = 0
             self.log.info("Worker %s: job %s failed (%s): %s", self.name, job.id, self._outcome, job.meta["error"])

@@ -19,9 +19,9 @@ from webapp.validation import PAGE_LEVELS
 YEAR, HORIZON = 252, 5
 RANGE_EVERY = 5  # every 5th origin for the ranges: each needs its own year's computation (~1 ms)
 METHODS = [  # (label, method, fitting window)
-    ("LinearRegression on a year of (trading-day index → close), extrapolated (`trend`, the default)", "trend", YEAR),
+    ("LinearRegression on a year of (trading-day index → close), extrapolated (`trend`, the API's default)", "trend", YEAR),
     ("LinearRegression on the last 20 days only", "trend", 20),
-    ("LinearRegression slope over the year, through the last close (`anchored`)", "anchored", YEAR),
+    ("LinearRegression slope over the year, through the last close (`anchored`, the page's default)", "anchored", YEAR),
     ("naive: every future day = the last close", "naive", YEAR),
 ]
 
@@ -60,7 +60,7 @@ def errors_in_words(errors: dict[str, np.ndarray]) -> str:
     said = (f"In words: on these prices the method that erred least one day ahead is \"{best.split(' (')[0]}\" "
             f"({errors[best][0]:.2f} %, {errors[best][HORIZON - 1]:.2f} % at day {HORIZON}).")
     if best != default:
-        said += (f" The default, `trend`, erred {errors[default][0] / errors[best][0]:.1f}× as much one day ahead "
+        said += (f" The API's default, `trend`, erred {errors[default][0] / errors[best][0]:.1f}× as much one day ahead "
                  f"({errors[default][0]:.2f} %).")
     return said
 
@@ -79,7 +79,7 @@ def range_table(folder: str) -> str:
     source = CsvSource(folder)
     inside, width, reported, origins = {lv: [] for lv in PAGE_LEVELS}, {lv: [] for lv in PAGE_LEVELS}, \
         {lv: [] for lv in PAGE_LEVELS}, 0
-    trend_inside = []
+    forecast_inside = {"trend": [], "anchored": []}
     for symbol in symbols_in(folder):
         closes = source.full_history(symbol).closes
         for origin in range(YEAR - 1, len(closes) - HORIZON, RANGE_EVERY):
@@ -90,8 +90,10 @@ def range_table(folder: str) -> str:
                 width[level].append((upper - lower) / closes[origin] * 100)
                 reported[level].append(np.nan if coverage is None else coverage)
                 if level == PAGE_LEVELS[0]:
-                    trend = predictions_at(closes[origin - YEAR + 1:origin + 1], np.array([YEAR - 1]), HORIZON, "trend")[0]
-                    trend_inside.append((trend >= lower) & (trend <= upper))
+                    for method, shares in forecast_inside.items():
+                        year = closes[origin - YEAR + 1:origin + 1]
+                        forecast = predictions_at(year, np.array([YEAR - 1]), HORIZON, method)[0]
+                        shares.append((forecast >= lower) & (forecast <= upper))
     days = " | ".join(f"day {day}" for day in range(1, HORIZON + 1))
     lines = [f"Likely range, one for every method (`trend` and `anchored` alike), at {origins:,} origins (every "
              f"{RANGE_EVERY}th): the share of actual closes inside it, and its mean width in % of the last close:", "",
@@ -102,9 +104,10 @@ def range_table(folder: str) -> str:
         mean_width = np.mean(width[level], axis=0)
         lines.append(f"| {level:.0%} | " + " | ".join(f"{c:.1f} %" for c in coverage) +
                      f" | {mean_width[0]:.1f} → {mean_width[-1]:.1f} % | {np.nanmean(reported[level]) * 100:.1f} % |")
-    share = np.mean(trend_inside, axis=0) * 100
-    lines += ["", f"The `trend` forecast itself lies inside the {PAGE_LEVELS[0]:.0%} range at "
-              + ", ".join(f"{s:.0f} %" for s in share) + f" of origins (days 1 → {HORIZON})."]
+    for method, shares in forecast_inside.items():
+        share = np.mean(shares, axis=0) * 100
+        lines += ["", f"The `{method}` forecast itself lies inside the {PAGE_LEVELS[0]:.0%} range at "
+                  + ", ".join(f"{s:.0f} %" for s in share) + f" of origins (days 1 → {HORIZON})."]
     held = {level: np.mean(inside[level]) * 100 for level in PAGE_LEVELS}
     off = max(abs(held[level] - level * 100) for level in PAGE_LEVELS)
     verdict = "as promised, within 3 points" if off <= 3 else f"off by up to {off:.0f} points: not calibrated here"

@@ -30,6 +30,7 @@ from scripts.redis_server import answers, group_server_lines, server_command
 from scripts.sentinel import group_url, sentinel_command
 from webapp import create_app
 
+pytest_plugins = ["tests.browser"]  # the browser fixtures, for every module that drives the page
 
 def analysis_jobs(redis: Redis, analysis_id: str) -> list[Job]:
     """The RQ jobs of an async analysis, as its record names them, through RQ's public API."""

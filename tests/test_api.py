@@ -16,7 +16,7 @@ from tests.conftest import RedisServer, answer_while_working, weekdays, write_pr
 from webapp import create_app
 from webapp.analyses import ENDED_STATES, get_trends
 from webapp.shared_jobs import READ_BATCH
-from webapp.validation import MAX_HORIZON, MAX_WINDOW, METHODS, TrendsRequest
+from webapp.validation import MAX_HORIZON, MAX_WINDOW, METHODS, PAGE_METHOD, TICKER_PATTERN, TrendsRequest
 
 
 def test_several_symbols_get_correct_trends_and_predictions(client, workers, prices):
@@ -139,7 +139,9 @@ def test_the_page_takes_its_limits_and_choices_from_the_server(redis_server, red
     page = create_app({"REDIS_URL": redis_server.url, "MAX_SYMBOLS": 7}).test_client().get("/").text
     assert "up to 7," in page
     assert f'max="{MAX_WINDOW}"' in page and f'max="{MAX_HORIZON}"' in page
-    assert re.findall(r'<option value="(\w+)"', page) == list(METHODS)
+    listed = re.findall(r'<option value="(\w+)"', page)
+    assert sorted(listed) == sorted(METHODS) and listed[0] == PAGE_METHOD, "every method, the page's default first"
+    assert f'data-ticker-pattern="{TICKER_PATTERN}"' in page, "the form checks tickers as the API does"
     assert f'data-ended-states="{" ".join(ENDED_STATES)}"' in page
     assert 'href="/rq/"' not in page, "no dashboard link while the dashboard is off"
     with_dashboard = create_app({"REDIS_URL": redis_server.url, "DASHBOARD_PASSWORD": "secret"}).test_client()

@@ -125,7 +125,7 @@ def in_year_coverage_by_hand(closes: np.ndarray, horizon: int, level: float) -> 
         for day in range(1, horizon + 1):
             known = sorted(score(origin, day) for origin in origins if origin + day <= cut)
             low, high = conformal_ranks(len(known), level)
-            inside.append(known[int(low)] <= score(origins[j], day) <= known[int(high)])
+            inside.append(min(known[int(low)], 0) <= score(origins[j], day) <= max(known[int(high)], 0))
     return float(np.mean(inside))
 
 
@@ -161,6 +161,20 @@ def test_conformal_ranks_are_the_finite_sample_order_statistics():
 def test_flat_prices_give_a_range_of_no_width_not_a_broken_one():
     lower, upper, _ = likely_range(np.full(252, 50.0), 5, 0.8)
     assert np.allclose(lower, 50.0) and np.allclose(upper, 50.0)
+
+
+def accelerating(count: int, rate: float) -> np.ndarray:
+    """Closes whose growth keeps speeding up (or slowing down): nearly every outcome lies on one side of its path."""
+    return 50 * np.exp(rate * np.arange(count) ** 2)
+
+
+@pytest.mark.parametrize("closes", [accelerating(252, 4e-5), accelerating(252, -4e-6), geometric_walk(3, 252, 0.02)],
+                         ids=["accelerating", "decelerating", "random walk"])
+@pytest.mark.parametrize("level", [0.5, 0.8, 0.95])
+def test_the_likely_range_always_holds_the_anchored_forecast_the_page_leads_with(closes, level):
+    lower, upper, _ = likely_range(closes, 5, level)
+    anchored = forecast(closes, 5, "anchored")
+    assert np.all(lower <= anchored + 1e-9) and np.all(anchored <= upper + 1e-9), (lower, anchored, upper)
 
 
 def test_a_result_carries_its_method_track_record_and_interval():

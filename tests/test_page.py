@@ -4,132 +4,30 @@ import io
 import json
 import os
 import re
-import shutil
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests.browser import (
+    ARTIFACTS,
+    AXE,
+    POLL,
+    analyse,
+    chart,
+    chart_pixels,
+    expected_table,
+    query,
+    record_posts,
+    record_problems,
+    submit,
+    table_values,
+    wait_for_end,
+)
 from tests.conftest import http_json, weekdays, write_prices
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = os.path.join(os.path.dirname(__file__), "artifacts")
-AXE = "/static/vendor/axe.min.js"  # vendored, served by the app; the tests inject it, the page never loads it
-# Chromium reaches for Google services at start; this machine's closed network refuses them.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-POLL = re.compile(r"/api/analyses/[0-9a-f]{32}(\?.*)?$")  # a poll, with or without since
-
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium from Debian's package (installed by `make test`), never a downloaded one."""
-    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: `make test` installs it"
-    expect.set_options(timeout=20_000)  # deadlines for locator waits; a busy machine runs workers and browser
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def context(browser):
-    """A fresh browser profile (its own localStorage) at desktop size."""
-    context = browser.new_context(viewport={"width": 1100, "height": 900}, accept_downloads=True)
-    context.set_default_timeout(20_000)
-    yield context
-    context.close()
-
-
-@pytest.fixture
-def page(context):
-    return context.new_page()
-
-
-def submit(page, symbols: str) -> str:
-    """Type the symbols, submit, and return the analysis' status URL from the API's answer."""
-    page.fill("#symbols", symbols)
-    with page.expect_response(lambda r: r.url.endswith("/api/analyses") and r.request.method == "POST") as created:
-        page.click("#submit")
-    return created.value.json()["status_url"]
-
-
-def wait_for_end(page, total: int) -> None:
-    # Locator waits, not wait_for_function: polling a string predicate needs eval, which the page's CSP forbids.
-    expect(page.locator("#progress-text")).to_have_text(f"{total} / {total}")
-    expect(page.locator("#download-csv")).to_be_enabled()
-
-
-def analyse(page, web_server: str, symbols: str, total: int) -> str:
-    page.goto(web_server)
-    status_url = submit(page, symbols)
-    wait_for_end(page, total)
-    return status_url
-
-
-def record_posts(page) -> list:
-    """Every POST /api/analyses the page makes from now on."""
-    posts = []
-    page.on("request", lambda r: posts.append(r) if r.method == "POST" and r.url.endswith("/api/analyses") else None)
-    return posts
-
-
-def record_problems(page) -> list[str]:
-    """Console errors, page errors and HTTP errors (a missing favicon would be one) from now on."""
-    problems = []
-    page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-    return problems
-
-
-def query(page) -> dict[str, str]:
-    return {name: values[0] for name, values in parse_qs(urlsplit(page.url).query).items()}
-
-
-def chart_pixels(page, symbol: str) -> int:
-    """How many pixels of the symbol's chart canvas are painted (0 if no chart)."""
-    return page.evaluate(
-        """symbol => {
-            const canvas = document.querySelector(`li[data-symbol="${symbol}"] canvas`);
-            if (!canvas || !Chart.getChart(canvas)) return 0;
-            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-            let painted = 0;
-            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) painted++;
-            return painted;
-        }""",
-        symbol,
-    )
-
-
-def chart(page, selector: str) -> dict | None:
-    """What Chart.js drew on the canvas at `selector`: visible x span (label indices), y scale type, datasets."""
-    return page.evaluate(
-        """selector => {
-            const chart = Chart.getChart(document.querySelector(selector));
-            if (!chart) return null;
-            return {min: chart.scales.x.min, max: chart.scales.x.max, labels: chart.data.labels,
-                    y: chart.scales.y.type, datasets: chart.data.datasets.map(d => d.label),
-                    first: chart.data.datasets.map(d => d.data.find(v => v !== null)),
-                    points: chart.data.datasets.map(d => d.data.filter(v => v !== null).length)};
-        }""",
-        selector,
-    )
-
-
-def table_values(page, symbol: str) -> list[tuple[str, str]]:
-    rows = page.locator(f'li[data-symbol="{symbol}"] table.numbers tbody tr')
-    return [tuple(rows.nth(i).locator("td").all_inner_texts()) for i in range(rows.count())]
-
-
-def expected_table(result: dict) -> list[tuple[str, str, str]]:
-    rows = [(f"{result['dates'][-1]} (last close)", f"{result['last_close']:.2f}", "")]
-    return rows + [(f"{d} (forecast)", f"{p:.2f}", f"{lo:.2f} – {hi:.2f}") for d, p, lo, hi in zip(
-        result["prediction_dates"], result["predictions"], result["prediction_lower"], result["prediction_upper"])]
-
 
 def test_an_analysis_shows_progress_charts_numbers_and_errors(page, web_server, workers, prices):
     problems = record_problems(page)
@@ -158,7 +56,7 @@ def test_an_analysis_shows_progress_charts_numbers_and_errors(page, web_server, 
     assert nope.locator(".state").inner_text() == "error"
     assert "no price file" in nope.locator(".message").inner_text()
     assert chart_pixels(page, "NOPE") == 0
-    assert query(page) == {"symbols": "AAPL,MSFT,NOPE", "window": "20", "horizon": "5", "method": "trend",
+    assert query(page) == {"symbols": "AAPL,MSFT,NOPE", "window": "20", "horizon": "5", "method": "anchored",
                            "level": "0.8", "id": status_url.rsplit("/", 1)[1]}
     assert problems == [], "no console errors, no failed requests (the favicon included)"
 
@@ -300,9 +198,13 @@ def test_downloads_carry_everything_shown_and_are_named_after_the_symbols(page, 
 def test_a_trend_far_from_the_last_close_offers_the_anchored_method(page, web_server, workers, price_dir):
     days = weekdays("2025-01-02", 252)
     write_prices(price_dir, "JUMP", days, np.r_[np.full(200, 50.0), np.full(52, 80.0)])  # the line lags far behind
-    analyse(page, web_server, "JUMP", 1)
+    page.goto(web_server)
+    page.select_option("#method", "trend")
+    submit(page, "JUMP")
+    wait_for_end(page, 1)
     note = page.locator('li[data-symbol="JUMP"] .far-note')
     expect(note).to_contain_text("below the last close")
+    expect(note).to_contain_text("lies outside the likely range on 5 of its 5 days")
     posts = record_posts(page)
     note.get_by_role("button", name="Switch to the anchored method").click()
     wait_for_end(page, 1)
@@ -376,10 +278,10 @@ def test_axe_finds_nothing_serious_in_light_or_dark_and_screenshots(browser, web
         page.set_default_timeout(20_000)
         analyse(page, web_server, "AAPL, MSFT, NOPE", 3)
         page.locator('li[data-symbol="AAPL"] .explain summary').click()
-        # Wide screens: down to AAPL's numbers (a PNG small enough for the README); phones: the whole page.
+        # Down to AAPL's numbers: PNGs small enough for the docs (docs/page.png, docs/page-390.png are copies).
         bottom = page.eval_on_selector('li[data-symbol="AAPL"] .track-record',
                                        "p => p.getBoundingClientRect().bottom + window.scrollY")
-        clip = {"x": 0, "y": 0, "width": width, "height": bottom + 16} if width > 600 else None
+        clip = {"x": 0, "y": 0, "width": width, "height": bottom + 16}
         for scheme in ("light", "dark"):
             page.emulate_media(color_scheme=scheme)
             assert run_axe(page, web_server) == [], f"axe at {width} px, {scheme}"

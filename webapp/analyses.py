@@ -58,7 +58,7 @@ def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Map
     jobs = dict(zip([job_id for _, job_id in late], Job.fetch_many([job_id for _, job_id in late], redis,
                                                                      serializer=SERIALIZER)))
     for symbol, job_id in late:
-        objects[job_id] = error_object(symbol, _late_reason(jobs[job_id], timeout))
+        objects[job_id] = error_object(symbol, _late_reason(jobs[job_id], timeout), "late")
     confirmed(redis.pipeline(transaction=False), replicas_to_wait_for(settings["REDIS_URL"]))  # in a group: on a replica
     return response_body([objects[job_id] for job_id in ids])
 
@@ -165,7 +165,7 @@ def _entry(symbol: str, status: JobStatus | None, result: dict[str, Any] | None)
     if status == JobStatus.STARTED:
         return {"symbol": symbol, "state": "running"}
     if result is None:
-        result = error_object(symbol, "its job and result are gone (expired or deleted) before it was read")
+        result = error_object(symbol, "its job and result are gone (expired or deleted) before it was read", "expired")
     return {"symbol": symbol, "state": "error" if "error" in result else "done", "result": result}
 
 

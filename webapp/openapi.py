@@ -5,7 +5,7 @@ The request schema is the pydantic model's own (webapp/validation.py), so what i
 import functools
 from typing import Any
 
-from jobs.records import VERSION
+from jobs.records import FAILURE_REASONS, VERSION
 from webapp.analyses import ANALYSIS_ID_PATTERN, ANALYSIS_STATES
 from webapp.validation import METHODS, request_model
 
@@ -104,7 +104,9 @@ def _result_schema() -> dict[str, Any]:
         "symbol": {"type": "string"}, "source": {"type": "string", "enum": ["yahoo", "csv", "synthetic"]},
         "adjusted": {"type": "boolean", "description": "whether the closes are adjusted for splits and dividends "
                                                        "(yahoo: true; csv: the file's Close as it is; synthetic: false)"},
-        "error": {"type": "string"}, "window": {"type": "integer"}, "horizon": {"type": "integer"},
+        "error": {"type": "string"},
+        "reason": {"type": "string", "enum": list(FAILURE_REASONS), "description": "why the symbol failed (with error)"},
+        "window": {"type": "integer"}, "horizon": {"type": "integer"},
         "dates": dates, "closes": numbers, "trend": numbers, "predictions": numbers, "prediction_dates": dates,
         "last_close": {"type": "number"}, "method": {"type": "string", "enum": list(METHODS)},
         "prediction_lower": {"type": ["array", "null"], "items": {"type": "number"}},

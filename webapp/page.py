@@ -2,20 +2,35 @@
 from flask import Blueprint, Response, current_app, render_template, send_from_directory
 
 from webapp.analyses import ENDED_STATES
-from webapp.validation import MAX_HORIZON, MAX_LEVEL, MAX_WINDOW, METHODS, MIN_LEVEL, PAGE_LEVELS, TrendsRequest
+from webapp.validation import (
+    MAX_HORIZON,
+    MAX_LEVEL,
+    MAX_SYMBOL_LENGTH,
+    MAX_WINDOW,
+    METHODS,
+    MIN_LEVEL,
+    PAGE_LEVELS,
+    PAGE_METHOD,
+    TICKER_PATTERN,
+    TrendsRequest,
+)
 
 bp = Blueprint("page", __name__)
 
 
 @bp.get("/")
 def index() -> str:
-    """Render the page with the limits and choices the API enforces, so the form can never disagree with it."""
+    """Render the page with the limits and choices the API enforces, so the form can never disagree with it.
+
+    The page leads with PAGE_METHOD (listed first, chosen by default); the API's own default stays the seed's.
+    """
     fields = TrendsRequest.model_fields
+    methods = {PAGE_METHOD: METHODS[PAGE_METHOD], **METHODS}
     return render_template(
-        "index.html", max_symbols=current_app.config["MAX_SYMBOLS"], methods=METHODS,
-        window=fields["window"].default, max_window=MAX_WINDOW, horizon=fields["horizon"].default,
-        max_horizon=MAX_HORIZON, method=fields["method"].default, levels=PAGE_LEVELS, level=fields["level"].default,
-        min_level=MIN_LEVEL, max_level=MAX_LEVEL, ended_states=" ".join(ENDED_STATES),
+        "index.html", max_symbols=current_app.config["MAX_SYMBOLS"], methods=methods, ticker_pattern=TICKER_PATTERN,
+        max_ticker=MAX_SYMBOL_LENGTH, window=fields["window"].default, max_window=MAX_WINDOW,
+        horizon=fields["horizon"].default, max_horizon=MAX_HORIZON, method=PAGE_METHOD, levels=PAGE_LEVELS,
+        level=fields["level"].default, min_level=MIN_LEVEL, max_level=MAX_LEVEL, ended_states=" ".join(ENDED_STATES),
         result_ttl=current_app.config["RESULT_TTL"], dashboard=bool(current_app.config["DASHBOARD_PASSWORD"]),
     )
 

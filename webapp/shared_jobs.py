@@ -32,6 +32,7 @@ from jobs.records import (
     DEFAULT_LEVEL,
     DOORBELL_KEY,
     DOORBELL_RINGS,
+    FAILURE_REASONS,
     REDIS_UNAVAILABLE,
     current_job_key,
     recorded,
@@ -261,14 +262,17 @@ def result_objects(redis: Redis, symbols: list[str], ids: list[str], outcomes: d
         if outcome.type == Result.Type.SUCCESSFUL:
             objects[job_id] = outcome.return_value
             continue
-        job = jobs.get(job_id)
-        message = job.meta.get("error") if job else None  # written by the worker that failed it
+        meta = jobs[job_id].meta if jobs.get(job_id) else {}
+        message, reason = meta.get("error"), meta.get("reason")  # written by the worker that failed it
         if not message and "AbandonedJobError" in (outcome.exc_string or ""):
             message = f"{symbol}: the worker running this analysis stopped before finishing it, on every attempt"
-        objects[job_id] = error_object(symbol, message or "the analysis failed; the worker log has details")
+            reason = "worker_lost"
+        objects[job_id] = error_object(symbol, message or "the analysis failed; the worker log has details",
+                                       reason if reason in FAILURE_REASONS else "error")
     return objects
 
 
-def error_object(symbol: str, message: str) -> dict[str, str]:
-    """Build a symbol's error result, its message starting with the symbol exactly once."""
-    return {"symbol": symbol, "error": message if message.startswith(f"{symbol}: ") else f"{symbol}: {message}"}
+def error_object(symbol: str, message: str, reason: str) -> dict[str, str]:
+    """Build a symbol's error result: its message starting with the symbol exactly once, and its kind (docs/api.md)."""
+    return {"symbol": symbol, "error": message if message.startswith(f"{symbol}: ") else f"{symbol}: {message}",
+            "reason": reason}

@@ -18,6 +18,9 @@ MAX_WINDOW = 250  # a year holds about 250 trading days
 MAX_HORIZON = 30
 # The forecast methods jobs/forecast.py implements, each with the words the schema and the page show.
 METHODS = {"trend": "the fitted line extrapolated", "anchored": "the fitted line's slope from the last close"}
+# The page's default: of the fitted methods, the one that erred least on 24 real price series (make evaluate,
+# docs/forecasts.md), and the path its likely range is built around. `trend` stays the API's default (the seed's).
+PAGE_METHOD = "anchored"
 # The likely range's level: any in between is accepted; the page offers these (make evaluate measures them).
 MIN_LEVEL, MAX_LEVEL, PAGE_LEVELS = 0.5, 0.95, (0.8, 0.9)
 # Yahoo tickers (BRK-B, ^GSPC, 0700.HK, EURUSD=X, ES=F), ASCII only, a caret only in front; checked

@@ -14,6 +14,11 @@ const ENDED = new Set(main.dataset.endedStates.split(" ")); // from the server
 const RESULT_TTL = Number(main.dataset.resultTtl); // seconds the server keeps an answered analysis
 const $ = (id) => document.getElementById(id);
 const METHODS = Object.fromEntries([...$("method").options].map((o) => [o.value, o.dataset.meaning]));
+const FORM = $("analysis-form").dataset; // the limits the API enforces, as the server rendered them
+const TICKER = new RegExp(FORM.tickerPattern);
+// What each request field is called on the form, for the rare refusal the form's own checks did not foresee.
+const FIELD_NAMES = { window: "Moving-average window", horizon: "Forecast horizon", method: "Forecast method",
+  level: "Likely range" };
 let current = null; // the analysis the page shows; anything older is ignored
 
 function parseSymbols(text) {
@@ -43,6 +48,7 @@ function fillForm(params) {
   $("window").value = params.window;
   $("horizon").value = params.horizon;
   $("method").value = params.method;
+  describeMethod();
   const level = $("level");
   if (![...level.options].some((o) => Number(o.value) === params.level) &&
       params.level >= Number(level.dataset.min) && params.level <= Number(level.dataset.max)) {
@@ -94,13 +100,65 @@ function restore() {
   }
 }
 
+function describeMethod() {
+  const option = $("method").selectedOptions[0];
+  $("method-meaning").textContent = option ? `${option.value}: ${option.dataset.meaning}.` : "";
+}
+
+// --- Checking the form in its own words ---------------------------------------------------------
+
+function wholeNumberProblem(id, name, value) {
+  // The form's own limits (min and max come from the server): a message in the form's words, or "".
+  const input = $(id);
+  const [min, max] = [Number(input.min), Number(input.max)];
+  if (Number.isInteger(value) && value >= min && value <= max) return "";
+  const typed = input.value.trim() === "" ? "nothing" : `"${input.value.trim()}"`;
+  return `${name} is a whole number of trading days from ${min} to ${max}; you entered ${typed}.`;
+}
+
+function formProblem(params) {
+  // [field id, message] for the first thing the API would refuse, or null: nothing is sent until it is right.
+  const max = Number(FORM.maxSymbols);
+  if (params.symbols.length === 0) return ["symbols", "Enter at least one symbol, for example AAPL, MSFT."];
+  if (params.symbols.length > max) {
+    return ["symbols", `Enter at most ${max} symbols at once; you entered ${params.symbols.length}.`];
+  }
+  const bad = params.symbols.find((symbol) => !TICKER.test(symbol));
+  if (bad !== undefined) {
+    const shown = bad.length > 20 ? `${bad.slice(0, 17)}...` : bad;
+    return ["symbols", `"${shown}" is not a ticker: use letters, digits and . - = (and ^ in front for an index), ` +
+      `at most ${FORM.maxTicker} characters, for example BRK-B or ^GSPC.`];
+  }
+  for (const [id, name] of [["window", "The moving-average window"], ["horizon", "The forecast horizon"]]) {
+    const problem = wholeNumberProblem(id, name, params[id]);
+    if (problem) return [id, problem];
+  }
+  return null;
+}
+
+function inFormWords(message) {
+  // The API names fields as JSON does ("window": …, "symbols"[2] …); the form names them as its labels do.
+  return message
+    .replace(/"symbols"\[(\d+)\]/g, (_, i) => `Symbol ${Number(i) + 1}`)
+    .replace(/"symbols"/g, "Symbols")
+    .replace(/"(\w+)"/g, (whole, field) => FIELD_NAMES[field] || whole);
+}
+
+function showFormError(id, message) {
+  $("form-error").textContent = message;
+  if (!id) return;
+  $(id).setAttribute("aria-invalid", "true");
+  $(id).focus();
+}
+
 // --- Starting and following analyses ------------------------------------------------------------
 
 async function run(params, how) {
   $("form-error").textContent = "";
-  if (params.symbols.length === 0) {
-    $("form-error").textContent = "Enter at least one symbol, for example AAPL, MSFT.";
-    $("symbols").focus();
+  document.querySelectorAll("#analysis-form [aria-invalid]").forEach((field) => field.removeAttribute("aria-invalid"));
+  const problem = formProblem(params);
+  if (problem) {
+    showFormError(...problem);
     return;
   }
   $("submit").disabled = true;
@@ -112,7 +170,7 @@ async function run(params, how) {
     });
     const answer = await response.json().catch(() => ({}));
     if (!response.ok) {
-      $("form-error").textContent = answer.message || `The server refused the request (HTTP ${response.status}).`;
+      showFormError(null, answer.message ? inFormWords(answer.message) : `The server refused the request (HTTP ${response.status}).`);
       return;
     }
     follow(params, answer.id, answer.status_url, how, null);
@@ -146,7 +204,9 @@ function follow(params, id, url, how, onGone) {
   $("symbol-list").replaceChildren();
   $("notice").textContent = "";
   $("compare").hidden = true;
+  $("advice").hidden = true;
   $("analysis").hidden = false;
+  setChartControls(false);
   setDownloads(false);
   if (!view.chosen) setRange(defaultRange(params.horizon));
   current = { id, params, url, onGone, cursor: "", adopted: false, ended: false, rows: new Map(), results: new Map(), order: [],
@@ -198,7 +258,7 @@ async function poll(analysis) {
     stop(analysis);
     analysis.ended = true;
     $("notice").textContent = endMessage(body);
-    setDownloads(true);
+    setDownloads(orderedResults(analysis).some((result) => !result.error)); // nothing to save when all failed
     markEnded(analysis.id);
   } else {
     analysis.timer = setTimeout(() => poll(analysis), POLL_MS);
@@ -244,8 +304,16 @@ function show(analysis, body) {
   if (added) showCompare(analysis);
 }
 
+function showAdvice(analysis) {
+  // A source nobody could reach fails every row alike: say once what to check, and the way to try without a network.
+  const unreachable = orderedResults(analysis).some((result) => result.reason === "source_unavailable");
+  $("advice").hidden = !unreachable;
+}
+
 function showCompare(analysis) {
   const finished = orderedResults(analysis).filter((r) => !r.error);
+  setChartControls(finished.length > 0);
+  showAdvice(analysis);
   $("compare").hidden = finished.length < 2;
   drawCompare($("compare").querySelector("canvas"), finished);
 }
@@ -278,7 +346,12 @@ function pick(entry, fresh) {
   $("analysis").scrollIntoView({ block: "start" });
 }
 
-// --- Downloads ----------------------------------------------------------------------------------
+// --- Controls that need a result -----------------------------------------------------------------
+
+function setChartControls(enabled) {
+  // The range buttons and the log scale act on charts: only a symbol that succeeded has one.
+  document.querySelectorAll("[data-range], #log-scale").forEach((button) => { button.disabled = !enabled; });
+}
 
 function setDownloads(enabled) {
   $("download-csv").disabled = !enabled;
@@ -301,6 +374,7 @@ $("download-json").addEventListener("click", () =>
 document.querySelectorAll("[data-range]").forEach((button) =>
   button.addEventListener("click", () => setRange(button.dataset.range, true)));
 $("log-scale").addEventListener("click", () => setLog(!view.log));
+$("method").addEventListener("change", describeMethod);
 $("clear-recent").addEventListener("click", () => {
   clearRecent();
   showRecent(RESULT_TTL, pick);

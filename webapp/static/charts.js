@@ -30,18 +30,29 @@ function theme() {
 // A price as the page shows it everywhere, in the charts and in the rows; nothing for a missing one.
 export const price = (value) => (value === null || value === undefined ? "" : Number(value).toFixed(2));
 
+// Log-axis ticks: about this many, evenly spaced in log terms (Chart.js' own 1-2-5 choice of labels is irregular there).
+const LOG_TICKS = 6;
+
+export function logTicks(min, max, count = LOG_TICKS) {
+  // Steps of a "nice" size in log10 (1, 2, 2.5 or 5 × 10^k), each tick rounded to the digits its step needs.
+  const [low, high] = [Math.log10(min), Math.log10(max)];
+  const raw = (high - low) / (count - 1) || 0.01;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => s >= raw);
+  const digits = Math.max(2, Math.ceil(-Math.log10(10 ** step - 1)) + 2); // significant digits that keep the spacing even
+  const ticks = [];
+  for (let k = Math.ceil(low / step); k * step <= high + 1e-12; k++) ticks.push(Number((10 ** (k * step)).toPrecision(digits)));
+  return ticks.filter((value) => value >= min && value <= max);
+}
+
 function yScale(colors, title) {
   return {
     type: view.log ? "logarithmic" : "linear",
     title: { display: Boolean(title), text: title, color: colors.text },
-    ticks: {
-      color: colors.text,
-      callback(value, index, ticks) {
-        // A log axis labels only some ticks (Chart.js' own choice); every label shows 2 decimals.
-        if (view.log && Chart.Ticks.formatters.logarithmic.call(this, value, index, ticks) === "") return "";
-        return price(value);
-      },
+    afterBuildTicks(scale) {
+      if (scale.type === "logarithmic") scale.ticks = logTicks(scale.min, scale.max).map((value) => ({ value }));
     },
+    ticks: { color: colors.text, callback: (value) => price(value) },
     grid: { color: colors.grid },
   };
 }
@@ -69,22 +80,24 @@ function symbolConfig(canvas, result, level) {
   const n = result.closes.length;
   const gap = (count) => new Array(count).fill(null);
   const labels = result.dates.concat(result.prediction_dates);
-  const ahead = gap(n);
+  // The forecast and its range start at the last close, so the dashed line joins the closes.
+  const fromLastClose = (values) => gap(n - 1).concat([result.last_close], values);
   const datasets = [
     { label: "Close", data: result.closes.concat(gap(result.predictions.length)), borderColor: colors.close,
       backgroundColor: colors.close, pointRadius: 0, borderWidth: 1.5 },
     { label: `${result.window}-day moving average`, data: gap(result.window - 1).concat(result.trend, gap(result.predictions.length)),
       borderColor: colors.average, backgroundColor: colors.average, pointRadius: 0, borderWidth: 1.5 },
     // A line through points on the forecast dates (dashed: not prices yet).
-    { label: "Forecast", data: ahead.concat(result.predictions), borderColor: colors.forecast, backgroundColor: colors.forecast,
-      borderWidth: 2, borderDash: [6, 3], pointRadius: 3.5, pointHoverRadius: 5, clip: false }, // whole last point
+    { label: "Forecast", data: fromLastClose(result.predictions), borderColor: colors.forecast, backgroundColor: colors.forecast,
+      borderWidth: 2, borderDash: [6, 3], pointRadius: (ctx) => (ctx.dataIndex < n ? 0 : 3.5), pointHoverRadius: 5,
+      clip: false }, // whole last point
   ];
   if (result.prediction_lower) {
     // The likely range, shaded between its two edges.
     const edge = { borderWidth: 0, pointRadius: 0, pointHoverRadius: 0, borderColor: colors.band, backgroundColor: colors.band };
     datasets.push(
-      { label: "Likely range (low)", data: ahead.concat(result.prediction_lower), fill: false, ...edge },
-      { label: "Likely range (high)", data: ahead.concat(result.prediction_upper), fill: "-1", ...edge },
+      { label: "Likely range (low)", data: fromLastClose(result.prediction_lower), fill: false, ...edge },
+      { label: "Likely range (high)", data: fromLastClose(result.prediction_upper), fill: "-1", ...edge },
     );
   }
   const rangeName = level ? `Likely range (${Math.round(level * 100)} %)` : "Likely range";
@@ -101,7 +114,7 @@ function symbolConfig(canvas, result, level) {
       },
     },
     tooltip: {
-      filter: (item) => item.parsed.y !== null,
+      filter: (item) => item.parsed.y !== null && (item.dataIndex >= n || item.datasetIndex < 2), // the close, once
       callbacks: { label: (item) => `${item.dataset.label}: ${price(item.parsed.y)}` },
     },
   }, {

@@ -10,6 +10,9 @@ const SOURCE_LABELS = {
 // A trend forecast this far from the last close gets a note: the line is fitted through the whole year.
 const FAR_SHARE = 0.03;
 const FAR_TYPICAL_ERRORS = 2;
+// Typical errors this close to the naive forecast's (relative) read as "about as good", not better or worse.
+const SAME_AS_NAIVE = 0.05;
+const NBSP = "\u00a0";
 
 const percent = (value) => (value === null || value === undefined ? "n/a" : `${Number(value).toFixed(1)} %`);
 
@@ -60,21 +63,23 @@ function showBadges(row, result) {
 }
 
 function fillTable(row, result, level) {
+  // Three short columns that fit a phone: the last close's row says what it is where a forecast has its range.
   const table = row.querySelector(".numbers");
-  table.querySelector("caption").textContent = `${result.symbol}: last close and forecast`;
-  if (result.prediction_lower) row.querySelector(".range-head").textContent = `Likely range (${Math.round(level * 100)} %)`;
+  table.querySelector("caption").textContent = `${result.symbol}: the last close, then the ${result.method} forecast`;
+  if (result.prediction_lower) row.querySelector(".range-head").textContent = `${Math.round(level * 100)}${NBSP}% likely range`;
   const tbody = table.tBodies[0];
-  const add = (label, value, range) => {
+  const add = (date, value) => {
     const tr = tbody.insertRow();
-    tr.insertCell().textContent = label;
+    tr.insertCell().textContent = date;
     tr.insertCell().textContent = price(value);
-    tr.insertCell().textContent = range;
+    return tr.insertCell();
   };
-  add(`${result.dates[result.dates.length - 1]} (last close)`, result.last_close, "");
+  const known = add(result.dates[result.dates.length - 1], result.last_close);
+  known.textContent = "last close";
+  known.className = "known";
   result.predictions.forEach((value, i) => {
-    const range = result.prediction_lower
-      ? `${price(result.prediction_lower[i])} – ${price(result.prediction_upper[i])}` : "";
-    add(`${result.prediction_dates[i]} (forecast)`, value, range);
+    add(result.prediction_dates[i], value).textContent = result.prediction_lower
+      ? `${price(result.prediction_lower[i])}${NBSP}–${NBSP}${price(result.prediction_upper[i])}` : "";
   });
   table.hidden = false;
 }
@@ -101,7 +106,9 @@ function describeTrackRecord(row, result) {
   const naive = record.naive_mape[day - 1];
   line.textContent = `Typical error at day ${day}: ${percent(ours)} (naive, repeating the last close: ` +
     `${percent(naive)}), over ${record.origins} past days of this symbol.`;
-  if (ours > naive) {
+  if (Math.abs(ours - naive) <= SAME_AS_NAIVE * naive) {
+    line.append(" About as good as the naive forecast here.");
+  } else if (ours > naive) {
     const flag = document.createElement("span");
     flag.className = "worse";
     flag.textContent = " This method did worse than the naive forecast here.";
@@ -141,17 +148,25 @@ function explain(row, result, level, methods) {
   row.querySelector(".explain").hidden = false;
 }
 
+function daysOutsideRange(result) {
+  if (!result.prediction_lower) return 0;
+  return result.predictions.filter((value, i) => value < result.prediction_lower[i] || value > result.prediction_upper[i]).length;
+}
+
 function noteFarStart(row, result, onAnchored) {
-  if (result.method === "anchored" || !result.predictions.length) return; // anchored starts at the last close
+  // The anchored forecast starts at the last close and is its range's own path: only the others need the note.
+  if (result.method === "anchored" || !result.predictions.length) return;
   const gap = result.predictions[0] - result.last_close;
   const share = Math.abs(gap) / result.last_close;
   const typical = result.backtest ? result.backtest.mae[0] : null;
   const pastErrors = Number.isFinite(typical) && typical > 0 && Math.abs(gap) > FAR_TYPICAL_ERRORS * typical;
-  if (share <= FAR_SHARE && !pastErrors) return;
+  const outside = daysOutsideRange(result);
+  if (share <= FAR_SHARE && !pastErrors && !outside) return;
   const note = row.querySelector(".far-note");
   note.querySelector("p").textContent = `The forecast starts ${(share * 100).toFixed(1)} % ${gap > 0 ? "above" : "below"} ` +
     `the last close (${price(result.predictions[0])} against ${price(result.last_close)})` +
     (pastErrors ? `, more than ${FAR_TYPICAL_ERRORS} times its typical day-1 error (${price(typical)})` : "") +
+    (outside ? `, and lies outside the likely range on ${outside} of its ${result.predictions.length} days` : "") +
     `: the ${result.method} method continues the line fitted through the whole year, which can sit far from ` +
     "today's price. The anchored method keeps the line's slope but starts from the last close.";
   note.querySelector("button").addEventListener("click", onAnchored);
