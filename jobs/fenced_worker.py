@@ -27,7 +27,7 @@ from rq.registry import StartedJobRegistry
 from rq.utils import now
 from rq.worker import DequeueStrategy, WorkerStatus
 
-from jobs.records import DOORBELL_KEY, INFLIGHT_WORKERS_KEY, REDIS_UNAVAILABLE, recorded
+from jobs.records import DOORBELL_KEY, REDIS_UNAVAILABLE, fair_key, recorded, turns_doorbell_key
 from jobs.recovery import RecoveringWorker
 from jobs.worker_scripts import GUARDED_SCRIPT, TAKE_SCRIPT
 
@@ -104,20 +104,23 @@ class FencedWorker(RecoveringWorker):
         if len(queues) == len(self.queues):
             self.connection.blpop([DOORBELL_KEY], min(timeout, IDLE_WAIT))
         elif queues and queues[0] is self.queues[0]:  # later queues paused: the doorbell's rings are not all ours
-            self.connection.sadd(INFLIGHT_WORKERS_KEY, self.name)  # listed for recovery before it can hold a job
-            self.connection.blmove(queues[0].key, self.inflight_key, min(timeout, IDLE_WAIT))  # taken by the next look
+            turns_doorbell = turns_doorbell_key(queues[0].name)  # rung for each job a client stages for the first
+            self.connection.delete(turns_doorbell)  # rings for jobs the take just found none of are stale
+            self.connection.blpop([turns_doorbell], min(timeout, IDLE_WAIT))
         else:
             time.sleep(min(timeout, IDLE_WAIT))
         return None
 
     def _take_keys(self, queues: list[Queue]) -> list[str]:
-        """List the keys a take needs (take() in TAKE): the in-flight list, the doorbell, then `queues` in priority order.
+        """List the keys a take needs (take() in TAKE): in-flight list, doorbell, RQ's queue set, `queues` with their turns.
 
-        Taking from only some of its queues, a worker leaves the doorbell ('' for it): the rings of the
+        The queues come in priority order, each followed by its clients' turns. Taking from only some of
+        its queues, a worker leaves the doorbell ('' for it): the rings of the
         others' jobs are not its to clear.
         """
         doorbell = DOORBELL_KEY if len(queues) == len(self.queues) else ""
-        return [self.inflight_key, doorbell, *(queue.key for queue in queues)]
+        return [self.inflight_key, doorbell, self.queue_class.redis_queues_keys,
+                *(key for queue in queues for key in (queue.key, fair_key(queue.name)))]
 
     def _takeable_queues(self) -> list[Queue]:
         """List the queues to take from now, in priority order."""

@@ -12,6 +12,8 @@ RQ keeps each job and its result (`rq:job:ID`, `rq:results:ID`); ours are around
 - `trends:inflight-workers`          set: workers that may hold jobs in an in-flight list
 - `trends:doorbell`                  list: one ring per job a claim queues; idle workers block on it
                                      (jobs/fenced_worker.py)
+- `trends:fair:QUEUE`                sorted set: the clients with jobs staged for QUEUE (each in the RQ
+                                     queue `QUEUE@CLIENT`), scored by jobs taken: workers serve them in turn
 Imported by the web app too, so it must stay free of heavy imports.
 """
 import datetime as dt
@@ -87,6 +89,21 @@ def inflight_key(worker: str) -> str:
 def alive_key(worker: str) -> str:
     """Name a worker's heartbeat key, which expires when the worker stops beating."""
     return f"trends:alive:{worker}"
+
+
+def fair_key(queue_name: str) -> str:
+    """Name the sorted set of a queue's clients with staged jobs, scored by how many of theirs were taken (round robin)."""
+    return f"trends:fair:{queue_name}"
+
+
+def turns_doorbell_key(queue_name: str) -> str:
+    """Name the list rung once per job staged for `queue_name`: a worker that may take only from it blocks on it."""
+    return f"{DOORBELL_KEY}:{queue_name}"
+
+
+def staged_queue_name(queue_name: str, client: str) -> str:
+    """Name the RQ queue where one client's jobs for `queue_name` wait their turn (rq-dashboard lists it)."""
+    return f"{queue_name}@{client}"
 
 
 def current_job_key(work: str) -> str:

@@ -17,17 +17,35 @@ def rq_prefixes(job_class: type[Job], queue_class: type[Queue]) -> list[str]:
     return [job_class.redis_job_namespace_prefix, queue_class.redis_queue_namespace_prefix]
 
 
-# take(i): KEYS[i] is this worker's in-flight list, KEYS[i+1] the fleet's doorbell, KEYS[i+2..] the
-# queues in priority order. Move the first job of the first non-empty queue to the in-flight list;
-# give {queue key, job id, the job's hash as a flat list} (the hash in the same round trip), or false
-# when every queue is empty. A job already in the list (taken, but its reply or registration lost to
-# a Redis error) comes first, so taking again after an error (redis-py retries commands) never strands
+# take(i): KEYS[i] is this worker's in-flight list, KEYS[i+1] the fleet's doorbell, KEYS[i+2] RQ's set of
+# queues, then per queue in priority order its key and its clients' turns (jobs/records.py `fair_key`).
+# Move the first job of the first queue with one to the in-flight list: the queue's own list first (jobs
+# queued again: retried, recovered, put back), then its clients' staged lists in turn, the one served
+# least first (round robin: a client with a deep backlog holds back another's job by at most one). Give
+# {queue key, job id, the job's hash as a flat list} (the hash in the same round trip), or false when
+# every queue is empty. A job already in the in-flight list (taken, but its reply or registration lost
+# to a Redis error) comes first, so taking again after an error (redis-py retries commands) never strands
 # one. The worker is listed among those whose lists are recovered if they die, in the same step: a
 # worker back from a pause, delisted meanwhile, may take before its heartbeat lists it again. Nothing
 # is written while every queue is empty, so a full Redis (which refuses writes) still lets it wait. When
 # every queue is empty, the doorbell's rings are all stale (each rang for a job that is taken now):
 # it is emptied (unless its key is given as ''), so idle workers block on it until the next enqueue.
 TAKE = """
+local function staged(turns, inflight, queues)
+  for _ = 1, 64 do  -- a client's list emptied by hand leaves its turn behind: skip a few such
+    local first = redis.call('ZRANGE', turns, 0, 0)[1]
+    if not first then return nil end
+    local job_id = redis.call('LMOVE', first, inflight, 'LEFT', 'RIGHT')
+    if job_id and redis.call('LLEN', first) > 0 then
+      redis.call('ZINCRBY', turns, 1, first)
+    else
+      redis.call('ZREM', turns, first)
+      redis.call('SREM', queues, first)
+    end
+    if job_id then return job_id end
+  end
+  return nil
+end
 local function take(i)
   local inflight = KEYS[i]
   local held = redis.call('LINDEX', inflight, 0)
@@ -35,12 +53,13 @@ local function take(i)
     local origin = redis.call('HGET', ARGV[1] .. held, 'origin') or ''
     return {ARGV[2] .. origin, held, redis.call('HGETALL', ARGV[1] .. held)}
   end
-  for q = i + 2, #KEYS do
-    if redis.call('LLEN', KEYS[q]) > 0 then
+  for q = i + 3, #KEYS, 2 do
+    local job_id = nil
+    if redis.call('LLEN', KEYS[q]) > 0 or redis.call('EXISTS', KEYS[q + 1]) == 1 then
       redis.call('SADD', '""" + INFLIGHT_WORKERS_KEY + """', string.sub(inflight, #'""" + INFLIGHT_PREFIX + """' + 1))
-      local job_id = redis.call('LMOVE', KEYS[q], inflight, 'LEFT', 'RIGHT')
-      return {KEYS[q], job_id, redis.call('HGETALL', ARGV[1] .. job_id)}
+      job_id = redis.call('LMOVE', KEYS[q], inflight, 'LEFT', 'RIGHT') or staged(KEYS[q + 1], inflight, KEYS[i + 2])
     end
+    if job_id then return {KEYS[q], job_id, redis.call('HGETALL', ARGV[1] .. job_id)} end
   end
   if KEYS[i + 1] ~= '' then redis.call('DEL', KEYS[i + 1]) end
   return false

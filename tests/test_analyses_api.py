@@ -3,6 +3,7 @@ import time
 
 import pytest
 
+from jobs.fair import waiting
 from jobs.records import OPEN_ANALYSES_KEY, record_key
 from tests.conftest import analysis_jobs, wait_until
 from webapp import create_app
@@ -139,4 +140,4 @@ def test_another_web_process_answers_for_the_same_analysis(redis_server, redis_c
 def test_bad_bodies_are_refused_like_get_trends(client, app, body):
     response = client.post("/api/analyses", json=body)
     assert response.status_code == 400 and response.json["status"] == "error"
-    assert app.interactive_queue.count == 0
+    assert waiting(app.redis, app.interactive_queue)[0] == 0

@@ -66,7 +66,8 @@ def test_a_symbol_with_fewer_closes_than_the_window_gets_its_own_error(app, csv_
 def test_a_job_that_crashes_is_reported_in_words_without_a_traceback(app, csv_jobs, prices):
     """A bug in a job (here: a bad argument that validation would have stopped) still answers."""
     unchecked = TrendsRequest.model_construct(symbols=["AAPL"], window="x", horizon=5, method="trend")
-    body = answer_while_working(app, csv_jobs, ask=lambda: get_trends(app.redis, app.interactive_queue, unchecked, app.config))
+    body = answer_while_working(app, csv_jobs,
+                                ask=lambda: get_trends(app.redis, app.interactive_queue, "", unchecked, app.config))
     error = body["results"][0]["error"]
     assert "failed unexpectedly (TypeError)" in error and "Traceback" not in error
 

@@ -17,7 +17,7 @@ from rq.serializers import DefaultSerializer, JSONSerializer
 from rq.webhook import Webhook
 
 from config import ROOT, Config
-from jobs.records import OPEN_ANALYSES_KEY
+from jobs.records import OPEN_ANALYSES_KEY, fair_key
 from jobs.worker_scripts import TAKE_SCRIPT
 from scripts.procfile import commands
 from tests.conftest import RedisServer, WebServer, analysis_jobs, http_json, http_status, process_running, wait_until
@@ -83,8 +83,9 @@ def test_a_job_taken_by_a_worker_paused_while_idle_runs_elsewhere_and_only_once(
         os.kill(worker_pid(other), signal.SIGSTOP)
         try:
             url = client.post("/api/analyses", json={"symbols": ["IDLE1"]}).json["status_url"]
-            queues = [f"rq:queue:{name}" for name in ("trends", "trends-bulk")]
-            taken = redis_client.eval(TAKE_SCRIPT, 4, f"trends:inflight:{victim}", "", *queues, "rq:job:", "rq:queue:")
+            queues = [key for name in ("trends", "trends-bulk") for key in (f"rq:queue:{name}", fair_key(name))]
+            taken = redis_client.eval(TAKE_SCRIPT, 7, f"trends:inflight:{victim}", "", "rq:queues", *queues, "rq:job:",
+                                      "rq:queue:")
         finally:
             os.kill(worker_pid(other), signal.SIGCONT)
         assert taken and redis_client.llen(f"trends:inflight:{victim}") == 1

@@ -9,6 +9,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.worker import DequeueStrategy
 
+from jobs.fair import waiting_job_ids
 from tests.conftest import wait_until, worker_of
 
 # RQ's worker steps the project's worker replaces or wraps, with the parameters it relies on (docs/architecture.md).
@@ -69,7 +70,7 @@ def test_each_private_rq_attribute_we_use_is_still_there(app, client):
     for name in WORKER_ATTRIBUTES:
         assert hasattr(worker, name), f"RQ's worker no longer has {name} (docs/architecture.md, 'Inside RQ')"
     client.post("/api/analyses", json={"symbols": ["AAPL"]})
-    job = app.interactive_queue.jobs[0]
+    job = app.interactive_queue.fetch_job(waiting_job_ids(app.redis, app.interactive_queue)[0])
     for name in JOB_ATTRIBUTES:
         assert hasattr(job, name), f"RQ's job no longer has {name}: jobs/job_class.py reads it to refuse foreign code"
     assert StartedJobRegistry.parse_job_id("a-job:an-execution") == "a-job", "the reaper parses RQ's registry entries"

@@ -1,12 +1,16 @@
 """The web app's defences: admission control, slow clients, the dashboard, security headers, JSON-only errors."""
 import base64
+import http.client
+import json
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
 
+from jobs.fair import staged_queues, waiting
 from tests.conftest import WebServer, http_json
 from webapp import create_app
 
@@ -140,9 +144,10 @@ def dashboard(redis_server, redis_client):
 def test_dashboard_actions_are_refused_from_other_sites(dashboard, redis_client, headers, allowed):
     client = dashboard.test_client()
     client.post("/api/analyses", json={"symbols": ["AAPL"]})
-    response = client.post("/rq/queue/trends/queued/empty", headers={**basic("ops", "s3cret"), **headers})
+    staged = staged_queues(redis_client, dashboard.interactive_queue)[0]  # where the client's job waits its turn
+    response = client.post(f"/rq/queue/{staged.name}/queued/empty", headers={**basic("ops", "s3cret"), **headers})
     assert (response.status_code == 200) is allowed, response.get_data(as_text=True)
-    assert (dashboard.interactive_queue.count == 0) is allowed
+    assert (waiting(redis_client, dashboard.interactive_queue)[0] == 0) is allowed
 
 
 def test_dashboard_requeue_by_get_or_head_is_refused_and_read_only_mode_refuses_actions(redis_server, redis_client,
@@ -166,6 +171,48 @@ def test_failed_dashboard_logins_are_throttled_per_address_across_pages(dashboar
     assert client.get("/rq/", headers=basic("ops", "s3cret")).status_code == 429, "even the right password, for now"
     other = client.get("/rq/", headers=basic("ops", "s3cret"), environ_base={"REMOTE_ADDR": "10.9.9.9"})
     assert other.status_code == 200, "another address is not locked out"
+
+
+def dashboard_get(url: str, password: str, source: str, together: threading.Barrier | None = None
+                  ) -> tuple[int, str | None, str]:
+    """GET a dashboard `url` as user "ops" with `password` from the loopback address `source`, once all `together` are
+    connected; give the status, Retry-After and body."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30, source_address=(source, 0))
+    try:
+        connection.connect()
+        if together:
+            together.wait(timeout=30)
+        connection.request("GET", parts.path, headers=basic("ops", password))
+        response = connection.getresponse()
+        return response.status, response.getheader("Retry-After"), response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_parallel_wrong_dashboard_logins_get_at_most_the_limits_worth_of_checks(redis_server, redis_client, tmp_path):
+    """100 guesses at once from one address: 10 compared (401), 90 refused before comparing (429); users browse on."""
+    web = WebServer(redis_server.url, tmp_path / "web.log", WEB_PROCESSES=2, DASHBOARD_USER="ops",
+                    DASHBOARD_PASSWORD="s3cret")  # the default DASHBOARD_LOGIN_LIMIT, 10/minute
+    pages = [web.url + page for page in ("/rq/", "/rq/0/view/workers", "/rq/0/data/queues.json", "/rq/0/view/jobs")]
+    try:
+        with ThreadPoolExecutor(6) as browser:  # a browser's connections to one host
+            # A user browsing (every request carries the password) is not charged: 60 pages, six times the limit.
+            browsing = list(browser.map(lambda n: dashboard_get(pages[n % 4], "s3cret", "127.0.0.3")[0], range(60)))
+        assert browsing == [200] * 60
+        with ThreadPoolExecutor(100) as pool:
+            together = threading.Barrier(100)  # all connected, then all sent at once
+            guesses = list(pool.map(lambda n: dashboard_get(pages[n % 4], f"guess{n}", "127.0.0.1", together),
+                                    range(100)))
+        statuses = [status for status, _, _ in guesses]
+        assert statuses.count(401) == 10 and statuses.count(429) == 90, sorted(statuses)
+        refused = [(retry_after, body) for status, retry_after, body in guesses if status == 429]
+        assert all(int(retry_after) > 0 and "retry in" in json.loads(body)["message"] for retry_after, body in refused)
+        assert dashboard_get(pages[0], "s3cret", "127.0.0.1")[0] == 429, "that address waits, right password or not"
+        assert dashboard_get(pages[0], "s3cret", "127.0.0.2")[0] == 200, "another address is not locked out"
+        assert dashboard_get(pages[0], "s3cret", "127.0.0.3")[0] == 200, "nor is the user browsing"
+    finally:
+        web.stop()
 
 
 def test_pages_and_api_answers_carry_security_headers(client):

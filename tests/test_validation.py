@@ -5,6 +5,7 @@ import socket
 
 import pytest
 
+from jobs.fair import waiting
 from webapp.validation import InvalidRequestError, parse_trends_request
 
 
@@ -86,7 +87,7 @@ def test_the_api_answers_bad_bodies_with_the_error_shape_and_enqueues_nothing(cl
     response = client.post("/get_trends", data=data, content_type="application/json")
     assert response.status_code == status
     assert response.json["status"] == "error" and response.json["message"]
-    assert app.interactive_queue.count == 0
+    assert waiting(app.redis, app.interactive_queue)[0] == 0
 
 
 def test_413_names_the_limit(client):
@@ -103,7 +104,7 @@ def test_only_json_bodies_are_accepted(client, app, path, content_type, redis_cl
     response = client.post(path, data=b'{"symbols": ["AAPL"]}', headers=headers)
     assert response.status_code == 415 and response.json["status"] == "error"
     assert "application/json" in response.json["message"]
-    assert app.interactive_queue.count == 0 and not redis_client.keys("rq:job:*")
+    assert waiting(app.redis, app.interactive_queue)[0] == 0 and not redis_client.keys("rq:job:*")
 
 
 def test_a_chunked_body_over_the_limit_is_413_naming_it(web_server):

@@ -14,9 +14,10 @@ from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
 from jobs import fenced_worker, tasks
+from jobs.fair import staged_queues, waiting_job_ids
 from jobs.governor import PutBack
 from jobs.job_class import SERIALIZER, TrendsJob, trends_queues
-from jobs.records import INFLIGHT_WORKERS_KEY, JOB_STATS_KEY, inflight_key
+from jobs.records import INFLIGHT_WORKERS_KEY, JOB_STATS_KEY, fair_key, inflight_key
 from jobs.sources import SyntheticSource
 from jobs.worker import TrendsWorker
 from tests.conftest import RedisServer, analysis_jobs, wait_until, worker_of
@@ -41,7 +42,7 @@ def shape(app, job: Job) -> dict:
         "failed registry": job.id in app.interactive_queue.failed_job_registry,
         "started registry": app.interactive_queue.started_job_registry.get_job_ids(),
         "executions": [e.id for e in job.get_executions()],
-        "queue": app.interactive_queue.get_job_ids(),
+        "queue": waiting_job_ids(app.redis, app.interactive_queue),
     }
 
 
@@ -52,6 +53,7 @@ def test_a_job_run_by_our_worker_looks_to_rq_as_one_run_by_rqs_own(app, client, 
     for worker_class, window in ((SimpleWorker, 20), (None, 21)):  # None: the project's (run_jobs)
         created = client.post("/api/analyses", json={"symbols": [symbol], "window": window}).json
         if worker_class:
+            hand_the_turns_to_the_queue(app)
             worker_class(app.queues, connection=app.redis, serializer=SERIALIZER).work(burst=True, logging_level="WARNING")
         else:
             run_jobs(app)
@@ -62,6 +64,15 @@ def test_a_job_run_by_our_worker_looks_to_rq_as_one_run_by_rqs_own(app, client, 
     assert ours == rq_own
     assert ours["status"] == (JobStatus.FINISHED if symbol == "AAPL" else JobStatus.FAILED)
     assert ours["result"][0] == (Result.Type.SUCCESSFUL if symbol == "AAPL" else Result.Type.FAILED)
+
+
+def hand_the_turns_to_the_queue(app) -> None:
+    """Move clients' staged jobs to their queue's own list: RQ's own worker knows nothing of turns."""
+    for staged in staged_queues(app.redis, app.interactive_queue):
+        for job_id in staged.get_job_ids():
+            app.interactive_queue.push_job_id(job_id)
+        app.redis.delete(staged.key)
+    app.redis.delete(fair_key(app.interactive_queue.name))
 
 
 def test_a_suspended_fleet_takes_no_job_until_resumed(app, client, redis_server, start_workers):
@@ -100,7 +111,7 @@ def test_a_worker_that_stops_after_an_outcome_gives_back_the_next_job_it_took(ap
     run_jobs(app, max_jobs=1)  # the first outcome's write takes NEXT; the worker then stops (--max-jobs)
     first, following = analysis_jobs(app.redis, created["id"])
     assert first.get_status() == JobStatus.FINISHED
-    assert following.get_status() == JobStatus.QUEUED and app.interactive_queue.get_job_ids() == [following.id]
+    assert following.get_status() == JobStatus.QUEUED and waiting_job_ids(app.redis, app.interactive_queue) == [following.id]
     held = [key for key in app.redis.keys(inflight_key("*")) if app.redis.type(key) == b"list"]
     assert not held, "nothing left in a worker's in-flight list"
     run_jobs(app)
@@ -117,7 +128,7 @@ def test_a_suspension_set_while_a_job_runs_leaves_the_next_job_in_its_queue(app,
     wait_until(lambda: [w.get_state() for w in Worker.all(connection=app.redis)] == ["suspended"],
                timeout=15, what="the worker to finish its job and see the suspension")
     assert first.get_status() == JobStatus.FINISHED
-    assert app.interactive_queue.get_job_ids() == [following.id] and following.get_status() == JobStatus.QUEUED
+    assert waiting_job_ids(app.redis, app.interactive_queue) == [following.id] and following.get_status() == JobStatus.QUEUED
     resume(app.redis)
     wait_until(lambda: client.get(created["status_url"]).json["state"] == "finished", timeout=15,
                what="the next job to run once resumed")
@@ -160,7 +171,7 @@ def test_a_job_held_when_the_fleet_is_suspended_goes_back_to_its_queue(app, clie
 
     def look_then_stop() -> None:
         wait_until(lambda: worker.get_state() == "suspended", timeout=15, what="the worker to see the suspension")
-        seen["queue"] = app.interactive_queue.get_job_ids()
+        seen["queue"] = waiting_job_ids(app.redis, app.interactive_queue)
         os.kill(os.getpid(), signal.SIGTERM)
 
     looker = threading.Thread(target=look_then_stop)
@@ -228,7 +239,7 @@ def test_a_sigterm_while_an_idle_worker_reads_the_job_it_took_gives_the_job_back
     run_until_stopped(worker_of(app))
     monkeypatch.setattr(TrendsJob, "restore", restore)
     job = analysis_jobs(app.redis, created["id"])[0]
-    assert job.id in app.interactive_queue.get_job_ids(), "back in its queue, not lost"
+    assert job.id in waiting_job_ids(app.redis, app.interactive_queue), "back in its queue, not lost"
     run_jobs(app)
     assert client.get(created["status_url"]).json["state"] == "finished"
 
@@ -274,10 +285,10 @@ def test_a_deferred_job_goes_back_to_the_front_of_its_queue_untouched_and_runs_l
     assert job.get_status() == JobStatus.QUEUED and job.retries_left == retries
     assert job.enqueued_at == enqueued_at, "the queue's age still counts from when it was first queued"
     assert "no Yahoo call to spare" in job.meta["waiting_for_yahoo"]
-    assert app.interactive_queue.get_job_ids()[0] == job.id, "back at the front, ahead of MSFT"
+    assert waiting_job_ids(app.redis, app.interactive_queue)[0] == job.id, "back at the front, ahead of MSFT"
     assert len(job.get_executions()) == 0 and job.latest_result() is None
     other = analysis_jobs(app.redis, second["id"])[0]
-    assert app.interactive_queue.get_job_ids() == [job.id, other.id]
+    assert waiting_job_ids(app.redis, app.interactive_queue) == [job.id, other.id]
     assert other.get_status() == JobStatus.QUEUED and not other.get_executions(), \
         "the worker left the queue after the deferral instead of deferring MSFT too"
     assert app.redis.hgetall(JOB_STATS_KEY) == {}, "a deferral is not an outcome"

@@ -49,9 +49,9 @@ ENDED_STATES = ("finished", "partial", "failed")  # an analysis in one of these 
 ANALYSIS_STATES = ("queued", "running", *ENDED_STATES)
 
 
-def get_trends(redis: Redis, queue: Queue, request: TrendsRequest, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Claim a shared job per symbol, wait for them up to TRENDS_TIMEOUT, and give the /get_trends body."""
-    ids = claim_jobs(redis, queue, request, work_ids(request, trading_day(), settings["PRICE_SOURCE"]), settings)
+def get_trends(redis: Redis, queue: Queue, client: str, request: TrendsRequest, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Claim a shared job per symbol (new ones in `client`'s turn), wait up to TRENDS_TIMEOUT, and give the /get_trends body."""
+    ids = claim_jobs(redis, queue, request, work_ids(request, trading_day(), settings["PRICE_SOURCE"]), settings, client)
     timeout = settings["TRENDS_TIMEOUT"]
     objects = result_objects(redis, request.symbols, ids, wait_for_outcomes(redis, ids, timeout))
     late = [(symbol, job_id) for symbol, job_id in zip(request.symbols, ids) if job_id not in objects]
@@ -74,10 +74,10 @@ def _late_reason(job: Job | None, timeout: float) -> str:
     return f"its job ended without an answer within {timeout:g} s"
 
 
-def start_analysis(redis: Redis, queue: Queue, request: TrendsRequest, settings: Mapping[str, Any]) -> str:
-    """Claim the jobs and keep a record of what was asked; answer with the analysis id."""
+def start_analysis(redis: Redis, queue: Queue, client: str, request: TrendsRequest, settings: Mapping[str, Any]) -> str:
+    """Claim the jobs (new ones in `client`'s turn) and keep a record of what was asked; answer with the analysis id."""
     day = trading_day()
-    ids = claim_jobs(redis, queue, request, work_ids(request, day, settings["PRICE_SOURCE"]), settings)
+    ids = claim_jobs(redis, queue, request, work_ids(request, day, settings["PRICE_SOURCE"]), settings, client)
     analysis_id = uuid.uuid4().hex
     record = {"symbols": json.dumps(request.symbols), "window": request.window, "horizon": request.horizon,
               "method": request.method, "level": request.level, "day": day, "jobs": json.dumps(ids)}

@@ -2,6 +2,7 @@
 import re
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask_limiter.util import get_remote_address
 from rq import Queue
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound, RequestEntityTooLarge, UnsupportedMediaType
 
@@ -39,12 +40,16 @@ def _body(limit: int) -> bytes:
     return bytes(body)
 
 
-def _queue_for(trends_request: TrendsRequest) -> Queue:
-    """Admit the request, then give its queue: interactive, or bulk for large lists so they can't starve it."""
+def _queue_for(trends_request: TrendsRequest) -> tuple[Queue, str]:
+    """Admit the request, then give its queue and whose turn its jobs take there.
+
+    Large lists go to the bulk queue, so they can't starve small ones; small ones wait in the interactive
+    queue in their client's turn (its address, as the rate limits count it), so no client starves another.
+    """
     app = current_app
     bulk = len(trends_request.symbols) > app.config["BULK_THRESHOLD"]
     admit(trends_request, bulk)
-    return app.bulk_queue if bulk else app.interactive_queue
+    return (app.bulk_queue, "") if bulk else (app.interactive_queue, get_remote_address())
 
 
 @bp.post("/get_trends")
@@ -52,7 +57,7 @@ def get_trends() -> Response:
     """Analyse the symbols and answer when all are done (or TRENDS_TIMEOUT passed)."""
     trends_request = _trends_request()
     app = current_app
-    return jsonify(analyses.get_trends(app.redis, _queue_for(trends_request), trends_request, app.config))
+    return jsonify(analyses.get_trends(app.redis, *_queue_for(trends_request), trends_request, app.config))
 
 
 @bp.post("/api/analyses")
@@ -60,7 +65,7 @@ def create_analysis() -> tuple[Response, int, dict[str, str]]:
     """Start an analysis and answer at once with where to follow it."""
     trends_request = _trends_request()
     app = current_app
-    analysis_id = analyses.start_analysis(app.redis, _queue_for(trends_request), trends_request, app.config)
+    analysis_id = analyses.start_analysis(app.redis, *_queue_for(trends_request), trends_request, app.config)
     status_url = url_for("api.get_analysis", analysis_id=analysis_id)
     return jsonify({"id": analysis_id, "status_url": status_url}), 202, {"Location": status_url}
 

@@ -35,7 +35,10 @@ from jobs.records import (
     FAILURE_REASONS,
     REDIS_UNAVAILABLE,
     current_job_key,
+    fair_key,
     recorded,
+    staged_queue_name,
+    turns_doorbell_key,
     work_id,
 )
 from webapp.validation import TrendsRequest
@@ -50,24 +53,66 @@ POINTER_TTL = 2 * 24 * 3600  # a work pointer outlives its day and any job it na
 FIRST_CHUNK, MAX_CHUNK = 16, 256  # symbols claimed at once: the first few start the workers, later ones cost fewer trips
 # For each pointer KEYS[k]: if it still names what the request read (ARGV: '' for none), enqueue the
 # job RQ's own code recorded (jobs/records.py `recorded`) and point at it; else leave both alone.
-# ARGV: the pointer's TTL, the doorbell's key, then per pointer: the id read, the new job's id, its
-# command count, its commands. Rings the doorbell once per job created, so idle workers start at once.
-# Returns 1 or 0 per pointer: created, or someone else's job is there now.
+# ARGV: the pointer's TTL, the doorbell's key, the client's staged queue key ('' for none), the queue's
+# clients' turns, RQ's set of queues, the queue's key, the turns' doorbell, then per pointer: the id read,
+# the new job's id, its command count, its commands. A staged job moves from its queue's tail (where RQ
+# put it) to the client's staged queue, and the client gets a turn if it had none, level with the least
+# served: workers serve clients in turn (jobs/worker_scripts.py TAKE). Rings the doorbell (and the turns'
+# one for staged jobs) once per job created, so idle workers start at once. Returns 1 or 0 per pointer:
+# created, or someone else's job is there now.
 CLAIM_SCRIPT = APPLY_RECORDED + """
-local created, i, rings = {}, 3, 0
+local created, i, rings = {}, 8, 0
+local staged, turns = ARGV[3], ARGV[4]
 for k = 1, #KEYS do
   local count = tonumber(ARGV[i + 2])
   if (redis.call('GET', KEYS[k]) or '') == ARGV[i] then
     local after = apply(i + 3, count)
     redis.call('SET', KEYS[k], ARGV[i + 1], 'EX', ARGV[1])
+    if staged ~= '' and redis.call('LREM', ARGV[6], -1, ARGV[i + 1]) == 1 then
+      redis.call('RPUSH', staged, ARGV[i + 1])
+    end
     created[k], i, rings = 1, after, rings + 1
   else
     created[k], i = 0, skip(i + 3, count)
   end
 end
+if staged ~= '' and rings > 0 then
+  if not redis.call('ZSCORE', turns, staged) then
+    local least = redis.call('ZRANGE', turns, 0, 0, 'WITHSCORES')[2]
+    redis.call('ZADD', turns, least or 0, staged)
+  end
+  redis.call('SADD', ARGV[5], staged)
+  for _ = 1, math.min(rings, """ + str(DOORBELL_RINGS) + """) do redis.call('LPUSH', ARGV[7], 1) end
+  redis.call('LTRIM', ARGV[7], 0, """ + str(DOORBELL_RINGS - 1) + """)
+end
 for _ = 1, math.min(rings, """ + str(DOORBELL_RINGS) + """) do redis.call('LPUSH', ARGV[2], 1) end
 if rings > 0 then redis.call('LTRIM', ARGV[2], 0, """ + str(DOORBELL_RINGS - 1) + """) end
 return created
+"""
+
+
+# A request joins jobs that wait in other clients' turns: each still queued there moves to the tail of this
+# client's staged queue, so no client's backlog holds back another's request, also for shared work.
+# ARGV: CLAIM_SCRIPT's five turn keys (ARGV[1..5]: staged queue, turns, RQ's queue set, queue, turns'
+# doorbell), RQ's job key prefix, then the job ids. Returns how many moved.
+PROMOTE_SCRIPT = """
+local mine, turns, moved = ARGV[1], ARGV[2], 0
+for j = 7, #ARGV do
+  if redis.call('HGET', ARGV[6] .. ARGV[j], 'status') == 'queued' then
+    for _, other in ipairs(redis.call('ZRANGE', turns, 0, -1)) do
+      if other ~= mine and redis.call('LREM', other, 1, ARGV[j]) == 1 then
+        redis.call('RPUSH', mine, ARGV[j])
+        moved = moved + 1
+        break
+      end
+    end
+  end
+end
+if moved > 0 and not redis.call('ZSCORE', turns, mine) then
+  redis.call('ZADD', turns, redis.call('ZRANGE', turns, 0, 0, 'WITHSCORES')[2] or 0, mine)
+  redis.call('SADD', ARGV[3], mine)
+end
+return moved
 """
 
 
@@ -85,24 +130,36 @@ def work_ids(request: TrendsRequest, day: str, source: str) -> list[str]:
             for symbol in request.symbols]
 
 
-def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[str], settings: Mapping[str, Any]) -> list[str]:
+def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[str], settings: Mapping[str, Any],
+               client: str = "") -> list[str]:
     """Find the job answering each work: reused, joined, or created (atomically, with a new id); give their ids in order.
 
     A long list is claimed in growing chunks, so workers start on the first jobs while the rest are
-    recorded (RQ's own code records each job; docs/performance.md measures it).
+    recorded (RQ's own code records each job; docs/performance.md measures it). With a `client` (its
+    address), new jobs wait in that client's staged queue, served in turn with other clients'.
     """
     claim = redis.register_script(CLAIM_SCRIPT)
+    staged = Queue(staged_queue_name(queue.name, client), connection=redis).key if client else ""
+    turns = [staged, fair_key(queue.name), queue.redis_queues_keys, queue.key, turns_doorbell_key(queue.name)]
     ids: list[str] = []
+    joined: list[str] = []
     start, size = 0, FIRST_CHUNK
     while start < len(works):
-        ids += _claim_chunk(redis, claim, queue, request, works, range(start, min(start + size, len(works))), settings)
+        ids += _claim_chunk(redis, claim, queue, request, works, range(start, min(start + size, len(works))), settings,
+                            turns, joined)
         start, size = start + size, min(2 * size, MAX_CHUNK)
+    if staged and joined:  # another client's queued job this client now waits on too: it waits in this client's turn
+        run_script(redis.register_script(PROMOTE_SCRIPT), [], [*turns, Job.redis_job_namespace_prefix, *joined],
+                   replicas_to_wait_for(settings["REDIS_URL"]))
     return ids
 
 
 def _claim_chunk(redis: Redis, claim: Script, queue: Queue, request: TrendsRequest, works: list[str], positions: range,
-                 settings: Mapping[str, Any]) -> list[str]:
-    """Claim the works at `positions`; a pointer another request changed meanwhile is read again, and only it."""
+                 settings: Mapping[str, Any], turns: list[str], joined: list[str]) -> list[str]:
+    """Claim the works at `positions`; a pointer another request changed meanwhile is read again, and only it.
+
+    Adds to `joined` the live jobs it found (someone else's, not made here).
+    """
     found: dict[int, str] = {}  # position → the job that answers it, once settled
     while unsettled := [i for i in positions if i not in found]:
         pointers = {i: current_job_key(works[i]) for i in unsettled}
@@ -110,9 +167,10 @@ def _claim_chunk(redis: Redis, claim: Script, queue: Queue, request: TrendsReque
         to_create = _needing_a_job(redis, read, settings)
         creating = set(to_create)
         found.update({i: job_id for i, job_id in read.items() if i not in creating})
+        joined += [job_id for i, job_id in read.items() if job_id and i not in creating]
         if not to_create:
             break
-        words: list[object] = [POINTER_TTL, DOORBELL_KEY]
+        words: list[object] = [POINTER_TTL, DOORBELL_KEY, *turns]
         new = {i: f"{works[i]}-{uuid.uuid4().hex[:8]}" for i in to_create}
         for i in to_create:
             count, commands = recorded(redis, lambda pipe, i=i: queue.enqueue_many(

@@ -1,0 +1,40 @@
+"""Clients' turns in a queue: what waits in it, counting each client's staged queue.
+
+The web app stages a client's new interactive jobs in an RQ queue of their own (`QUEUE@CLIENT`,
+webapp/shared_jobs.py CLAIM_SCRIPT), and workers take from those in turn, the client served least
+first (jobs/worker_scripts.py TAKE): one client's deep backlog holds another's job back by about one
+job per worker, and rq-dashboard still lists what waits where. The queue's own list keeps what is
+queued again (retries, recovered and put-back jobs), taken before any client's turn.
+"""
+from __future__ import annotations
+
+import time
+
+from redis import Redis
+from rq import Queue
+
+from jobs.records import fair_key
+
+
+def staged_queues(redis: Redis, queue: Queue) -> list[Queue]:
+    """List the queue's clients' staged queues, the next to be served first."""
+    return [Queue.from_queue_key(key.decode(), connection=redis, serializer=queue.serializer)
+            for key in redis.zrange(fair_key(queue.name), 0, -1)]
+
+
+def waiting_job_ids(redis: Redis, queue: Queue) -> list[str]:
+    """List every job waiting for `queue`: its own list first (taken first), then each client's, in turn order."""
+    return queue.get_job_ids() + [job_id for staged in staged_queues(redis, queue) for job_id in staged.get_job_ids()]
+
+
+def waiting(redis: Redis, queue: Queue) -> tuple[int, float]:
+    """Count the jobs waiting for `queue`, and give the age in seconds of the oldest at the head of its list or a client's."""
+    lists = [queue, *staged_queues(redis, queue)]
+    pipe = redis.pipeline(transaction=False)
+    for each in lists:
+        pipe.llen(each.key)
+        pipe.lindex(each.key, 0)
+    replies = pipe.execute()
+    heads = [each.fetch_job(head.decode()) for each, head in zip(lists, replies[1::2]) if head]
+    ages = [time.time() - job.enqueued_at.timestamp() for job in heads if job and job.enqueued_at]
+    return sum(replies[0::2]), max(ages, default=0.0)
