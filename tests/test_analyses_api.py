@@ -7,7 +7,7 @@ from jobs.fair import waiting
 from jobs.records import OPEN_ANALYSES_KEY, record_key
 from tests.conftest import analysis_jobs, wait_until
 from webapp import create_app
-from webapp.analyses import keep_analyses, write_cursor
+from webapp.analyses import keep_analyses, keep_once, write_cursor
 
 
 def test_create_answers_202_at_once_with_a_location(client, redis_client):
@@ -122,6 +122,22 @@ def test_an_open_analysis_outlives_result_ttl_then_expires_result_ttl_after_its_
     assert client.get(created["status_url"]).json["state"] == "finished"
     assert 0 < redis_client.ttl(record_key(created["id"])) <= 3
     wait_until(lambda: client.get(created["status_url"]).status_code == 404, timeout=10, what="the record to expire")
+
+
+def test_an_accepted_analysis_stays_readable_while_redis_is_full(redis_server, redis_client):
+    """maxmemory reached (noeviction): the keeper's lock is refused, yet it still keeps every open analysis alive."""
+    app = create_app({"REDIS_URL": redis_server.url, "RESULT_TTL": 60, "RESULT_CACHE_TTL": 30})
+    client = app.test_client()
+    created = client.post("/api/analyses", json={"symbols": ["WAITS"]}).json  # no worker: it stays queued
+    redis_client.expire(record_key(created["id"]), 2)  # about to expire, as when the keeper last ran long ago
+    redis_client.config_set("maxmemory", 1)  # every write that needs memory is refused
+    try:
+        assert keep_once(app.redis, 60, 1), "a refused lock does not stop the keeper"
+        assert redis_client.ttl(record_key(created["id"])) > 2, "the record's life was extended"
+        answer = client.get(created["status_url"])
+        assert answer.status_code == 200 and answer.json["state"] == "queued"
+    finally:
+        redis_client.config_set("maxmemory", 0)
 
 
 @pytest.mark.parametrize("analysis_id", ["x", "0123456789abcdef0123456789abcdeg", "a" * 32 + ":jobs", "../etc"])

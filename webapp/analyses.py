@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Flask
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.results import Result
@@ -228,8 +228,24 @@ def keeper_interval(ttl: int) -> int:
     return max(1, min(ttl // 4, 60))
 
 
+def keep_once(redis: Redis, ttl: int, interval: int) -> bool:
+    """Keep the open analyses if no other web process does this `interval`; say whether this one did.
+
+    A full Redis (maxmemory, noeviction) refuses the lock's write but not the keeper's (expiries and
+    removals need no memory): then every process keeps, which is harmless, so an accepted analysis
+    stays readable until it is answered, also while Redis is full.
+    """
+    try:
+        if not redis.set(KEEPER_LOCK_KEY, 1, nx=True, ex=interval):
+            return False
+    except OutOfMemoryError:
+        pass
+    keep_analyses(redis, ttl)
+    return True
+
+
 def start_keeper(app: Flask) -> threading.Thread:
-    """Run keep_analyses in the background of this web process; one process at a time across the fleet does it."""
+    """Run keep_once in the background of this web process; one process at a time across the fleet keeps."""
     ttl = app.config["RESULT_TTL"]
     interval = keeper_interval(ttl)
 
@@ -237,8 +253,7 @@ def start_keeper(app: Flask) -> threading.Thread:
         while True:
             time.sleep(interval)
             try:
-                if app.redis.set(KEEPER_LOCK_KEY, 1, nx=True, ex=interval):
-                    keep_analyses(app.redis, ttl)
+                keep_once(app.redis, ttl, interval)
             except RedisError as exc:
                 log.warning("could not keep analyses alive: %s", exc)
             except Exception:  # a record it cannot read must not end the keeper for this process
