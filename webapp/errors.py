@@ -4,8 +4,9 @@ import logging
 from flask import Flask, Response, jsonify
 from flask_limiter.errors import RateLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError
+from redis.exceptions import OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from jobs.connection import NoReplicasError, NotReplicatedError
@@ -17,6 +18,18 @@ log = logging.getLogger(__name__)
 def error_response(status: int, message: str) -> tuple[Response, int]:
     """Answer with `status` and the one error body every failure has: {"status": "error", "message": ...}."""
     return jsonify({"status": "error", "message": message}), status
+
+
+def redis_trouble(exc: RedisError) -> str:
+    """Say in words what is wrong with Redis, for any client to read; the detail (hosts, ports, its text) is logged."""
+    log.warning("redis trouble: %s: %s", type(exc).__name__, exc)
+    if isinstance(exc, MasterNotFoundError):
+        return "Redis is unreachable: no sentinel names a primary that answers"
+    if isinstance(exc, RedisTimeoutError):
+        return "Redis is unreachable: it did not answer in time"
+    if isinstance(exc, RedisConnectionError):
+        return "Redis is unreachable"
+    return "Redis refused the request"
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -1,5 +1,4 @@
 """Operations: /livez for load balancers, /healthz for operators, /metrics (Prometheus text), rq-dashboard at /rq."""
-import hmac
 import os
 import re
 import time
@@ -20,6 +19,7 @@ from rq import Queue, worker_registration
 from rq.serializers import JSONSerializer
 
 from jobs.records import JOB_STATS_KEY, OUTCOMES, PRICE_STATS_KEY, YAHOO_STATS_KEY
+from webapp.errors import redis_trouble
 from webapp.security import guard_dashboard
 
 bp = Blueprint("ops", __name__)
@@ -44,7 +44,7 @@ def livez() -> Response | tuple[Response, int]:
     try:
         current_app.redis.ping()
     except RedisError as exc:
-        return jsonify({"status": "error", "redis": False, "reason": f"Redis is unreachable: {exc}"}), 503
+        return jsonify({"status": "error", "redis": False, "reason": redis_trouble(exc)}), 503
     return jsonify({"status": "ok", "redis": True})
 
 
@@ -59,7 +59,7 @@ def healthz() -> Response | tuple[Response, int]:
         queues = {queue.name: queue_report(queue) for queue in current_app.queues}
         redis_group = replication(current_app.redis)
     except RedisError as exc:
-        return jsonify({"status": "error", "redis": False, "reason": f"Redis is unreachable: {exc}"}), 503
+        return jsonify({"status": "error", "redis": False, "reason": redis_trouble(exc)}), 503
     body = {"status": "ok", "redis": True, "workers": len(workers), "hosts": _count(workers, "host"),
             "sources": _count(workers, "source"), "versions": _count(workers, "version"), "queues": queues}
     if redis_group:
@@ -268,18 +268,4 @@ def mount_dashboard(app: Flask, limiter: Limiter) -> None:
     app.config["RQ_DASHBOARD_REDIS_SENTINEL_PASSWORD"] = app.config["REDIS_SENTINEL_PASSWORD"] or None
     rq_dashboard.web.setup_rq_connection(app)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
-    guard_dashboard(app, limiter)
-    user = app.config["DASHBOARD_USER"]
-
-    @app.before_request
-    def require_dashboard_login() -> Response | None:
-        if request.blueprint != "rq_dashboard":
-            return None
-        auth = request.authorization
-        if auth and auth.type == "basic" and _same(auth.username, user) and _same(auth.password, password):
-            return None
-        return Response("Log in to see the RQ dashboard.\n", 401, {"WWW-Authenticate": 'Basic realm="rq-dashboard"'})
-
-
-def _same(given: str | None, expected: str) -> bool:
-    return hmac.compare_digest((given or "").encode(), expected.encode())
+    guard_dashboard(app, limiter)  # and its login

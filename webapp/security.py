@@ -1,13 +1,15 @@
 """Admission control (per-client budgets counted in Redis, a backlog bound), dashboard protection, security headers."""
+import hmac
 import time
 
-import rq_dashboard
 from flask import Blueprint, Flask, Response, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse as parse_limit
+from limits.strategies import FixedWindowRateLimiter
 from redis import Redis
 from rq import Queue
+from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, ServiceUnavailable, TooManyRequests
 
 from jobs.connection import limiter_storage
@@ -88,9 +90,12 @@ def _with_retry_after(exc: HTTPException, seconds: int) -> HTTPException:
 
 
 def guard_dashboard(app: Flask, limiter: Limiter) -> None:
-    """Accept rq-dashboard's actions only from its own pages, none in read-only mode; throttle failed logins per address."""
-    limiter.shared_limit(lambda: app.config["DASHBOARD_LOGIN_LIMIT"], scope="dashboard-login",  # all pages together
-                         deduct_when=lambda response: response.status_code == 401)(rq_dashboard.blueprint)
+    """Let in only the dashboard's login, its actions only from its own pages, none in read-only mode.
+
+    At most DASHBOARD_LOGIN_LIMIT wrong credentials are compared per address (all its pages together).
+    """
+    # A fixed window, because a slot must be given back (limits' moving window cannot return one).
+    login_checks = FixedWindowRateLimiter(limiter.storage)  # the limiter's Redis (or Sentinel group), its key prefix
 
     @app.before_request
     def refuse_cross_site_and_read_only_actions() -> None:
@@ -104,6 +109,40 @@ def guard_dashboard(app: Flask, limiter: Limiter) -> None:
         origin = request.headers.get("Origin")
         if (site and site != "same-origin") or (origin and origin != request.host_url.rstrip("/")):
             raise Forbidden("dashboard actions are accepted only from the dashboard's own pages")
+
+    @app.before_request
+    def require_dashboard_login() -> Response | None:
+        if request.blueprint != "rq_dashboard":
+            return None
+        auth = request.authorization
+        if auth and auth.type == "basic" and _is_dashboard_login(login_checks, auth):
+            return None
+        return Response("Log in to see the RQ dashboard.\n", 401, {"WWW-Authenticate": 'Basic realm="rq-dashboard"'})
+
+
+def _is_dashboard_login(login_checks: FixedWindowRateLimiter, auth: Authorization) -> bool:
+    """Compare `auth` with the dashboard's login once this address has a check left (429 if not); the right one is free.
+
+    The check is taken (one atomic INCR in Redis) before comparing, so guesses sent in parallel cannot all
+    be compared before any is counted; the right credentials give theirs back, so a user browsing the
+    dashboard, whose every request carries them, is never charged. A request refused here is not compared.
+    """
+    limit = parse_limit(current_app.config["DASHBOARD_LOGIN_LIMIT"])
+    address = ("dashboard-login", get_remote_address())
+    if not login_checks.hit(limit, *address):
+        retry_after = max(1, int(login_checks.get_window_stats(limit, *address).reset_time - time.time()))
+        raise _with_retry_after(TooManyRequests(
+            f"too many failed dashboard logins from this address (limit: {limit}); retry in {retry_after} s"),
+            retry_after)
+    config = current_app.config
+    if _same(auth.username, config["DASHBOARD_USER"]) and _same(auth.password, config["DASHBOARD_PASSWORD"]):
+        login_checks.hit(limit, *address, cost=-1)  # the fixed window's counter, down by the one taken
+        return True
+    return False
+
+
+def _same(given: str | None, expected: str) -> bool:
+    return hmac.compare_digest((given or "").encode(), expected.encode())
 
 
 def _is_view(path: str) -> bool:
