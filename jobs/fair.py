@@ -27,6 +27,17 @@ def waiting_job_ids(redis: Redis, queue: Queue) -> list[str]:
     return queue.get_job_ids() + [job_id for staged in staged_queues(redis, queue) for job_id in staged.get_job_ids()]
 
 
+def waiting_count(redis: Redis, queues: list[Queue]) -> int:
+    """Count the jobs waiting for any of `queues`, clients' staged jobs included."""
+    keys = [queue.key for queue in queues]
+    for queue in queues:
+        keys += [key.decode() for key in redis.zrange(fair_key(queue.name), 0, -1)]
+    pipe = redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.llen(key)
+    return sum(pipe.execute())
+
+
 def waiting(redis: Redis, queue: Queue) -> tuple[int, float]:
     """Count the jobs waiting for `queue`, and give the age in seconds of the oldest at the head of its list or a client's."""
     lists = [queue, *staged_queues(redis, queue)]

@@ -1,5 +1,6 @@
 """Fixtures: a real Redis-compatible server on a free loopback port, real RQ worker processes."""
 import datetime as dt
+import http.client
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -350,6 +352,18 @@ def process_running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def post_from(address: str, base_url: str, path: str, body: dict, timeout: float = 120) -> tuple[int, dict, dict]:
+    """POST JSON from a client address of our own (loopback holds all of 127/8), as a separate machine would."""
+    url = urllib.parse.urlsplit(base_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout, source_address=(address, 0))
+    try:
+        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read()), dict(response.getheaders())
+    finally:
+        connection.close()
 
 
 def http_json(method: str, url: str, body: dict | None = None, timeout: float = 30) -> dict:

@@ -1,30 +1,14 @@
 """Fair share of the fleet between clients (issue 29): real gunicorn, real workers, clients on their own addresses."""
-import http.client
-import json
-from urllib.parse import urlsplit
-
 from rq.job import Job
 
 from jobs.fair import staged_queues, waiting
 from jobs.job_class import SERIALIZER, trends_queues
 from jobs.records import current_job_key, trading_day, work_id
-from tests.conftest import WebServer, analysis_jobs, wait_until
+from tests.conftest import WebServer, analysis_jobs, post_from, wait_until
 from webapp import create_app
 
 FLOODER, OTHER = "127.0.0.2", "127.0.0.3"
 WORKERS = 2
-
-
-def post_from(address: str, base_url: str, path: str, body: dict, timeout: float = 120) -> tuple[int, dict]:
-    """POST JSON from a client address of our own (loopback holds all of 127/8), as a separate machine would."""
-    url = urlsplit(base_url)
-    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout, source_address=(address, 0))
-    try:
-        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
 
 
 def test_a_flooding_client_holds_back_anothers_symbol_by_about_one_job_per_worker(redis_server, redis_client,
@@ -35,7 +19,7 @@ def test_a_flooding_client_holds_back_anothers_symbol_by_about_one_job_per_worke
     try:
         flood = []
         for n in range(30):
-            status, created = post_from(FLOODER, web.url, "/api/analyses", {"symbols": [f"F{n}S{i}" for i in range(20)]})
+            status, created, _ = post_from(FLOODER, web.url, "/api/analyses", {"symbols": [f"F{n}S{i}" for i in range(20)]})
             assert status == 202, created
             flood.append(created["id"])
         interactive = trends_queues(redis_client, create_app({"REDIS_URL": redis_server.url}).config)[0]
@@ -43,7 +27,7 @@ def test_a_flooding_client_holds_back_anothers_symbol_by_about_one_job_per_worke
         assert staged == [f"{interactive.name}@{FLOODER}"], "the flood waits in its client's own queue, by name"
         assert waiting(redis_client, interactive)[0] > 500, "and is counted as waiting (/healthz, /metrics, admission)"
         # Its own symbol, and one the flood queued last: a shared job waits in the turn of whoever asks.
-        status, answer = post_from(OTHER, web.url, "/get_trends", {"symbols": ["OTHER", "F29S19"]})
+        status, answer, _ = post_from(OTHER, web.url, "/get_trends", {"symbols": ["OTHER", "F29S19"]})
     finally:
         web.stop()
     assert status == 200 and answer["status"] == "success", answer
@@ -63,7 +47,7 @@ def test_a_client_alone_gets_the_whole_fleet(redis_server, redis_client, start_w
     start_workers(redis_server.url, WORKERS, PRICE_SOURCE="synthetic")
     web = WebServer(redis_server.url, tmp_path / "web.log", PRICE_SOURCE="synthetic")
     try:
-        status, answer = post_from(OTHER, web.url, "/get_trends", {"symbols": [f"ALONE{i}" for i in range(20)]})
+        status, answer, _ = post_from(OTHER, web.url, "/get_trends", {"symbols": [f"ALONE{i}" for i in range(20)]})
     finally:
         web.stop()
     assert status == 200 and answer["status"] == "success", answer

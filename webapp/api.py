@@ -1,4 +1,5 @@
 """The JSON API: POST /get_trends (DESIGN.md's contract) and the async analyses the page uses."""
+import logging
 import re
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -13,6 +14,7 @@ from webapp.security import admit
 from webapp.validation import TrendsRequest, parse_trends_request
 
 bp = Blueprint("api", __name__)
+log = logging.getLogger(__name__)
 ANALYSIS_ID = re.compile(analyses.ANALYSIS_ID_PATTERN)
 
 
@@ -36,7 +38,8 @@ def _body(limit: int) -> bytes:
     except HTTPException:
         raise
     except Exception as exc:  # the server's own errors for a broken body (a bad chunk size, a lost connection)
-        raise BadRequest(f"the request body could not be read ({type(exc).__name__}); send it again") from None
+        log.info("a request body could not be read: %r", exc)
+        raise BadRequest("the request body could not be read (cut short or badly chunked); send it again") from None
     return bytes(body)
 
 

@@ -18,6 +18,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 from rq import Queue, worker_registration
 from rq.serializers import JSONSerializer
 
+from jobs.fair import waiting
 from jobs.records import JOB_STATS_KEY, OUTCOMES, PRICE_STATS_KEY, YAHOO_STATS_KEY
 from webapp.errors import redis_trouble
 from webapp.security import guard_dashboard
@@ -31,11 +32,9 @@ LATENCY = Histogram("trends_http_request_duration_seconds", "Time to answer API 
 
 
 def queue_report(queue: Queue) -> dict[str, float]:
-    """Depth and the age of the oldest queued job of one queue."""
-    oldest_ids = queue.get_job_ids(0, 1)
-    oldest = queue.fetch_job(oldest_ids[0]) if oldest_ids else None
-    age = time.time() - oldest.enqueued_at.timestamp() if oldest and oldest.enqueued_at else 0.0
-    return {"depth": queue.count, "oldest_age_seconds": round(age, 3)}
+    """Depth and the age of the oldest waiting job of one queue, its clients' staged jobs included."""
+    depth, age = waiting(queue.connection, queue)
+    return {"depth": depth, "oldest_age_seconds": round(age, 3)}
 
 
 @bp.get("/livez")

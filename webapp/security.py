@@ -13,6 +13,8 @@ from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, ServiceUnavailable, TooManyRequests
 
 from jobs.connection import limiter_storage
+from jobs.fair import waiting, waiting_count
+from webapp.capacity import MemoryGauge, parse_size
 from webapp.validation import TrendsRequest
 
 # The page runs only its own scripts and styles, and may not be framed.
@@ -22,6 +24,7 @@ PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src
 DASHBOARD_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
                     "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 BACKLOG_RETRY_AFTER = 30  # seconds a bulk request refused for the backlog is told to wait
+MEMORY_RETRY_AFTER = 60  # seconds a request refused for Redis's memory is told to wait (results expire meanwhile)
 
 
 def protect(app: Flask, api_blueprint: Blueprint) -> Limiter:
@@ -39,6 +42,8 @@ def protect(app: Flask, api_blueprint: Blueprint) -> Limiter:
     # Submissions are charged per symbol by admit() instead, once the body is read.
     limiter.limit(lambda: app.config["RATE_LIMIT_POLL"], exempt_when=lambda: request.method != "GET")(api_blueprint)
     app.extensions["trends_limiter"] = limiter
+    app.extensions["trends_memory"] = MemoryGauge(app.redis, parse_size(app.config["REDIS_MAXMEMORY"]),
+                                                  lambda: waiting_count(app.redis, app.queues))
 
     @app.after_request
     def security_headers(response: Response) -> Response:
@@ -53,7 +58,10 @@ def protect(app: Flask, api_blueprint: Blueprint) -> Limiter:
 
 
 def admit(trends_request: TrendsRequest, bulk: bool) -> None:
-    """Charge the client's symbol budget (both submit endpoints share it); refuse bulk work past the backlog bound."""
+    """Charge the client's symbol budget (both submit endpoints share it), unless the request is refused first.
+
+    Refused: bulk work past the backlog bound, any work past Redis's memory headroom (webapp/capacity.py).
+    """
     config = current_app.config
     if bulk:  # checked first: a refused request costs the client nothing
         depth, oldest_age = backlog(current_app.redis, current_app.queues)
@@ -62,6 +70,9 @@ def admit(trends_request: TrendsRequest, bulk: bool) -> None:
                 f"the queue is full ({depth} symbols waiting, the oldest for {oldest_age:.0f} s); large requests "
                 f"are refused until it drains (small ones are still served); retry in {BACKLOG_RETRY_AFTER} s"),
                 BACKLOG_RETRY_AFTER)
+    refusal = current_app.extensions["trends_memory"].refusal(len(trends_request.symbols))
+    if refusal:  # any request, small ones too: a full Redis could answer nothing that was accepted
+        raise _with_retry_after(ServiceUnavailable(f"{refusal}; retry in {MEMORY_RETRY_AFTER} s"), MEMORY_RETRY_AFTER)
     limit = parse_limit(config["RATE_LIMIT_SYMBOLS"])
     strategy = current_app.extensions["trends_limiter"].limiter
     client = ("symbols", get_remote_address())
@@ -72,16 +83,9 @@ def admit(trends_request: TrendsRequest, bulk: bool) -> None:
 
 
 def backlog(redis: Redis, queues: list[Queue]) -> tuple[int, float]:
-    """Jobs waiting in all queues, and the age in seconds of the oldest one at a queue's head."""
-    pipe = redis.pipeline(transaction=False)
-    for queue in queues:
-        pipe.llen(queue.key)
-        pipe.lindex(queue.key, 0)
-    replies = pipe.execute()
-    depth = sum(replies[0::2])
-    heads = [queue.fetch_job(head.decode()) for queue, head in zip(queues, replies[1::2]) if head]
-    ages = [time.time() - job.enqueued_at.timestamp() for job in heads if job and job.enqueued_at]
-    return depth, max(ages, default=0.0)
+    """Jobs waiting in all queues (clients' staged jobs included), and the age in seconds of the oldest at a head."""
+    each = [waiting(redis, queue) for queue in queues]
+    return sum(depth for depth, _ in each), max((age for _, age in each), default=0.0)
 
 
 def _with_retry_after(exc: HTTPException, seconds: int) -> HTTPException:
