@@ -69,9 +69,9 @@ soak: $(VENV)/.installed-test ## the fleet against a simulated Yahoo that bans: 
 evaluate: venv ## forecast errors of each method over a folder of CSVs: make evaluate DATA=../shared/data/prices
 	$(PY) -m scripts.evaluate $(or $(DATA),../shared/data/prices)
 
-loadtest: $(VENV)/.installed-test ## Locust against a running system at URL (docs/performance.md "Load"); USERS, SPAWN, TIME
+loadtest: $(VENV)/.installed-test ## Locust against a running system at URL (docs/performance.md "Load"); USERS, SPAWN, TIME; FLOOD=1: one client floods, another's latency is measured
 	$(VENV)/bin/locust -f bench/locustfile.py --headless --host $(or $(URL),http://127.0.0.1:5000) \
-		-u $(or $(USERS),50) -r $(or $(SPAWN),10) -t $(or $(TIME),60s) --only-summary
+		$(if $(FLOOD),-u 2 -r 2 -t $(or $(TIME),60s) FloodingClient InteractiveClient,-u $(or $(USERS),50) -r $(or $(SPAWN),10) -t $(or $(TIME),60s) PageUser ScriptUser) --only-summary
 
 clean: ## remove the virtualenv, caches and local Redis data
 	rm -rf $(VENV) $(BENCH_VENV) .cache .data .pytest_cache .hypothesis *.egg-info
