@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 from urllib.parse import quote, unquote, urlsplit
 
@@ -21,6 +22,8 @@ from jobs.connection import is_sentinel_url
 from scripts.procfile import commands, stop_with_parent
 from scripts.redis_server import answers, first_start, group_server_lines, refuse_if_login_refused, server_command
 from scripts.sentinel import group_url, open_without_a_password, sentinel_command
+
+WEB_START_TIMEOUT = 30  # seconds the web app has to answer before the URL is printed (or its absence said)
 
 FIRST_BACKOFF, MAX_BACKOFF, STABLE_AFTER = 0.5, 30.0, 60.0
 
@@ -205,6 +208,32 @@ def refuse_a_busy_port() -> None:
                              f"there. Stop it, or set PORT to a free port (make run PORT=5001)") from None
 
 
+def web_answers() -> bool:
+    """Whether the web app accepts connections on HOST:PORT (on this machine's loopback when it listens on all)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(Config.HOST, Config.HOST)
+    try:
+        socket.create_connection((host, Config.PORT), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def announce_once_it_answers(parts: list[Part], stopped: Callable[[], bool]) -> None:
+    """Print the URL once the web app answers there (tending the parts meanwhile), or say that it did not."""
+    deadline = time.monotonic() + WEB_START_TIMEOUT
+    while not stopped() and not web_answers() and time.monotonic() < deadline:
+        for part in parts:
+            part.tend()
+        time.sleep(0.1)
+    if stopped():
+        return
+    if web_answers():
+        say(f"\n  Stock trends is running at http://{Config.HOST}:{Config.PORT}/  (prices: "
+            f"{Config.PRICE_SOURCE.split(':', 1)[0]}; Ctrl-C stops it)\n")
+    else:
+        say(f"\n  The web app did not answer on port {Config.PORT} within {WEB_START_TIMEOUT} s: see its log above\n")
+
+
 def main() -> None:
     """Start Redis (if needed), the workers and the web app; tend them until Ctrl-C, SIGTERM or SIGHUP; stop them in order."""
     parser = argparse.ArgumentParser(description="The whole system on this machine.")
@@ -236,7 +265,7 @@ def main() -> None:
             parts.append(start_simulated_yahoo())
         parts.append(Part("workers", commands()["worker"]))
         parts.append(Part("web app", commands()["web"]))
-        say(f"\n  Stock trends is running at http://{Config.HOST}:{Config.PORT}/  (Ctrl-C stops it)\n")
+        announce_once_it_answers(parts, lambda: stopping)
         while not stopping:
             for part in parts:
                 part.tend()

@@ -159,3 +159,15 @@ def test_after_the_demo_a_real_source_on_the_same_redis_never_answers_with_the_d
     real = create_app({"REDIS_URL": redis_server.url, "PRICE_SOURCE": f"csv:{price_dir}"})
     second = answer_while_working(real, run_jobs, {"symbols": ["AAPL"]})["results"][0]
     assert second["source"] == "csv" and second["closes"][-1] == round(float(prices["AAPL"][-1]), 6)
+
+
+def test_after_the_demo_a_real_source_does_not_reopen_the_demos_analysis(redis_server, run_jobs, price_dir):
+    """A demo analysis reopened (a link, the page's history) under `make run` is not this deployment's: 404, in words."""
+    demo = create_app({"REDIS_URL": redis_server.url, "PRICE_SOURCE": "synthetic"})
+    created = demo.test_client().post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    run_jobs(demo)
+    assert demo.test_client().get(created["status_url"]).json["state"] == "finished"
+    real = create_app({"REDIS_URL": redis_server.url, "PRICE_SOURCE": f"csv:{price_dir}"}).test_client()
+    reopened = real.get(created["status_url"])
+    assert reopened.status_code == 404 and "another price source" in reopened.json["message"]
+    assert str(price_dir) not in reopened.json["message"], "no path in an answer"

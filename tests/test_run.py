@@ -70,6 +70,8 @@ def test_make_run_gives_its_redis_a_password_only_its_owner_can_read(make_run, t
         Redis.from_url(redis_url.replace(f":{password_file.read_text()}@", "")).get("rq:queues")
     assert Redis.from_url(redis_url).ping()
     assert http_json("POST", url + "/get_trends", {"symbols": ["AAPL"]})["status"] == "success", "web app and workers have it"
+    said = (tmp_path / "run.log").read_text()
+    assert f"running at {url}/  (prices: synthetic; Ctrl-C stops it)" in said, "the URL, once it answers, and the source"
 
 
 def test_under_make_run_the_workers_yield_the_cpu_to_the_web_app_and_redis(make_run):

@@ -80,13 +80,22 @@ def start_analysis(redis: Redis, queue: Queue, client: str, request: TrendsReque
     ids = claim_jobs(redis, queue, request, work_ids(request, day, settings["PRICE_SOURCE"]), settings, client)
     analysis_id = uuid.uuid4().hex
     record = {"symbols": json.dumps(request.symbols), "window": request.window, "horizon": request.horizon,
-              "method": request.method, "level": request.level, "day": day, "jobs": json.dumps(ids)}
+              "method": request.method, "level": request.level, "day": day, "jobs": json.dumps(ids),
+              "source": settings["PRICE_SOURCE"]}
     pipe = redis.pipeline(transaction=False)  # in this order: the keeper finds no open analysis without its record
     pipe.hset(record_key(analysis_id), mapping=record)
     pipe.expire(record_key(analysis_id), settings["RESULT_TTL"])  # the keeper extends it while it is open
     pipe.zadd(OPEN_ANALYSES_KEY, {analysis_id: time.time()})
     replicated(pipe, replicas_to_wait_for(settings["REDIS_URL"]))  # in a Sentinel group: no 202 a failover undoes
     return analysis_id
+
+
+class OtherSourceError(LookupError):
+    """An analysis made with another price source than this deployment's."""
+
+    def __init__(self) -> None:
+        super().__init__("it was made with another price source than this deployment's (make demo's, on the same "
+                         "Redis?); ask again for numbers from this one")
 
 
 class CursorError(ValueError):
@@ -120,17 +129,22 @@ def write_cursor(positions: list[int]) -> str:
     return base64.urlsafe_b64encode(bitmap.to_bytes((bitmap.bit_length() + 7) // 8, "little")).decode().rstrip("=")
 
 
-def analysis_status(redis: Redis, analysis_id: str, since: str = "", replicas: int = 0) -> dict[str, Any] | None:
+def analysis_status(redis: Redis, analysis_id: str, since: str = "", replicas: int = 0,
+                    source: str = "") -> dict[str, Any] | None:
     """Overall state, counts and per-symbol states and results, read from the jobs; None if unknown or expired.
 
     With the `since` cursor of an earlier answer, the results that answer carried are left out (their
     symbols keep their state): a poll carries only what is new. Raises CursorError for a cursor it did not give.
     `replicas`: in a Sentinel group, new results are on a replica before they are told (no failover undoes them).
+    `source`: the deployment's price source; an analysis made with another (`make demo`'s, on the same
+    Redis) raises OtherSourceError, so no number from another source is shown as this one's.
     """
     raw = redis.hgetall(record_key(analysis_id))
     if not raw:
         return None
     record = {k.decode(): v.decode() for k, v in raw.items()}
+    if source and record.get("source", source) != source:  # records from before this check name none
+        raise OtherSourceError()
     symbols, ids = json.loads(record["symbols"]), json.loads(record["jobs"])
     known = read_cursor(since, len(symbols))
     statuses, outcomes = snapshot(redis, ids, known, replicas)

@@ -76,12 +76,15 @@ def create_analysis() -> tuple[Response, int, dict[str, str]]:
 @bp.get("/api/analyses/<analysis_id>")
 def get_analysis(analysis_id: str) -> Response:
     """Show an analysis's state, counts and per-symbol results so far (those not in `since`); 404 once it is gone."""
+    config = current_app.config
     try:
         status = analyses.analysis_status(current_app.redis, analysis_id, request.args.get("since", ""),
-                                          replicas_to_wait_for(current_app.config["REDIS_URL"])) \
+                                          replicas_to_wait_for(config["REDIS_URL"]), config["PRICE_SOURCE"]) \
             if ANALYSIS_ID.fullmatch(analysis_id) else None
     except analyses.CursorError as exc:
         raise BadRequest(str(exc)) from None
+    except analyses.OtherSourceError as exc:
+        raise NotFound(f"analysis {analysis_id!r} is not this deployment's: {exc}") from None
     if status is None:
         raise NotFound(f"no analysis {analysis_id!r}: it never existed or has expired (analyses are kept "
                        f"{current_app.config['RESULT_TTL']} s after their last result)")

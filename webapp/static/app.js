@@ -184,7 +184,7 @@ async function run(params, how) {
 function open(params, id, how) {
   // An analysis the server may still have: read it; if it has expired, run the same query again.
   follow(params, id, `/api/analyses/${id}`, how, () => {
-    $("notice").textContent = "That analysis has expired on the server; running it again…";
+    $("notice").textContent = "That analysis is no longer on the server (expired, or made with another price source); running it again…";
     run(params, "replace");
   });
 }
