@@ -12,6 +12,7 @@ import time
 
 from redis import Redis
 from rq import Queue
+from rq.utils import utcparse
 
 from jobs.records import fair_key
 
@@ -39,13 +40,19 @@ def waiting_count(redis: Redis, queues: list[Queue]) -> int:
 
 
 def waiting(redis: Redis, queue: Queue) -> tuple[int, float]:
-    """Count the jobs waiting for `queue`, and give the age in seconds of the oldest at the head of its list or a client's."""
+    """Count the jobs waiting for `queue`, and give the age in seconds of the oldest at the head of its list or a client's.
+
+    A staged job's `origin` is its queue, not the client's, so RQ's `Queue.fetch_job` on a client's queue
+    finds none: the heads' enqueue times are read from their hashes.
+    """
     lists = [queue, *staged_queues(redis, queue)]
     pipe = redis.pipeline(transaction=False)
     for each in lists:
         pipe.llen(each.key)
         pipe.lindex(each.key, 0)
     replies = pipe.execute()
-    heads = [each.fetch_job(head.decode()) for each, head in zip(lists, replies[1::2]) if head]
-    ages = [time.time() - job.enqueued_at.timestamp() for job in heads if job and job.enqueued_at]
+    heads = [head.decode() for head in replies[1::2] if head]
+    for head in heads:
+        pipe.hget(queue.job_class.key_for(head), "enqueued_at")
+    ages = [time.time() - utcparse(raw.decode()).timestamp() for raw in (pipe.execute() if heads else []) if raw]
     return sum(replies[0::2]), max(ages, default=0.0)

@@ -1,4 +1,6 @@
 """Fair share of the fleet between clients (issue 29): real gunicorn, real workers, clients on their own addresses."""
+import threading
+
 from rq.job import Job
 
 from jobs.fair import staged_queues, waiting
@@ -25,7 +27,8 @@ def test_a_flooding_client_holds_back_anothers_symbol_by_about_one_job_per_worke
         interactive = trends_queues(redis_client, create_app({"REDIS_URL": redis_server.url}).config)[0]
         staged = [queue.name for queue in staged_queues(redis_client, interactive)]
         assert staged == [f"{interactive.name}@{FLOODER}"], "the flood waits in its client's own queue, by name"
-        assert waiting(redis_client, interactive)[0] > 500, "and is counted as waiting (/healthz, /metrics, admission)"
+        depth, oldest = waiting(redis_client, interactive)
+        assert depth > 500 and oldest > 0, "and is counted as waiting, with its age (/healthz, /metrics, admission)"
         # Its own symbol, and one the flood queued last: a shared job waits in the turn of whoever asks.
         status, answer, _ = post_from(OTHER, web.url, "/get_trends", {"symbols": ["OTHER", "F29S19"]})
     finally:
@@ -55,3 +58,27 @@ def test_a_client_alone_gets_the_whole_fleet(redis_server, redis_client, start_w
     wait_until(lambda: not staged_queues(redis_client, interactive), what="the client's turn to end with its jobs")
     assert redis_client.sismember(interactive.redis_queues_keys, f"rq:queue:{interactive.name}@{OTHER}") == 0, \
         "an emptied client queue leaves rq-dashboard's list"
+
+
+def test_a_flooder_asking_for_anothers_symbols_does_not_pull_them_behind_its_backlog(redis_server, redis_client,
+                                                                                    start_workers, tmp_path):
+    """A shared job moves into the asker's turn only where it starts sooner: never deeper into a flood."""
+    start_workers(redis_server.url, WORKERS, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=200)
+    web = WebServer(redis_server.url, tmp_path / "web.log", PRICE_SOURCE="synthetic")
+    mine = [f"MINE{i}" for i in range(5)]
+    answers = []
+    try:
+        for n in range(30):
+            assert post_from(FLOODER, web.url, "/api/analyses", {"symbols": [f"F{n}S{i}" for i in range(20)]})[0] == 202
+        asker = threading.Thread(target=lambda: answers.append(post_from(OTHER, web.url, "/get_trends",
+                                                                         {"symbols": mine})))
+        asker.start()
+        interactive = trends_queues(redis_client, create_app({"REDIS_URL": redis_server.url}).config)[0]
+        wait_until(lambda: any(queue.name.endswith(OTHER) for queue in staged_queues(redis_client, interactive)),
+                   what="the other client's jobs to wait in its turn")
+        assert post_from(FLOODER, web.url, "/api/analyses", {"symbols": mine})[0] == 202  # the flooder asks for them too
+        asker.join()
+    finally:
+        web.stop()
+    status, answer, _ = answers[0]
+    assert status == 200 and answer["status"] == "success", answer

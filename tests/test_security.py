@@ -134,6 +134,16 @@ def dashboard(redis_server, redis_client):
     return create_app({"REDIS_URL": redis_server.url, "DASHBOARD_USER": "ops", "DASHBOARD_PASSWORD": "s3cret"})
 
 
+def test_a_clients_queue_is_not_compacted_from_the_dashboard(dashboard, redis_client):
+    """RQ's compact empties the list before it pushes the jobs back: a take in between would end the client's turn."""
+    client = dashboard.test_client()
+    client.post("/api/analyses", json={"symbols": ["AAPL", "MSFT"]})
+    staged = staged_queues(redis_client, dashboard.interactive_queue)[0]
+    response = client.post(f"/rq/queue/{staged.name}/compact", headers=basic("ops", "s3cret"))
+    assert response.status_code == 403 and "is not compacted" in response.json["message"]
+    assert staged_queues(redis_client, dashboard.interactive_queue) == [staged] and staged.count == 2
+
+
 @pytest.mark.parametrize("headers, allowed", [
     ({"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"}, True),
     ({}, True),  # not a browser: no ambient credentials to abuse

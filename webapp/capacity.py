@@ -16,14 +16,19 @@ ADMIT_UP_TO = 0.8  # the share of maxmemory in use past which new work is refuse
 # Measured 2026-12-06 (1,000 symbols of 20-symbol analyses, default parameters, MEMORY USAGE and INFO):
 QUEUED_JOB_BYTES = 2_700  # a queued job: its hash, its queue entry, its work pointer
 FINISHED_SYMBOL_BYTES = 18_000  # a finished symbol: the job, its result (a year of dates and numbers), the price cache
-READ_EVERY = 0.5  # seconds a web process trusts its last reading, adding what it admitted since
+READ_EVERY = 0.5  # seconds a web process trusts its last reading of Redis's memory
+PROMISED_KEY = "trends:memory:promised:"  # + a second: bytes every web process admitted in it (kept PROMISES_KEPT s)
+PROMISES_KEPT = 3  # seconds: longer than a reading is trusted plus the claim that turns a promise into queued jobs
 
 
 class MemoryGauge:
-    """A web process's view of Redis's memory: read at most every READ_EVERY s, plus what it admitted meanwhile.
+    """Redis's memory as admission sees it: a reading at most READ_EVERY s old, plus what every web process admitted since.
 
     What waits in the queues counts at what it will hold once answered, not what it holds now, so
-    everything accepted can be answered without Redis filling up.
+    everything accepted can be answered without Redis filling up. Admissions are promised in Redis, per
+    second, by every web process alike (one round trip a request): two processes cannot both spend the
+    same headroom. A promise counts for its second and the next, so work admitted just before a reading
+    may count twice for a second: on the safe side.
     """
 
     def __init__(self, redis: Redis, configured_max: int, waiting_jobs: Callable[[], int]) -> None:
@@ -35,17 +40,26 @@ class MemoryGauge:
         self._used = self._max = 0
 
     def refusal(self, symbols: int) -> str | None:
-        """Say why `symbols` new symbols would take Redis past ADMIT_UP_TO of its memory, or None (and count them in)."""
+        """Say why `symbols` new symbols would take Redis past ADMIT_UP_TO of its memory, or None (and promise them)."""
         with self._lock:
             if time.monotonic() - self._read_at >= READ_EVERY:
                 used, self._max = _memory(self._redis, self._configured_max)
                 self._used = used + self._waiting_jobs() * (FINISHED_SYMBOL_BYTES - QUEUED_JOB_BYTES)
                 self._read_at = time.monotonic()
-            needed = symbols * FINISHED_SYMBOL_BYTES
-            if not self._max or self._used + needed <= ADMIT_UP_TO * self._max:
-                self._used += needed
-                return None
-        return (f"the job store is nearly full ({self._used / 2**20:.0f} of {self._max / 2**20:.0f} MiB in use or "
+            used, limit = self._used, self._max
+        if not limit:
+            return None
+        needed, second = symbols * FINISHED_SYMBOL_BYTES, int(time.time())
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.incrby(f"{PROMISED_KEY}{second}", needed)
+        pipe.expire(f"{PROMISED_KEY}{second}", PROMISES_KEPT)
+        pipe.get(f"{PROMISED_KEY}{second - 1}")
+        promised, _, before = pipe.execute()
+        projected = used + promised + int(before or 0)
+        if projected <= ADMIT_UP_TO * limit:
+            return None
+        self._redis.decrby(f"{PROMISED_KEY}{second}", needed)  # not admitted: its promise is given back
+        return (f"the job store is nearly full ({projected / 2**20:.0f} of {limit / 2**20:.0f} MiB in use or "
                 "promised to waiting symbols); new work is refused until answered results expire")
 
 

@@ -113,6 +113,11 @@ def guard_dashboard(app: Flask, limiter: Limiter) -> None:
         origin = request.headers.get("Origin")
         if (site and site != "same-origin") or (origin and origin != request.host_url.rstrip("/")):
             raise Forbidden("dashboard actions are accepted only from the dashboard's own pages")
+        if request.path.endswith("/compact") and "@" in request.path:
+            # RQ's compact renames the list away, then pushes its jobs back one by one: a worker's take in
+            # between would see the client's queue empty and end its turn, stranding the jobs pushed back.
+            raise Forbidden("a client's queue (QUEUE@ADDRESS) is not compacted: its jobs wait their turn there; "
+                            "delete jobs or empty it instead")
 
     @app.before_request
     def require_dashboard_login() -> Response | None:

@@ -91,18 +91,24 @@ return created
 """
 
 
-# A request joins jobs that wait in other clients' turns: each still queued there moves to the tail of this
-# client's staged queue, so no client's backlog holds back another's request, also for shared work.
-# ARGV: CLAIM_SCRIPT's five turn keys (ARGV[1..5]: staged queue, turns, RQ's queue set, queue, turns'
-# doorbell), RQ's job key prefix, then the job ids. Returns how many moved.
+# A request joins jobs that wait in other clients' turns: each still queued there deeper than this client's
+# own staged queue is long moves to its tail, so no client's backlog holds back another's request, also for
+# shared work; a job nearer the head where it is stays (moving it would only delay it: a flooder asking for
+# another's symbols must not pull them behind its own backlog). ARGV: CLAIM_SCRIPT's five turn keys
+# (ARGV[1..5]: staged queue, turns, RQ's queue set, queue, turns' doorbell), RQ's job key prefix, then the
+# job ids. Returns how many moved.
 PROMOTE_SCRIPT = """
 local mine, turns, moved = ARGV[1], ARGV[2], 0
 for j = 7, #ARGV do
   if redis.call('HGET', ARGV[6] .. ARGV[j], 'status') == 'queued' then
     for _, other in ipairs(redis.call('ZRANGE', turns, 0, -1)) do
-      if other ~= mine and redis.call('LREM', other, 1, ARGV[j]) == 1 then
-        redis.call('RPUSH', mine, ARGV[j])
-        moved = moved + 1
+      local at = other ~= mine and redis.call('LPOS', other, ARGV[j])
+      if at then
+        if at > redis.call('LLEN', mine) then
+          redis.call('LREM', other, 1, ARGV[j])
+          redis.call('RPUSH', mine, ARGV[j])
+          moved = moved + 1
+        end
         break
       end
     end
