@@ -19,16 +19,19 @@ FINISHED_SYMBOL_BYTES = 18_000  # a finished symbol: the job, its result (a year
 READ_EVERY = 0.5  # seconds a web process trusts its last reading of Redis's memory
 PROMISED_KEY = "trends:memory:promised:"  # + a second: bytes every web process admitted in it (kept PROMISES_KEPT s)
 PROMISES_KEPT = 3  # seconds: longer than a reading is trusted plus the claim that turns a promise into queued jobs
+LEASE_BYTES = 2**20  # promised at once by a web process, then admitted from without a round trip within its second
 
 
 class MemoryGauge:
     """Redis's memory as admission sees it: a reading at most READ_EVERY s old, plus what every web process admitted since.
 
     What waits in the queues counts at what it will hold once answered, not what it holds now, so
-    everything accepted can be answered without Redis filling up. Admissions are promised in Redis, per
-    second, by every web process alike (one round trip a request): two processes cannot both spend the
-    same headroom. A promise counts for its second and the next, so work admitted just before a reading
-    may count twice for a second: on the safe side.
+    everything accepted can be answered without Redis filling up. Every web process promises in Redis,
+    per second, what it may admit, a lease of LEASE_BYTES at a time (one round trip per ~58 symbols,
+    not per request), and admits from its lease only within that second: two processes cannot both
+    spend the same headroom. A promise counts for its second and the next, by when the jobs it admitted
+    are queued and in every process's next reading; work may count twice for that second, and a lease
+    not spent counts too: on the safe side.
     """
 
     def __init__(self, redis: Redis, configured_max: int, waiting_jobs: Callable[[], int]) -> None:
@@ -38,29 +41,40 @@ class MemoryGauge:
         self._lock = threading.Lock()
         self._read_at = -READ_EVERY
         self._used = self._max = 0
+        self._lease = (0, 0)  # (second, bytes left) of this process's promise
 
     def refusal(self, symbols: int) -> str | None:
         """Say why `symbols` new symbols would take Redis past ADMIT_UP_TO of its memory, or None (and promise them)."""
+        needed, second = symbols * FINISHED_SYMBOL_BYTES, int(time.time())
         with self._lock:
             if time.monotonic() - self._read_at >= READ_EVERY:
                 used, self._max = _memory(self._redis, self._configured_max)
                 self._used = used + self._waiting_jobs() * (FINISHED_SYMBOL_BYTES - QUEUED_JOB_BYTES)
                 self._read_at = time.monotonic()
             used, limit = self._used, self._max
-        if not limit:
-            return None
-        needed, second = symbols * FINISHED_SYMBOL_BYTES, int(time.time())
+            lease_second, left = self._lease
+            if not limit or (lease_second == second and needed <= left):
+                self._lease = (lease_second, left - needed) if limit else self._lease
+                return None
+        projected = 0
+        for lease in dict.fromkeys((max(needed, LEASE_BYTES), needed)):  # near the limit, only what is needed
+            projected = used + self._promise(second, lease)
+            if projected <= ADMIT_UP_TO * limit:
+                with self._lock:
+                    self._lease = (second, lease - needed)
+                return None
+            self._redis.decrby(f"{PROMISED_KEY}{second}", lease)  # not admitted: the promise is given back
+        return (f"the job store is nearly full ({projected / 2**20:.0f} of {limit / 2**20:.0f} MiB in use or "
+                "promised to waiting symbols); new work is refused until answered results expire")
+
+    def _promise(self, second: int, amount: int) -> int:
+        """Promise `amount` bytes in `second`; give all that is promised in it and the second before."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.incrby(f"{PROMISED_KEY}{second}", needed)
+        pipe.incrby(f"{PROMISED_KEY}{second}", amount)
         pipe.expire(f"{PROMISED_KEY}{second}", PROMISES_KEPT)
         pipe.get(f"{PROMISED_KEY}{second - 1}")
         promised, _, before = pipe.execute()
-        projected = used + promised + int(before or 0)
-        if projected <= ADMIT_UP_TO * limit:
-            return None
-        self._redis.decrby(f"{PROMISED_KEY}{second}", needed)  # not admitted: its promise is given back
-        return (f"the job store is nearly full ({projected / 2**20:.0f} of {limit / 2**20:.0f} MiB in use or "
-                "promised to waiting symbols); new work is refused until answered results expire")
+        return promised + int(before or 0)
 
 
 def _memory(redis: Redis, configured_max: int) -> tuple[int, int]:
