@@ -23,11 +23,6 @@ def staged_queues(redis: Redis, queue: Queue) -> list[Queue]:
             for key in redis.zrange(fair_key(queue.name), 0, -1)]
 
 
-def waiting_job_ids(redis: Redis, queue: Queue) -> list[str]:
-    """List every job waiting for `queue`: its own list first (taken first), then each client's, in turn order."""
-    return queue.get_job_ids() + [job_id for staged in staged_queues(redis, queue) for job_id in staged.get_job_ids()]
-
-
 def waiting_count(redis: Redis, queues: list[Queue]) -> int:
     """Count the jobs waiting for any of `queues`, clients' staged jobs included."""
     keys = [queue.key for queue in queues]

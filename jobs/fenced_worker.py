@@ -104,9 +104,8 @@ class FencedWorker(RecoveringWorker):
         if len(queues) == len(self.queues):
             self.connection.blpop([DOORBELL_KEY], min(timeout, IDLE_WAIT))
         elif queues and queues[0] is self.queues[0]:  # later queues paused: the doorbell's rings are not all ours
-            turns_doorbell = turns_doorbell_key(queues[0].name)  # rung for each job a client stages for the first
-            self.connection.delete(turns_doorbell)  # rings for jobs the take just found none of are stale
-            self.connection.blpop([turns_doorbell], min(timeout, IDLE_WAIT))
+            # The turns' doorbell, rung for each job a client stages for the first queue (stale rings: cleared by the take).
+            self.connection.blpop([turns_doorbell_key(queues[0].name)], min(timeout, IDLE_WAIT))
         else:
             time.sleep(min(timeout, IDLE_WAIT))
         return None
@@ -114,11 +113,13 @@ class FencedWorker(RecoveringWorker):
     def _take_keys(self, queues: list[Queue]) -> list[str]:
         """List the keys a take needs (take() in TAKE): in-flight list, doorbell, RQ's queue set, `queues` with their turns.
 
-        The queues come in priority order, each followed by its clients' turns. Taking from only some of
-        its queues, a worker leaves the doorbell ('' for it): the rings of the
-        others' jobs are not its to clear.
+        The queues come in priority order, each followed by its clients' turns. Taking from the first of its
+        queues only (the others paused), a worker's doorbell is that queue's turns' doorbell; from other
+        subsets, none (''): the rings of others' jobs are not its to clear.
         """
         doorbell = DOORBELL_KEY if len(queues) == len(self.queues) else ""
+        if len(queues) == 1 < len(self.queues) and queues[0] is self.queues[0]:
+            doorbell = turns_doorbell_key(queues[0].name)
         return [self.inflight_key, doorbell, self.queue_class.redis_queues_keys,
                 *(key for queue in queues for key in (queue.key, fair_key(queue.name)))]
 

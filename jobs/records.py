@@ -14,6 +14,8 @@ RQ keeps each job and its result (`rq:job:ID`, `rq:results:ID`); ours are around
                                      (jobs/fenced_worker.py)
 - `trends:fair:QUEUE`                sorted set: the clients with jobs staged for QUEUE (each in the RQ
                                      queue `QUEUE@CLIENT`), scored by jobs taken: workers serve them in turn
+- `trends:doorbell:QUEUE`            list: one ring per job staged for QUEUE, for workers that may take only from it
+- `trends:memory:promised:SECOND`    the bytes web processes promised to work admitted in that second (admission)
 Imported by the web app too, so it must stay free of heavy imports.
 """
 import datetime as dt
@@ -37,7 +39,7 @@ OUTCOMES = ("ok", "unknown_symbol", "no_data", "rate_limited", "source_unavailab
             "refused", "error")
 # Why a symbol failed, as its error result's "reason" says (docs/api.md): a failed job's outcome, or no answer in
 # time ("late"), or its job gone before it was read ("expired").
-FAILURE_REASONS = (*OUTCOMES[1:], "late", "expired")
+FAILURE_REASONS = (*(outcome for outcome in OUTCOMES if outcome != "ok"), "late", "expired")
 PRICE_STATS_KEY = "trends:stats:prices"  # hash lookups, misses of the price cache, read by /metrics
 # hash "<egress>:<counter>" → value, kept by the workers' Yahoo source (jobs/governor.py), read by /metrics:
 # "requests:<HTTP status or 'error'>", "waits" (token waits), "wait_seconds", "cooldowns", "deferrals"
@@ -94,6 +96,11 @@ def alive_key(worker: str) -> str:
 def fair_key(queue_name: str) -> str:
     """Name the sorted set of a queue's clients with staged jobs, scored by how many of theirs were taken (round robin)."""
     return f"trends:fair:{queue_name}"
+
+
+def promised_key(second: int) -> str:
+    """Name the counter of bytes the web processes promised to work admitted in `second` (webapp/capacity.py)."""
+    return f"trends:memory:promised:{second}"
 
 
 def turns_doorbell_key(queue_name: str) -> str:

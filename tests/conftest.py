@@ -23,6 +23,7 @@ from rq.worker import Worker
 from config import ROOT, Config
 from jobs import tasks
 from jobs.connection import connect
+from jobs.fair import staged_queues
 from jobs.job_class import SERIALIZER
 from jobs.records import record_key
 from jobs.sources import CsvSource, SyntheticSource
@@ -38,6 +39,11 @@ def analysis_jobs(redis: Redis, analysis_id: str) -> list[Job]:
     """The RQ jobs of an async analysis, as its record names them, through RQ's public API."""
     job_ids = json.loads(redis.hget(record_key(analysis_id), "jobs"))
     return Job.fetch_many(job_ids, connection=redis, serializer=JSONSerializer)
+
+
+def waiting_job_ids(redis: Redis, queue) -> list[str]:
+    """Every job waiting for `queue`: its own list first (taken first), then each client's staged queue, in turn order."""
+    return queue.get_job_ids() + [job_id for staged in staged_queues(redis, queue) for job_id in staged.get_job_ids()]
 
 
 def free_port() -> int:

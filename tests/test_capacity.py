@@ -55,6 +55,22 @@ def test_a_flood_from_many_clients_is_refused_in_words_before_redis_is_full(redi
         redis_client.config_set("maxmemory", 0)
 
 
+def test_a_client_past_its_budget_holds_no_headroom_another_needs(redis_server, redis_client, tmp_path):
+    """Refused for its budget (429), a request gives back what admission reserved for it."""
+    limit = redis_client.info("memory")["used_memory"] + 16 * 2**20
+    redis_client.config_set("maxmemory", limit)
+    web = WebServer(redis_server.url, tmp_path / "web.log", PRICE_SOURCE="synthetic", RATE_LIMIT_SYMBOLS="10/minute")
+    try:
+        refused = [post_from(ADDRESSES[0], web.url, "/api/analyses", {"symbols": [f"X{n}S{i}" for i in range(size)]})[0]
+                   for n, size in enumerate([100] * 20 + [11])]
+        assert set(refused) == {429}, refused
+        status, body, _ = post_from(ADDRESSES[1], web.url, "/api/analyses", {"symbols": ["OTHER"]})
+        assert status == 202, body
+    finally:
+        web.stop()
+        redis_client.config_set("maxmemory", 0)
+
+
 @pytest.mark.parametrize(("size", "expected"), [("1gb", 2**30), ("512mb", 512 * 2**20), ("100k", 100_000), ("4096", 4096)])
 def test_sizes_read_as_redis_reads_them(size, expected):
     assert parse_size(size) == expected

@@ -82,3 +82,19 @@ def test_a_flooder_asking_for_anothers_symbols_does_not_pull_them_behind_its_bac
         web.stop()
     status, answer, _ = answers[0]
     assert status == 200 and answer["status"] == "success", answer
+
+
+def test_a_symbol_another_client_queued_in_bulk_waits_in_the_askers_turn(redis_server, redis_client, start_workers,
+                                                                         tmp_path):
+    """Work ids do not name the queue: a small request joining a job still queued in bulk moves it into its turn."""
+    start_workers(redis_server.url, WORKERS, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=200)
+    web = WebServer(redis_server.url, tmp_path / "web.log", PRICE_SOURCE="synthetic")
+    try:
+        for n in range(30):
+            assert post_from(FLOODER, web.url, "/api/analyses", {"symbols": [f"F{n}S{i}" for i in range(20)]})[0] == 202
+        bulk = {"symbols": ["VICTIM", *(f"B{i}" for i in range(20))]}  # 21 symbols: the bulk queue, behind every turn
+        assert post_from(FLOODER, web.url, "/api/analyses", bulk)[0] == 202
+        status, answer, _ = post_from(OTHER, web.url, "/get_trends", {"symbols": ["VICTIM"]})
+    finally:
+        web.stop()
+    assert status == 200 and answer["status"] == "success", answer

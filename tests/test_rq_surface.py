@@ -9,8 +9,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.worker import DequeueStrategy
 
-from jobs.fair import waiting_job_ids
-from tests.conftest import wait_until, worker_of
+from tests.conftest import wait_until, waiting_job_ids, worker_of
 
 # RQ's worker steps the project's worker replaces or wraps, with the parameters it relies on (docs/architecture.md).
 HOOKS = {

@@ -14,13 +14,13 @@ from rq.serializers import JSONSerializer
 from rq.suspension import resume, suspend
 
 from jobs import fenced_worker, tasks
-from jobs.fair import staged_queues, waiting_job_ids
+from jobs.fair import staged_queues
 from jobs.governor import PutBack
 from jobs.job_class import SERIALIZER, TrendsJob, trends_queues
 from jobs.records import INFLIGHT_WORKERS_KEY, JOB_STATS_KEY, fair_key, inflight_key
 from jobs.sources import SyntheticSource
 from jobs.worker import TrendsWorker
-from tests.conftest import RedisServer, analysis_jobs, wait_until, worker_of
+from tests.conftest import RedisServer, analysis_jobs, wait_until, waiting_job_ids, worker_of
 
 VOLATILE = re.compile(rb"^\d{4}-\d\d-\d\dT[\d:.]+Z$|^[0-9a-f]{32}$")  # timestamps, execution ids
 

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from redis import Redis
 from redis.exceptions import NoPermissionError
 
+from jobs.records import promised_key
+
 ADMIT_UP_TO = 0.8  # the share of maxmemory in use past which new work is refused
 # Measured 2026-12-06 (1,000 symbols of 20-symbol analyses, default parameters, MEMORY USAGE and INFO):
 QUEUED_JOB_BYTES = 2_700  # a queued job: its hash, its queue entry, its work pointer
 FINISHED_SYMBOL_BYTES = 18_000  # a finished symbol: the job, its result (a year of dates and numbers), the price cache
 READ_EVERY = 0.5  # seconds a web process trusts its last reading of Redis's memory
-PROMISED_KEY = "trends:memory:promised:"  # + a second: bytes every web process admitted in it (kept PROMISES_KEPT s)
-PROMISES_KEPT = 3  # seconds: longer than a reading is trusted plus the claim that turns a promise into queued jobs
+PROMISES_KEPT = 3  # seconds a second's promises are kept: they count for their second and the next (2 s)
 LEASE_BYTES = 2**20  # promised at once by a web process, then admitted from without a round trip within its second
 
 
@@ -63,16 +64,26 @@ class MemoryGauge:
                 with self._lock:
                     self._lease = (second, lease - needed)
                 return None
-            self._redis.decrby(f"{PROMISED_KEY}{second}", lease)  # not admitted: the promise is given back
+            self._redis.decrby(promised_key(second), lease)  # not admitted: the promise is given back
         return (f"the job store is nearly full ({projected / 2**20:.0f} of {limit / 2**20:.0f} MiB in use or "
                 "promised to waiting symbols); new work is refused until answered results expire")
+
+    def release(self, symbols: int) -> None:
+        """Give back what `refusal` just reserved for a request refused after all (its budget spent).
+
+        Back into this second's lease: a client past its budget cannot hold the headroom others need.
+        """
+        with self._lock:
+            second, left = self._lease
+            if second == int(time.time()):
+                self._lease = (second, left + symbols * FINISHED_SYMBOL_BYTES)
 
     def _promise(self, second: int, amount: int) -> int:
         """Promise `amount` bytes in `second`; give all that is promised in it and the second before."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.incrby(f"{PROMISED_KEY}{second}", amount)
-        pipe.expire(f"{PROMISED_KEY}{second}", PROMISES_KEPT)
-        pipe.get(f"{PROMISED_KEY}{second - 1}")
+        pipe.incrby(promised_key(second), amount)
+        pipe.expire(promised_key(second), PROMISES_KEPT)
+        pipe.get(promised_key(second - 1))
         promised, _, before = pipe.execute()
         return promised + int(before or 0)
 

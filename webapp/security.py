@@ -77,6 +77,7 @@ def admit(trends_request: TrendsRequest, bulk: bool) -> None:
     strategy = current_app.extensions["trends_limiter"].limiter
     client = ("symbols", get_remote_address())
     if not strategy.hit(limit, *client, cost=len(trends_request.symbols)):
+        current_app.extensions["trends_memory"].release(len(trends_request.symbols))  # not admitted after all
         retry_after = max(1, int(strategy.get_window_stats(limit, *client).reset_time - time.time()))
         raise _with_retry_after(TooManyRequests(
             f"this address has used its symbol budget ({limit} symbols); retry in {retry_after} s"), retry_after)

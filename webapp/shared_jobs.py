@@ -94,14 +94,22 @@ return created
 # A request joins jobs that wait in other clients' turns: each still queued there deeper than this client's
 # own staged queue is long moves to its tail, so no client's backlog holds back another's request, also for
 # shared work; a job nearer the head where it is stays (moving it would only delay it: a flooder asking for
-# another's symbols must not pull them behind its own backlog). ARGV: CLAIM_SCRIPT's five turn keys
-# (ARGV[1..5]: staged queue, turns, RQ's queue set, queue, turns' doorbell), RQ's job key prefix, then the
-# job ids. Returns how many moved.
+# another's symbols must not pull them behind its own backlog). A job still queued in the bulk queue (a
+# large request's: work ids do not name the queue) moves too, and becomes this queue's: bulk waits behind
+# every client's turn. ARGV: CLAIM_SCRIPT's five turn keys (ARGV[1..5]: staged queue, turns, RQ's queue
+# set, queue, turns' doorbell), RQ's job key prefix, the bulk queue's key, this queue's name, then the job
+# ids. Returns how many moved.
 PROMOTE_SCRIPT = """
 local mine, turns, moved = ARGV[1], ARGV[2], 0
-for j = 7, #ARGV do
+for j = 9, #ARGV do
   if redis.call('HGET', ARGV[6] .. ARGV[j], 'status') == 'queued' then
-    for _, other in ipairs(redis.call('ZRANGE', turns, 0, -1)) do
+    local in_bulk = redis.call('LREM', ARGV[7], 1, ARGV[j]) == 1
+    if in_bulk then
+      redis.call('RPUSH', mine, ARGV[j])
+      redis.call('HSET', ARGV[6] .. ARGV[j], 'origin', ARGV[8])
+      moved = moved + 1
+    end
+    for _, other in ipairs(in_bulk and {} or redis.call('ZRANGE', turns, 0, -1)) do
       local at = other ~= mine and redis.call('LPOS', other, ARGV[j])
       if at then
         if at > redis.call('LLEN', mine) then
@@ -155,7 +163,9 @@ def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[s
                             turns, joined)
         start, size = start + size, min(2 * size, MAX_CHUNK)
     if staged and joined:  # another client's queued job this client now waits on too: it waits in this client's turn
-        run_script(redis.register_script(PROMOTE_SCRIPT), [], [*turns, Job.redis_job_namespace_prefix, *joined],
+        bulk = Queue(settings["BULK_QUEUE"], connection=redis).key
+        run_script(redis.register_script(PROMOTE_SCRIPT), [],
+                   [*turns, Job.redis_job_namespace_prefix, bulk, queue.name, *joined],
                    replicas_to_wait_for(settings["REDIS_URL"]))
     return ids
 

@@ -47,7 +47,8 @@ function fillForm(params) {
   $("symbols").value = params.symbols.join(", ");
   $("window").value = params.window;
   $("horizon").value = params.horizon;
-  $("method").value = params.method;
+  const methods = [...$("method").options].map((o) => o.value);
+  $("method").value = methods.includes(params.method) ? params.method : defaults().method; // a link's unknown one: ours
   describeMethod();
   const level = $("level");
   if (![...level.options].some((o) => Number(o.value) === params.level) &&
@@ -141,7 +142,7 @@ function inFormWords(message) {
   return message
     .replace(/"symbols"\[(\d+)\]/g, (_, i) => `Symbol ${Number(i) + 1}`)
     .replace(/"symbols"/g, "Symbols")
-    .replace(/"(\w+)"/g, (whole, field) => FIELD_NAMES[field] || whole);
+    .replace(/"(\w+)"/g, (whole, field) => (Object.hasOwn(FIELD_NAMES, field) ? FIELD_NAMES[field] : whole));
 }
 
 function showFormError(id, message) {
