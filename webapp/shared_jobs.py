@@ -60,7 +60,21 @@ FIRST_CHUNK, MAX_CHUNK = 16, 256  # symbols claimed at once: the first few start
 # served: workers serve clients in turn (jobs/worker_scripts.py TAKE). Rings the doorbell (and the turns'
 # one for staged jobs) once per job created, so idle workers start at once. Returns 1 or 0 per pointer:
 # created, or someone else's job is there now.
-CLAIM_SCRIPT = APPLY_RECORDED + """
+# What CLAIM_SCRIPT and PROMOTE_SCRIPT share: ring a doorbell (at most DOORBELL_RINGS rings wait), and give a
+# client's staged queue a turn if it has none, level with the least served, listed among RQ's queues.
+TURNS = """
+local function ring(doorbell, times)
+  for _ = 1, math.min(times, """ + str(DOORBELL_RINGS) + """) do redis.call('LPUSH', doorbell, 1) end
+  if times > 0 then redis.call('LTRIM', doorbell, 0, """ + str(DOORBELL_RINGS - 1) + """) end
+end
+local function give_turn(turns, staged, queues)
+  if not redis.call('ZSCORE', turns, staged) then
+    redis.call('ZADD', turns, redis.call('ZRANGE', turns, 0, 0, 'WITHSCORES')[2] or 0, staged)
+  end
+  redis.call('SADD', queues, staged)
+end
+"""
+CLAIM_SCRIPT = APPLY_RECORDED + TURNS + """
 local created, i, rings = {}, 8, 0
 local staged, turns = ARGV[3], ARGV[4]
 for k = 1, #KEYS do
@@ -77,16 +91,10 @@ for k = 1, #KEYS do
   end
 end
 if staged ~= '' and rings > 0 then
-  if not redis.call('ZSCORE', turns, staged) then
-    local least = redis.call('ZRANGE', turns, 0, 0, 'WITHSCORES')[2]
-    redis.call('ZADD', turns, least or 0, staged)
-  end
-  redis.call('SADD', ARGV[5], staged)
-  for _ = 1, math.min(rings, """ + str(DOORBELL_RINGS) + """) do redis.call('LPUSH', ARGV[7], 1) end
-  redis.call('LTRIM', ARGV[7], 0, """ + str(DOORBELL_RINGS - 1) + """)
+  give_turn(turns, staged, ARGV[5])
+  ring(ARGV[7], rings)
 end
-for _ = 1, math.min(rings, """ + str(DOORBELL_RINGS) + """) do redis.call('LPUSH', ARGV[2], 1) end
-if rings > 0 then redis.call('LTRIM', ARGV[2], 0, """ + str(DOORBELL_RINGS - 1) + """) end
+ring(ARGV[2], rings)
 return created
 """
 
@@ -99,7 +107,7 @@ return created
 # every client's turn. ARGV: CLAIM_SCRIPT's five turn keys (ARGV[1..5]: staged queue, turns, RQ's queue
 # set, queue, turns' doorbell), RQ's job key prefix, the bulk queue's key, this queue's name, then the job
 # ids. Returns how many moved.
-PROMOTE_SCRIPT = """
+PROMOTE_SCRIPT = TURNS + """
 local mine, turns, moved = ARGV[1], ARGV[2], 0
 for j = 9, #ARGV do
   if redis.call('HGET', ARGV[6] .. ARGV[j], 'status') == 'queued' then
@@ -122,10 +130,7 @@ for j = 9, #ARGV do
     end
   end
 end
-if moved > 0 and not redis.call('ZSCORE', turns, mine) then
-  redis.call('ZADD', turns, redis.call('ZRANGE', turns, 0, 0, 'WITHSCORES')[2] or 0, mine)
-  redis.call('SADD', ARGV[3], mine)
-end
+if moved > 0 then give_turn(turns, mine, ARGV[3]) end
 return moved
 """
 
