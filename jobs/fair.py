@@ -23,17 +23,6 @@ def staged_queues(redis: Redis, queue: Queue) -> list[Queue]:
             for key in redis.zrange(fair_key(queue.name), 0, -1)]
 
 
-def waiting_count(redis: Redis, queues: list[Queue]) -> int:
-    """Count the jobs waiting for any of `queues`, clients' staged jobs included."""
-    keys = [queue.key for queue in queues]
-    for queue in queues:
-        keys += [key.decode() for key in redis.zrange(fair_key(queue.name), 0, -1)]
-    pipe = redis.pipeline(transaction=False)
-    for key in keys:
-        pipe.llen(key)
-    return sum(pipe.execute())
-
-
 def waiting(redis: Redis, queue: Queue) -> tuple[int, float]:
     """Count the jobs waiting for `queue`, and give the age in seconds of the oldest at the head of its list or a client's.
 
@@ -51,3 +40,9 @@ def waiting(redis: Redis, queue: Queue) -> tuple[int, float]:
         pipe.hget(queue.job_class.key_for(head), "enqueued_at")
     ages = [time.time() - utcparse(raw.decode()).timestamp() for raw in (pipe.execute() if heads else []) if raw]
     return sum(replies[0::2]), max(ages, default=0.0)
+
+
+def backlog(redis: Redis, queues: list[Queue]) -> tuple[int, float]:
+    """Count the jobs waiting in all `queues` (clients' staged jobs included), and give the oldest's age at a head."""
+    each = [waiting(redis, queue) for queue in queues]
+    return sum(depth for depth, _ in each), max((age for _, age in each), default=0.0)

@@ -8,7 +8,7 @@ import pytest
 from rq import Queue
 
 from config import Config
-from jobs.fair import waiting_count
+from jobs.fair import backlog
 from tests.conftest import ROOT, WebServer, http_json, wait_until
 
 pytestmark = pytest.mark.load
@@ -38,7 +38,7 @@ def test_a_short_load_run_fails_no_request_and_loses_no_job(redis_server, redis_
             return all(state == "finished" for state in states)
 
         wait_until(every_analysis_complete, timeout=30, what="every analysis to have all its results (no lost job)")
-        assert waiting_count(redis_client, [Queue(Config.INTERACTIVE_QUEUE, connection=redis_client)]) == 0
+        assert backlog(redis_client, [Queue(Config.INTERACTIVE_QUEUE, connection=redis_client)])[0] == 0
     finally:
         if web:
             web.stop()

@@ -53,9 +53,11 @@ class MemoryGauge:
                 self._used = used + self._waiting_jobs() * (FINISHED_SYMBOL_BYTES - QUEUED_JOB_BYTES)
                 self._read_at = time.monotonic()
             used, limit = self._used, self._max
+            if not limit:
+                return None
             lease_second, left = self._lease
-            if not limit or (lease_second == second and needed <= left):
-                self._lease = (lease_second, left - needed) if limit else self._lease
+            if lease_second == second and needed <= left:
+                self._lease = (second, left - needed)
                 return None
         projected = 0
         for lease in dict.fromkeys((max(needed, LEASE_BYTES), needed)):  # near the limit, only what is needed

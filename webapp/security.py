@@ -7,13 +7,11 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse as parse_limit
 from limits.strategies import FixedWindowRateLimiter
-from redis import Redis
-from rq import Queue
 from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, ServiceUnavailable, TooManyRequests
 
 from jobs.connection import limiter_storage
-from jobs.fair import waiting, waiting_count
+from jobs.fair import backlog
 from webapp.capacity import MemoryGauge, parse_size
 from webapp.validation import TrendsRequest
 
@@ -43,7 +41,7 @@ def protect(app: Flask, api_blueprint: Blueprint) -> Limiter:
     limiter.limit(lambda: app.config["RATE_LIMIT_POLL"], exempt_when=lambda: request.method != "GET")(api_blueprint)
     app.extensions["trends_limiter"] = limiter
     app.extensions["trends_memory"] = MemoryGauge(app.redis, parse_size(app.config["REDIS_MAXMEMORY"]),
-                                                  lambda: waiting_count(app.redis, app.queues))
+                                                  lambda: backlog(app.redis, app.queues)[0])
 
     @app.after_request
     def security_headers(response: Response) -> Response:
@@ -81,12 +79,6 @@ def admit(trends_request: TrendsRequest, bulk: bool) -> None:
         retry_after = max(1, int(strategy.get_window_stats(limit, *client).reset_time - time.time()))
         raise _with_retry_after(TooManyRequests(
             f"this address has used its symbol budget ({limit} symbols); retry in {retry_after} s"), retry_after)
-
-
-def backlog(redis: Redis, queues: list[Queue]) -> tuple[int, float]:
-    """Jobs waiting in all queues (clients' staged jobs included), and the age in seconds of the oldest at a head."""
-    each = [waiting(redis, queue) for queue in queues]
-    return sum(depth for depth, _ in each), max((age for _, age in each), default=0.0)
 
 
 def _with_retry_after(exc: HTTPException, seconds: int) -> HTTPException:
