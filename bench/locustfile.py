@@ -71,16 +71,23 @@ class FromAddress(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-class FloodingClient(HttpUser):
-    """One address sending 20-symbol analyses as fast as its budget lets it, never waiting for them (FLOOD=1)."""
+class ClientOnItsOwnAddress(HttpUser):
+    """A client whose every connection leaves from `address`, counting the requests it sent (FLOOD=1)."""
 
+    abstract = True
     fixed_count = 1
-    wait_time = constant(0)
-    address = os.environ.get("FLOOD_ADDRESS", "127.0.0.2")
+    address = ""
 
     def on_start(self):
         self.client.mount("http://", FromAddress(self.address))
         self.sent = 0
+
+
+class FloodingClient(ClientOnItsOwnAddress):
+    """One address sending 20-symbol analyses as fast as its budget lets it, never waiting for them."""
+
+    wait_time = constant(0)
+    address = os.environ.get("FLOOD_ADDRESS", "127.0.0.2")
 
     @task
     def flood(self):
@@ -93,21 +100,16 @@ class FloodingClient(HttpUser):
                 time.sleep(1)
 
 
-class InteractiveClient(HttpUser):
-    """Another address asking for one new symbol at a time while the flood runs; its latency is the measure (FLOOD=1)."""
+class InteractiveClient(ClientOnItsOwnAddress):
+    """Another address asking for one new symbol at a time while the flood runs; its latency is the measure."""
 
-    fixed_count = 1
     wait_time = constant(1)
     address = os.environ.get("INTERACTIVE_ADDRESS", "127.0.0.3")
 
-    def on_start(self):
-        self.client.mount("http://", FromAddress(self.address))
-        self.asked = 0
-
     @task
     def one_symbol(self):
-        self.asked += 1
-        with self.client.post("/get_trends", json={"symbols": [f"ONE{self.asked}"]},
+        self.sent += 1
+        with self.client.post("/get_trends", json={"symbols": [f"ONE{self.sent}"]},
                               name="interactive: POST /get_trends (1 symbol)", catch_response=True) as answer:
             if answer.status_code != 200 or answer.json()["status"] != "success":
                 answer.failure(f"HTTP {answer.status_code}: {answer.text[:200]}")

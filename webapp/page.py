@@ -5,13 +5,13 @@ from webapp.analyses import ENDED_STATES
 from webapp.validation import (
     MAX_HORIZON,
     MAX_LEVEL,
-    MAX_SYMBOL_LENGTH,
     MAX_WINDOW,
     METHODS,
     MIN_LEVEL,
     PAGE_LEVELS,
     PAGE_METHOD,
     TICKER_PATTERN,
+    TICKER_RULE,
     TrendsRequest,
 )
 
@@ -28,7 +28,7 @@ def index() -> str:
     methods = {PAGE_METHOD: METHODS[PAGE_METHOD], **METHODS}
     return render_template(
         "index.html", max_symbols=current_app.config["MAX_SYMBOLS"], methods=methods, ticker_pattern=TICKER_PATTERN,
-        max_ticker=MAX_SYMBOL_LENGTH, window=fields["window"].default, max_window=MAX_WINDOW,
+        ticker_rule=TICKER_RULE, window=fields["window"].default, max_window=MAX_WINDOW,
         horizon=fields["horizon"].default, max_horizon=MAX_HORIZON, method=PAGE_METHOD, levels=PAGE_LEVELS,
         level=fields["level"].default, min_level=MIN_LEVEL, max_level=MAX_LEVEL, ended_states=" ".join(ENDED_STATES),
         result_ttl=current_app.config["RESULT_TTL"], dashboard=bool(current_app.config["DASHBOARD_PASSWORD"]),

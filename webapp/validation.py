@@ -27,6 +27,8 @@ MIN_LEVEL, MAX_LEVEL, PAGE_LEVELS = 0.5, 0.95, (0.8, 0.9)
 # before upper-casing, so what the schema allows is exactly what is accepted. Spaces and tabs are
 # spelled out: regex engines disagree on what \s matches.
 TICKER_PATTERN = r"^[ \t]*\^?[A-Za-z0-9][A-Za-z0-9.=\-]{0,%d}[ \t]*$" % (MAX_SYMBOL_LENGTH - 1)
+# The pattern in words, as the API's refusal and the page's form both say it.
+TICKER_RULE = f"use letters, digits and . - = (and ^ in front for an index), at most {MAX_SYMBOL_LENGTH} characters"
 
 Ticker = Annotated[str, Field(pattern=TICKER_PATTERN, max_length=MAX_SYMBOL_LENGTH + 8,
                               description="A ticker; trimmed and upper-cased, duplicates collapse"),
@@ -78,8 +80,7 @@ def _described(error: dict[str, Any]) -> str:
         return f'the body is not valid JSON ({error["ctx"]["error"]}); send {{"symbols": ["AAPL", "MSFT"]}}'
     where = "".join(f"[{part}]" if isinstance(part, int) else f'"{part}"' for part in error["loc"]) or "the body"
     if error["type"] == "string_pattern_mismatch":  # the only pattern is the ticker's
-        return (f"{where} is not a ticker: use letters, digits and . - = (and ^ in front for an index), at most "
-                f"{MAX_SYMBOL_LENGTH} characters, not {_shown(error['input'])}")
+        return f"{where} is not a ticker: {TICKER_RULE}, not {_shown(error['input'])}"
     message = f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}"
     if error["type"] != "missing" and "input" in error:
         message += f", not {_shown(error['input'])}"

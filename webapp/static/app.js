@@ -127,8 +127,7 @@ function formProblem(params) {
   const bad = params.symbols.find((symbol) => !TICKER.test(symbol));
   if (bad !== undefined) {
     const shown = bad.length > 20 ? `${bad.slice(0, 17)}...` : bad;
-    return ["symbols", `"${shown}" is not a ticker: use letters, digits and . - = (and ^ in front for an index), ` +
-      `at most ${FORM.maxTicker} characters, for example BRK-B or ^GSPC.`];
+    return ["symbols", `"${shown}" is not a ticker: ${FORM.tickerRule}, for example BRK-B or ^GSPC.`];
   }
   for (const [id, name] of [["window", "The moving-average window"], ["horizon", "The forecast horizon"]]) {
     const problem = wholeNumberProblem(id, name, params[id]);
