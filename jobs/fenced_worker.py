@@ -38,7 +38,10 @@ Taken = tuple[bytes, bytes, list[bytes]]  # a taken job's queue key, id and hash
 class FencedWorker(RecoveringWorker):
     """SimpleWorker (no fork per job) that never loses a job it took and lets only a job's current attempt store its outcome."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, disable_default_exception_handler: bool = False, **kwargs: Any) -> None:
+        if disable_default_exception_handler:
+            raise ValueError("disable_default_exception_handler is not supported: every failure is stored, so whoever "
+                             "waits on the job gets its error")
         super().__init__(*args, **kwargs)
         self._take = self.connection.register_script(TAKE_SCRIPT)
         self._guarded = self.connection.register_script(GUARDED_SCRIPT)

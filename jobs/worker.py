@@ -15,23 +15,46 @@ import time
 from typing import Any
 
 from redis.client import Pipeline
+from rq.defaults import DEFAULT_JOB_CLASS, DEFAULT_SERIALIZER_CLASS
 from rq.exceptions import DeserializationError
 from rq.executions import Execution
 from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
+from rq.serializers import DefaultSerializer, JSONSerializer
 from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import JobTimeoutException
-from rq.utils import now, utcformat
+from rq.utils import import_attribute, now, utcformat
 from rq.worker import WorkerStatus
 
 from config import Config
 from jobs.fenced_worker import FencedWorker, Taken
 from jobs.governor import PAUSED_RECHECK, PutBack
-from jobs.job_class import RefusedJobError, TrendsJob
+from jobs.job_class import SERIALIZER, RefusedJobError, TrendsJob
 from jobs.records import JOB_STATS_KEY, VERSION
 from jobs.sources import PriceDataError, source_name
 from jobs.tasks import failure_message, outcome_of
+
+
+def project_job_class(job_class: type[Job] | str | None) -> type[TrendsJob]:
+    """Give TrendsJob where RQ's CLI passes its default; refuse any class but TrendsJob's own (it would run foreign code)."""
+    if job_class in (None, Job, DEFAULT_JOB_CLASS):
+        return TrendsJob
+    resolved = import_attribute(job_class) if isinstance(job_class, str) else job_class
+    if isinstance(resolved, type) and issubclass(resolved, TrendsJob):
+        return resolved
+    raise ValueError(f"job class {job_class!r} is not supported: this worker runs jobs.job_class.TrendsJob, which "
+                     "refuses any function but the project's own")
+
+
+def project_serializer(serializer: object) -> type:
+    """Give the project's JSON serializer where RQ's CLI passes its default (pickle) or JSON; refuse any other."""
+    if serializer in (None, DEFAULT_SERIALIZER_CLASS, DefaultSerializer, "json", JSONSerializer, SERIALIZER,
+                      f"{SERIALIZER.__module__}.{SERIALIZER.__name__}"):
+        return SERIALIZER
+    raise ValueError(f"serializer {serializer!r} is not supported: jobs and results are JSON "
+                     f"({SERIALIZER.__module__}.{SERIALIZER.__name__}), never pickle")
 
 
 def _symbol_of(job: Job) -> str:
@@ -45,9 +68,13 @@ class TrendsWorker(FencedWorker):
     job_class = TrendsJob
 
     def __init__(self, *args: Any, source: str = "", give_up_after: int = Config.YAHOO_GIVE_UP_AFTER,
-                 **kwargs: Any) -> None:
-        """Defaults from config.py, so `rq worker -w jobs.worker.TrendsWorker` runs it with the project's settings."""
-        super().__init__(*args, **kwargs)
+                 job_class: type[Job] | str | None = None, serializer: object = None, **kwargs: Any) -> None:
+        """Defaults from config.py, so `rq worker -w jobs.worker.TrendsWorker` runs it with the project's settings.
+
+        RQ's CLI passes its own job class and serializer by default: the project's are used instead.
+        """
+        super().__init__(*args, job_class=project_job_class(job_class), serializer=project_serializer(serializer),
+                         **kwargs)
         source = source or source_name(Config.PRICE_SOURCE)
         self.give_up_after = give_up_after  # a job the price source's cool-downs held back this long fails instead
         self.source = source  # the price source's name, advertised in the worker's hash (and its name)
@@ -128,24 +155,38 @@ class TrendsWorker(FencedWorker):
             pipe.hincrby(JOB_STATS_KEY, f"{queue.name}:{outcome}", 1)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
-        """Say in words what went wrong; expected failures (symbol errors, timeouts) get no traceback and no retry."""
+        """Say in words what went wrong, then run RQ's exception handlers (`--exception-handler`) for any failure.
+
+        Expected failures (symbol errors, timeouts) get no traceback and no retry; a job put back for
+        the price source's budget has not failed, and runs no handler.
+        """
+        expected = self._say_why(job, *exc_info)
+        if expected is None:
+            return
+        if expected:
+            call_exception_handlers(self._exc_handlers, job, *exc_info)
+        else:
+            super().handle_exception(job, *exc_info)  # the traceback to the log, then the handlers
+
+    def _say_why(self, job: Job, *exc_info: Any) -> bool | None:
+        """Put the failure's message and reason in the job's meta: True if it was expected, None for a put back."""
         exc_type, exc_value = exc_info[0], exc_info[1]
         self._outcome = None
         if issubclass(exc_type, PutBack) and not self._gave_up(job, exc_value):
             job.meta["waiting_for_yahoo"] = str(exc_value)  # what a request still waiting on it is told (webapp/analyses.py)
             self._putting_back = exc_value
             self.log.info("Worker %s: job %s put back in its queue: %s", self.name, job.id, exc_value)
-            return
+            return None
         if issubclass(exc_type, RefusedJobError):  # already recorded (and counted) by the job class
             job.retries_left = 0
-            return
+            return True
         if issubclass(exc_type, DeserializationError):
             job.meta["error"], job.meta["reason"] = f"{job.id}: refused: its data is not JSON", "refused"
             job.retries_left = 0
             self.log.warning("Worker %s: job %s from queue %s: %s", self.name, job.id, job.origin, job.meta["error"])
             with self._unless_unavailable("the count of a refused job"):
                 self.connection.hincrby(JOB_STATS_KEY, f"{job.origin}:refused", 1)
-            return
+            return True
         if not issubclass(exc_type, PutBack):  # one that gave up has its message from _gave_up
             job.meta["error"] = failure_message(_symbol_of(job), exc_type, job.timeout, exc_value)
         self._outcome = "rate_limited" if issubclass(exc_type, PutBack) else outcome_of(exc_type)
@@ -153,8 +194,8 @@ class TrendsWorker(FencedWorker):
         if issubclass(exc_type, (PriceDataError, JobTimeoutException, PutBack)):
             job.retries_left = 0
             self.log.info("Worker %s: job %s failed (%s): %s", self.name, job.id, self._outcome, job.meta["error"])
-            return
-        super().handle_exception(job, *exc_info)
+            return True
+        return False
 
     def handle_job_failure(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry | None = None,
                            exc_string: str = "", execution: Execution | None = None) -> None:

@@ -104,6 +104,35 @@ def test_a_full_redis_stops_no_worker_and_fails_no_symbol(tmp_path, start_worker
         server.stop()
 
 
+def test_a_redis_full_mid_batch_is_waited_out_and_every_symbol_answered_once(tmp_path, start_workers):
+    """maxmemory reached while jobs run and others wait: outcomes and takes are held, not failed; no worker restarts."""
+    server = RedisServer(str(tmp_path / "redis"))
+    server.start()
+    redis = Redis.from_url(server.url)
+    try:
+        workers = start_workers(server.url, 2, PRICE_SOURCE="synthetic", SYNTHETIC_LATENCY_MS=300)
+        pids = set(children(workers.process.pid))
+        client = create_app({"REDIS_URL": server.url}).test_client()
+        symbols = [f"MID{n}" for n in range(30)]
+        created = client.post("/api/analyses", json={"symbols": symbols}).json
+        jobs = analysis_jobs(redis, created["id"])
+        wait_until(lambda: sum(job.get_status() == JobStatus.FINISHED for job in jobs) >= 4, what="a few symbols answered")
+        redis.config_set("maxmemory", 1)  # full: every write refused, as at maxmemory with noeviction
+        time.sleep(3)  # ten jobs' time: running jobs end and wait to store, idle workers try to take
+        assert sum(job.get_status() == JobStatus.FINISHED for job in jobs) < len(symbols), "the batch was mid-way"
+        redis.config_set("maxmemory", 0)
+        wait_until(lambda: client.get(created["status_url"]).json["state"] == "finished", timeout=60,
+                   what="every symbol to be answered once memory freed")
+        assert [s["state"] for s in client.get(created["status_url"]).json["symbols"]] == ["done"] * len(symbols)
+        assert all([r.type for r in job.results()] == [Result.Type.SUCCESSFUL] for job in jobs), "each ran once"
+        assert set(children(workers.process.pid)) == pids, "no worker restarted"
+        log = workers.log_text()
+        assert "Redis unavailable" in log, log[-3000:]
+        assert "exited with code" not in log and "Traceback" not in log and "unexpectedly" not in log
+    finally:
+        server.stop()
+
+
 def test_an_idle_take_writes_nothing_so_a_full_redis_does_not_hold_it(app):
     worker = worker_of(app)
     app.redis.config_set("maxmemory", 1)  # every write refused
@@ -147,11 +176,28 @@ def test_a_refused_password_stops_the_workers_at_once_saying_so(locked_redis, tm
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_a_refused_password_stops_the_web_app_at_once_saying_so(locked_redis, tmp_path):
-    with pytest.raises(AssertionError):
-        WebServer(locked_redis.url_for(":wrong"), tmp_path / "web.log")
-    log = (tmp_path / "web.log").read_text()
-    assert "Redis refused the password" in log
+def test_a_refused_password_stops_the_web_app_at_once_saying_so(locked_redis):
+    env = dict(os.environ, REDIS_URL=locked_redis.url_for(":wrong"), PORT=str(free_port()))
+    done = subprocess.run(commands()["web"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == REFUSED, done.stderr[-2000:]
+    assert "Redis refused the password" in done.stderr and "REDIS_URL" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_ctrl_c_while_a_worker_waits_for_redis_stops_it_without_a_traceback(tmp_path):
+    log = tmp_path / "workers.log"
+    with open(log, "w") as out:  # a session of its own: Ctrl-C goes to the terminal's whole foreground group
+        supervisor = subprocess.Popen(commands()["worker"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                      start_new_session=True, env=dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+                                                                       WORKERS="1", PRICE_SOURCE="synthetic"))
+    try:
+        wait_until(lambda: "Redis unreachable" in log.read_text(), what="the worker to say it waits for Redis")
+        os.killpg(supervisor.pid, signal.SIGINT)
+        assert supervisor.wait(timeout=30) != 0
+    finally:
+        if supervisor.poll() is None:
+            os.killpg(supervisor.pid, signal.SIGKILL)
+    assert "Traceback" not in log.read_text()
 
 
 @pytest.mark.parametrize("demo", [False, True])

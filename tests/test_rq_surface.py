@@ -1,14 +1,23 @@
 """What the worker takes from inside RQ (docs/architecture.md "Inside RQ"): each fails by name when an upgrade changes it."""
 import inspect
+import os
+import subprocess
+import sys
 
 import pytest
+import rq.callbacks
 import rq.job_lifecycle
 from rq import SimpleWorker, worker_registration
+from rq.defaults import DEFAULT_JOB_CLASS, DEFAULT_SERIALIZER_CLASS
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
 from rq.worker import DequeueStrategy
 
+from config import ROOT, Config
+from jobs.job_class import SERIALIZER, TrendsJob
+from jobs.worker import TrendsWorker
 from tests.conftest import wait_until, waiting_job_ids, worker_of
 
 # RQ's worker steps the project's worker replaces or wraps, with the parameters it relies on (docs/architecture.md).
@@ -83,6 +92,8 @@ def test_the_public_rq_names_our_loop_and_reaper_rely_on_are_still_there():
         "rq.job_lifecycle.call_exception_handlers changed: the reaper runs the worker's handlers with it")
     assert parameters(worker_registration.register) == ["worker", "pipeline"], "RQ's worker_registration.register changed"
     assert isinstance(Queue.registry_cleaning_key, property), "RQ's Queue.registry_cleaning_key changed"
+    assert parameters(rq.callbacks.execute_failure_callback) == ["job", "death_penalty_class", "exc_info"], (
+        "rq.callbacks.execute_failure_callback changed: the reaper runs a lost job's failure callback with it")
 
 
 def test_redis_py_pipelines_still_keep_their_commands_where_we_read_them(app):
@@ -99,6 +110,41 @@ def test_rqs_documented_worker_options_work_or_are_refused_by_name(app):
     with pytest.raises(ValueError, match="with_scheduler is not supported"):
         worker.work(with_scheduler=True)
     assert worker.work(max_idle_time=1, logging_level="WARNING") is False, "idle past max_idle_time: it stops"
+    with pytest.raises(ValueError, match="disable_default_exception_handler is not supported"):
+        TrendsWorker(app.queues, connection=app.redis, disable_default_exception_handler=True)
+    # RQ's CLI passes its own job class and serializer unless told otherwise: the project's are used instead.
+    for job_class in (None, Job, DEFAULT_JOB_CLASS, "jobs.job_class.TrendsJob"):
+        assert TrendsWorker(app.queues, connection=app.redis, job_class=job_class).job_class is TrendsJob
+    for serializer in (None, DEFAULT_SERIALIZER_CLASS, "json", JSONSerializer):
+        assert TrendsWorker(app.queues, connection=app.redis, serializer=serializer).serializer is SERIALIZER
+    with pytest.raises(ValueError, match="job class .* is not supported: this worker runs jobs.job_class.TrendsJob"):
+        TrendsWorker(app.queues, connection=app.redis, job_class=type("Other", (Job,), {}))
+    with pytest.raises(ValueError, match="serializer 'pickle' is not supported: jobs and results are JSON"):
+        TrendsWorker(app.queues, connection=app.redis, serializer="pickle")
+
+
+def test_rqs_exception_handlers_run_for_every_failure_not_for_a_success(app, client, run_jobs):
+    handled = []  # run_jobs: synthetic prices in this process
+    client.post("/api/analyses", json={"symbols": ["AAPL", "NOPE1"]})  # NOPE…: unknown to the synthetic source
+    TrendsWorker(app.queues, connection=app.redis, lost_after=3,
+                 exception_handlers=[lambda job, *exc: handled.append((job.args[0], exc[0].__name__))]
+                 ).work(burst=True, logging_level="WARNING")
+    assert ("NOPE1", "UnknownSymbolError") in handled and len(handled) == 1, handled
+
+
+def test_rq_worker_command_with_the_project_worker_class_runs_only_the_projects_jobs(redis_server, redis_client, tmp_path):
+    """`rq worker -w jobs.worker.TrendsWorker`, as RQ documents custom worker classes, with RQ's default options."""
+    marker = tmp_path / "pwned"
+    queue = Queue(Config.INTERACTIVE_QUEUE, connection=redis_client, serializer=JSONSerializer)
+    foreign = queue.enqueue("os.system", f"touch {marker}")
+    ours = queue.enqueue("jobs.tasks.analyze_symbol", "AAPL", 20, 5)
+    rq_command = os.path.join(os.path.dirname(sys.executable), "rq")
+    done = subprocess.run([rq_command, "worker", "-w", "jobs.worker.TrendsWorker", "--burst", "-u", redis_server.url,
+                           Config.INTERACTIVE_QUEUE], cwd=ROOT, env=dict(os.environ, PRICE_SOURCE="synthetic"),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert foreign.get_status(refresh=True) == "failed" and not marker.exists(), "RQ's default job class ran foreign code"
+    assert ours.get_status(refresh=True) == "finished" and ours.return_value()["symbol"] == "AAPL"
 
 
 def test_result_ttl_zero_keeps_no_result_as_in_rq(app, run_jobs):
