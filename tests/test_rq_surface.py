@@ -13,12 +13,14 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.utils import now, utcformat, utcparse
 from rq.worker import DequeueStrategy
 
 from config import ROOT, Config
 from jobs.job_class import SERIALIZER, TrendsJob
 from jobs.worker import TrendsWorker
 from tests.conftest import wait_until, waiting_job_ids, worker_of
+from webapp.shared_jobs import _timestamp
 
 # RQ's worker steps the project's worker replaces or wraps, with the parameters it relies on (docs/architecture.md).
 HOOKS = {
@@ -153,3 +155,9 @@ def test_result_ttl_zero_keeps_no_result_as_in_rq(app, run_jobs):
     wait_until(lambda: not app.redis.exists(job.key), timeout=2, what="the job to be gone with its result")
     assert not job.results()
 
+
+
+def test_the_web_app_reads_rqs_times_as_rq_writes_them():
+    moment = now()
+    assert _timestamp(utcformat(moment).encode()) == moment.timestamp() == utcparse(utcformat(moment)).timestamp(), (
+        "RQ's utcformat changed: webapp/shared_jobs.py _timestamp reads job end times as ISO 8601")

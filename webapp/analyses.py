@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from flask import Flask
 from redis import Redis
 from redis.exceptions import OutOfMemoryError, RedisError
@@ -173,14 +174,14 @@ def _known_entry(symbol: str, status: JobStatus | None) -> dict[str, Any]:
     return {"symbol": symbol, "state": "done" if status == JobStatus.FINISHED else "error"}
 
 
-def _entry(symbol: str, status: JobStatus | None, result: dict[str, Any] | None) -> dict[str, Any]:
+def _entry(symbol: str, status: JobStatus | None, result: dict[str, Any] | orjson.Fragment | None) -> dict[str, Any]:
     if status in WAITING:
         return {"symbol": symbol, "state": "queued"}
     if status == JobStatus.STARTED:
         return {"symbol": symbol, "state": "running"}
     if result is None:
         result = error_object(symbol, "its job and result are gone (expired or deleted) before it was read", "expired")
-    return {"symbol": symbol, "state": "error" if "error" in result else "done", "result": result}
+    return {"symbol": symbol, "state": "error" if is_error(result) else "done", "result": result}
 
 
 def _overall_state(states: list[str]) -> str:
@@ -193,9 +194,14 @@ def _overall_state(states: list[str]) -> str:
     return "failed" if all(state == "error" for state in states) else "partial"
 
 
-def response_body(results: list[dict[str, Any]]) -> dict[str, Any]:
+def is_error(result: dict[str, Any] | orjson.Fragment) -> bool:
+    """Whether a symbol's result object is its error (error_object): a result as stored is a fragment, or decoded."""
+    return isinstance(result, dict) and "error" in result
+
+
+def response_body(results: list[dict[str, Any] | orjson.Fragment]) -> dict[str, Any]:
     """Top-level status and message for per-symbol results, as the API contract words them."""
-    failed = [r["symbol"] for r in results if "error" in r]
+    failed = [r["symbol"] for r in results if is_error(r)]
     if not failed:
         return {"results": results, "status": "success", "message": SUCCESS_MESSAGE}
     if len(failed) == len(results):

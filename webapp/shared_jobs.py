@@ -10,6 +10,7 @@ until it expires. Jobs know nothing of the requests waiting for them.
 """
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import time
 import uuid
@@ -17,13 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis import Redis
 from redis.commands.core import Script
 from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.queue import EnqueueData
 from rq.results import Result
-from rq.utils import utcparse
+from rq.serializers import Serializer
 
 from jobs.connection import confirmed, replicas_to_wait_for, run_script
 from jobs.job_class import ANALYZE_SYMBOL, SERIALIZER
@@ -49,6 +51,32 @@ FAILURE_REUSE_SECONDS = 10  # a failure is answered again for this long, then th
 WAIT_SLICE = 2.0  # seconds per blocking read: below the client's socket timeout
 UNAVAILABLE_PAUSE = 0.5  # seconds a wait pauses when Redis is unavailable, before it reads again
 READ_BATCH = 100  # result streams read at once while waiting: after the last result, at most this many are left to restore
+
+
+class StoredJSON(Serializer):
+    """Read a stored result as the JSON it already is (an orjson.Fragment), for answers that carry it unchanged.
+
+    RQ's Result.restore calls `loads`: decoding ~9 KB of floats a symbol only for orjson to encode
+    them again cost the web app a third of its time per symbol, and a 1000-symbol answer its last
+    tens of milliseconds. A result RQ's JSONSerializer once wrote with NaN or Infinity (not JSON) is decoded.
+    """
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        """Encode as the workers do (RQ's serializer protocol asks for both directions)."""
+        return SERIALIZER.dumps(obj)
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        """Give the stored JSON as a fragment an answer embeds as it is."""
+        if b"NaN" in data or b"Infinity" in data:
+            return SERIALIZER.loads(data)
+        return orjson.Fragment(data)
+
+
+STORED_JSON = StoredJSON()  # an instance of a declared subclass: RQ's protocol check takes half a class's 10 µs
+
+
 POINTER_TTL = 2 * 24 * 3600  # a work pointer outlives its day and any job it names
 FIRST_CHUNK, MAX_CHUNK = 16, 256  # symbols claimed at once: the first few start the workers, later ones cost fewer trips
 # For each pointer KEYS[k]: if it still names what the request read (ARGV: '' for none), enqueue the
@@ -230,7 +258,8 @@ def _states(redis: Redis, ids: list[str]) -> list[JobState]:
 
 
 def _timestamp(raw: bytes | None) -> float | None:
-    return utcparse(raw.decode()).timestamp() if raw else None
+    """Read a time RQ wrote (utcformat: ISO 8601, UTC): fromisoformat reads it 40 times faster than RQ's utcparse."""
+    return dt.datetime.fromisoformat(raw.decode()).timestamp() if raw else None
 
 
 def _job_data(request: TrendsRequest, position: int, job_id: str, settings: Mapping[str, Any]) -> EnqueueData:
@@ -271,7 +300,7 @@ def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str,
                 continue
             entry_id, payload = entries[-1]
             cursors[key] = entry_id
-            result = Result.restore(job_of[key], entry_id.decode(), payload, connection=redis, serializer=SERIALIZER)
+            result = Result.restore(job_of[key], entry_id.decode(), payload, connection=redis, serializer=STORED_JSON)
             if result.type in FINAL_RESULTS:  # only the job's current attempt writes one (jobs/fenced_worker.py)
                 outcomes[job_of[key]] = result
                 del cursors[key]
@@ -316,7 +345,7 @@ def snapshot(redis: Redis, ids: list[str], known: frozenset[int] = frozenset(),
     for position, entries in zip(wanted, replies[len(ids):]):
         job_id, status = ids[position], statuses[position]
         if entries and status not in LIVE:
-            result = Result.restore(job_id, entries[0][0].decode(), entries[0][1], connection=redis, serializer=SERIALIZER)
+            result = Result.restore(job_id, entries[0][0].decode(), entries[0][1], connection=redis, serializer=STORED_JSON)
             if result.type in FINAL_RESULTS:
                 outcomes[job_id] = result
     return statuses, outcomes
@@ -327,8 +356,9 @@ def job_statuses(redis: Redis, ids: list[str]) -> list[JobStatus | None]:
     return [state.status for state in _states(redis, ids)]
 
 
-def result_objects(redis: Redis, symbols: list[str], ids: list[str], outcomes: dict[str, Result]) -> dict[str, dict[str, Any]]:
-    """Each answered job's result object: its return value, or its error in words (job ids → objects)."""
+def result_objects(redis: Redis, symbols: list[str], ids: list[str],
+                   outcomes: dict[str, Result]) -> dict[str, dict[str, Any] | orjson.Fragment]:
+    """Each answered job's result object: its return value as stored (StoredJSON), or its error in words (by job id)."""
     failed = [(symbol, job_id) for symbol, job_id in zip(symbols, ids)
               if job_id in outcomes and outcomes[job_id].type != Result.Type.SUCCESSFUL]
     jobs = dict(zip([job_id for _, job_id in failed], Job.fetch_many([job_id for _, job_id in failed], redis,
