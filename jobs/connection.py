@@ -17,6 +17,7 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.sentinel import SentinelConnectionPool
 
 SENTINEL_SCHEME = "redis+sentinel"
 REPLICA_WAIT_MS = 2000  # how long a write the client is promised waits for a replica's acknowledgement
@@ -123,6 +124,11 @@ def confirmed(pipe: Pipeline, replicas: int) -> list:
         return pipe.execute()
     pipe.publish(REPLICATION_MARK_CHANNEL, 1)
     return replicated(pipe, replicas)[:-1]
+
+
+def replicas_behind(connection: Redis) -> int:
+    """How many replicas a client's promised writes wait for: one behind a Sentinel group's primary, none on one server."""
+    return 1 if isinstance(connection.connection_pool, SentinelConnectionPool) else 0
 
 
 def replicas_to_wait_for(url: str) -> int:

@@ -27,6 +27,7 @@ from rq.registry import StartedJobRegistry
 from rq.utils import now
 from rq.worker import DequeueStrategy, WorkerStatus
 
+from jobs.connection import replicas_behind, run_script
 from jobs.records import DOORBELL_KEY, REDIS_UNAVAILABLE, fair_key, recorded, turns_doorbell_key
 from jobs.recovery import RecoveringWorker
 from jobs.worker_scripts import GUARDED_SCRIPT, TAKE_SCRIPT
@@ -45,6 +46,9 @@ class FencedWorker(RecoveringWorker):
         super().__init__(*args, **kwargs)
         self._take = self.connection.register_script(TAKE_SCRIPT)
         self._guarded = self.connection.register_script(GUARDED_SCRIPT)
+        # In a Sentinel group, a start is on a replica before the job runs: a failover then cannot lose
+        # a run, which would run the job again without using a retry (docs/operations.md).
+        self._start_replicas = replicas_behind(self.connection)
 
     def work(self, *args: Any, dequeue_strategy: DequeueStrategy = DequeueStrategy.DEFAULT,
              with_scheduler: bool = False, **kwargs: Any) -> bool:
@@ -235,7 +239,8 @@ class FencedWorker(RecoveringWorker):
             if recording is None or record_each_try:
                 recording = recorded(self.connection, bookkeeping)
             count, words = recording
-            reply = self._guarded(keys=[key, *(take_keys or [])], args=[*self.prefixes, kind, member, count, *words])
+            reply = run_script(self._guarded, [key, *(take_keys or [])], [*self.prefixes, kind, member, count, *words],
+                               self._start_replicas if what == "start" else 0)
             if not take_keys:
                 return reply == 1
             self.taken_with_outcome(tuple(reply[1]) if reply[1] else None)

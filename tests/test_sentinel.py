@@ -5,12 +5,14 @@ Real servers, as `make run HA=1` runs them: three Redis servers and three sentin
 import base64
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,8 +21,10 @@ import pytest
 from redis import Redis
 from rq import Worker
 
+from jobs import tasks
 from jobs.connection import NoReplicasError
 from jobs.records import REDIS_UNAVAILABLE
+from jobs.sources import SyntheticSource
 from scripts.redis_server import group_server_lines
 from tests.conftest import (
     ROOT,
@@ -33,7 +37,9 @@ from tests.conftest import (
     http_status,
     process_running,
     wait_until,
+    worker_of,
 )
+from webapp import create_app
 
 
 @pytest.fixture
@@ -270,6 +276,7 @@ def test_noreplicas_is_a_connection_error_to_every_client(tmp_path):
             with pytest.raises(NoReplicasError):
                 write()
         assert issubclass(NoReplicasError, REDIS_UNAVAILABLE), "waited out by the workers, a 503 from the web app"
+        client.close()
     finally:
         server.stop()
 
@@ -284,12 +291,50 @@ def test_nothing_is_told_to_a_client_before_a_replica_has_it(fleet, group):
     try:
         with pytest.raises(urllib.error.HTTPError) as refused:
             http_json("POST", fleet.web.url + "/api/analyses", {"symbols": ["UNSEEN"]})
-        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5"
-        assert "no replica acknowledging writes" in json.load(refused.value)["message"]
+        with refused.value:  # the answer's connection, closed once read
+            assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5"
+            assert "no replica acknowledging writes" in json.load(refused.value)["message"]
         with pytest.raises(urllib.error.HTTPError) as refused:
             http_json("GET", f"{fleet.web.url}/api/analyses/{finished}")
-        assert refused.value.code == 503
+        with refused.value:
+            assert refused.value.code == 503
     finally:
         for replica in replicas:
             replica.process.send_signal(signal.SIGCONT)
     wait_until(lambda: fleet.status(finished) is not None, timeout=30, what="answers again once a replica acknowledges")
+
+
+def test_a_job_runs_only_once_a_replica_has_its_start(group, monkeypatch, caplog):
+    """A failover loses what no replica has: a lost start would let the job run again without using a retry."""
+    monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
+    app = create_app({"REDIS_URL": group.url, "TESTING": True})
+    created = app.test_client().post("/api/analyses", json={"symbols": ["AAPL"]}).json
+    worker, ran, before_a_replica_had_it = worker_of(app), [], []
+    perform_job = worker.perform_job
+    monkeypatch.setattr(worker, "perform_job", lambda *args: (ran.append(args[0].id), perform_job(*args))[1])
+    replicas = [server for server in group.servers if server.port != group.primary_port()]
+
+    def resume_once_the_start_waited() -> None:
+        try:
+            wait_until(lambda: "replicas acknowledged the write" in caplog.text, timeout=60,
+                       what="the worker to wait for a replica's acknowledgement of the start")
+            before_a_replica_had_it.append(list(ran))
+        finally:
+            for replica in replicas:
+                replica.process.send_signal(signal.SIGCONT)
+
+    caplog.set_level(logging.INFO)
+    for replica in replicas:
+        replica.process.send_signal(signal.SIGSTOP)
+    watcher = threading.Thread(target=resume_once_the_start_waited)
+    watcher.start()
+    try:
+        worker.work(burst=True, logging_level="INFO")  # RQ's loop needs the main thread (signals)
+        watcher.join()
+        assert before_a_replica_had_it == [[]], "the job ran while no replica had its start"
+        assert len(ran) == 1
+        assert app.test_client().get(created["status_url"]).json["state"] == "finished"
+    finally:
+        pool = app.redis.connection_pool
+        for client in [app.redis, *pool.sentinel_manager.sentinels]:
+            client.connection_pool.disconnect()
