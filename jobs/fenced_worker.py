@@ -197,8 +197,12 @@ class FencedWorker(RecoveringWorker):
 
         # Recorded again for each try: the attempt's expiry in the started registry is a time, and a
         # write that lands late must carry a fresh one, or the job counts as abandoned at once.
-        execution = tries[-1] if self._if_owned("list", self.inflight_key, job.id, register, "start", record_each_try=True) \
-            else self._applied_earlier(job, tries)
+        self._starting = (job, tries)  # the heartbeat keeps the tries alive meanwhile
+        try:
+            execution = tries[-1] if self._if_owned("list", self.inflight_key, job.id, register, "start",
+                                                    record_each_try=True) else self._applied_earlier(job, tries)
+        finally:
+            self._starting = None
         if execution is None:
             self.set_state(WorkerStatus.IDLE)
             return None
@@ -212,7 +216,7 @@ class FencedWorker(RecoveringWorker):
             def renew(pipe: Pipeline, execution: Execution = execution) -> None:
                 execution.heartbeat(registry, self.lost_after, pipeline=pipe)
 
-            if self._if_owned("zset", registry.key, execution.composite_key, renew, "start"):
+            if self._if_owned("zset", registry.key, execution.composite_key, renew, "start", record_each_try=True):
                 return execution
         return None
 

@@ -78,6 +78,9 @@ class RecoveringWorker(SimpleWorker):
         self._reap = self.connection.register_script(REAP_SCRIPT)
         self._recover = self.connection.register_script(RECOVER_SCRIPT)
         self._running: tuple[Job, Execution] | None = None  # (job, execution) while a job runs
+        # (job, its start's tries) while a start is being written: kept alive too, so a start that waits
+        # (for Redis, or in a Sentinel group for a replica) is not given up on before its job runs.
+        self._starting: tuple[Job, list[Execution]] | None = None
         self._beater: threading.Thread | None = None
         self._done = threading.Event()
         self._unavailable_at = -float("inf")  # when this worker last found Redis unavailable (time.monotonic())
@@ -253,7 +256,7 @@ class RecoveringWorker(SimpleWorker):
 
     def _beat(self) -> None:
         """Say this worker is alive (busy or not) and keep its running job's execution alive; never revive one."""
-        running = self._running
+        running, starting = self._running, self._starting
         try:
             with self.connection.pipeline() as pipe:
                 pipe.set(self.alive_key, 1, ex=self.lost_after)
@@ -263,6 +266,10 @@ class RecoveringWorker(SimpleWorker):
                     super().heartbeat(self.worker_ttl, pipe)
                     job, execution = running
                     execution.heartbeat(job.started_job_registry, self.lost_after, pipeline=pipe)  # ZADD XX
+                if starting:
+                    job, tries = starting
+                    for execution in list(tries):
+                        execution.heartbeat(job.started_job_registry, self.lost_after, pipeline=pipe)
                 registered = pipe.execute()[2]
                 if not registered and self.birth_date:  # back after its registration expired (paused, cut off)
                     pipe.hset(self.key, mapping=self.serialize())

@@ -15,14 +15,14 @@ import time
 from typing import Any
 
 from redis.client import Pipeline
-from rq.defaults import DEFAULT_JOB_CLASS, DEFAULT_SERIALIZER_CLASS
+from rq.defaults import DEFAULT_SERIALIZER_CLASS
 from rq.exceptions import DeserializationError
 from rq.executions import Execution
 from rq.job import Job
 from rq.job_lifecycle import call_exception_handlers
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
-from rq.serializers import DefaultSerializer, JSONSerializer
+from rq.serializers import JSONSerializer, resolve_serializer
 from rq.suspension import WORKERS_SUSPENDED
 from rq.timeouts import JobTimeoutException
 from rq.utils import import_attribute, now, utcformat
@@ -39,9 +39,9 @@ from jobs.tasks import failure_message, outcome_of
 
 def project_job_class(job_class: type[Job] | str | None) -> type[TrendsJob]:
     """Give TrendsJob where RQ's CLI passes its default; refuse any class but TrendsJob's own (it would run foreign code)."""
-    if job_class in (None, Job, DEFAULT_JOB_CLASS):
-        return TrendsJob
     resolved = import_attribute(job_class) if isinstance(job_class, str) else job_class
+    if resolved in (None, Job):
+        return TrendsJob
     if isinstance(resolved, type) and issubclass(resolved, TrendsJob):
         return resolved
     raise ValueError(f"job class {job_class!r} is not supported: this worker runs jobs.job_class.TrendsJob, which "
@@ -50,8 +50,11 @@ def project_job_class(job_class: type[Job] | str | None) -> type[TrendsJob]:
 
 def project_serializer(serializer: object) -> type:
     """Give the project's JSON serializer where RQ's CLI passes its default (pickle) or JSON; refuse any other."""
-    if serializer in (None, DEFAULT_SERIALIZER_CLASS, DefaultSerializer, "json", JSONSerializer, SERIALIZER,
-                      f"{SERIALIZER.__module__}.{SERIALIZER.__name__}"):
+    if serializer in (None, DEFAULT_SERIALIZER_CLASS):  # RQ's CLI default, not a choice
+        return SERIALIZER
+    if isinstance(serializer, str) and serializer != "pickle":  # never_unpickle may have made 'pickle' JSON here
+        serializer = resolve_serializer(serializer)  # RQ's aliases and dotted paths
+    if serializer in (JSONSerializer, SERIALIZER):
         return SERIALIZER
     raise ValueError(f"serializer {serializer!r} is not supported: jobs and results are JSON "
                      f"({SERIALIZER.__module__}.{SERIALIZER.__name__}), never pickle")

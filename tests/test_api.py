@@ -7,6 +7,7 @@ import socket
 import zlib
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
@@ -15,7 +16,7 @@ from jobs.sources import CsvSource
 from tests.conftest import RedisServer, answer_while_working, weekdays, write_prices
 from webapp import create_app
 from webapp.analyses import ENDED_STATES, get_trends
-from webapp.shared_jobs import READ_BATCH
+from webapp.shared_jobs import READ_BATCH, STORED_JSON
 from webapp.validation import MAX_HORIZON, MAX_WINDOW, METHODS, PAGE_METHOD, TICKER_PATTERN, TrendsRequest
 
 
@@ -171,3 +172,11 @@ def test_after_the_demo_a_real_source_does_not_reopen_the_demos_analysis(redis_s
     reopened = real.get(created["status_url"])
     assert reopened.status_code == 404 and "another price source" in reopened.json["message"]
     assert str(price_dir) not in reopened.json["message"], "no path in an answer"
+
+
+def test_answers_embed_stored_results_as_stored_and_decode_what_is_not_plain_json():
+    stored = b'{"symbol": "AAPL", "closes": [1.5, 2.25]}'
+    assert orjson.dumps({"results": [STORED_JSON.loads(stored)]}) == b'{"results":[' + stored + b"]}"
+    # RQ's JSONSerializer wrote non-finite numbers as NaN/Infinity, which JSON has not: decoded, written as null.
+    assert orjson.dumps(STORED_JSON.loads(b'{"mape": [NaN, Infinity]}')) == b'{"mape":[null,null]}'
+    assert STORED_JSON.loads(b"[1]") == [1], "not one JSON object: decoded (and refused there if not JSON)"

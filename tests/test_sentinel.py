@@ -31,6 +31,7 @@ from tests.conftest import (
     RedisServer,
     SentinelGroup,
     WebServer,
+    analysis_jobs,
     children,
     free_port,
     http_json,
@@ -305,19 +306,31 @@ def test_nothing_is_told_to_a_client_before_a_replica_has_it(fleet, group):
 
 
 def test_a_job_runs_only_once_a_replica_has_its_start(group, monkeypatch, caplog):
-    """A failover loses what no replica has: a lost start would let the job run again without using a retry."""
+    """A failover loses what no replica has: a lost start would let the job run again without using a retry.
+
+    The start waits longer than WORKER_LOST_AFTER while another worker reaps (the primary told to take
+    writes without a replica meanwhile): the waiting start is kept alive, not given up on.
+    """
     monkeypatch.setattr(tasks, "_price_source", SyntheticSource())
     app = create_app({"REDIS_URL": group.url, "TESTING": True})
     created = app.test_client().post("/api/analyses", json={"symbols": ["AAPL"]}).json
-    worker, ran, before_a_replica_had_it = worker_of(app), [], []
+    job = analysis_jobs(app.redis, created["id"])[0]
+    worker, reaper, ran, before_a_replica_had_it = worker_of(app), worker_of(app), [], []
     perform_job = worker.perform_job
     monkeypatch.setattr(worker, "perform_job", lambda *args: (ran.append(args[0].id), perform_job(*args))[1])
     replicas = [server for server in group.servers if server.port != group.primary_port()]
+    with group.primary() as primary:
+        primary.config_set("min-replicas-max-lag", 60)
 
     def resume_once_the_start_waited() -> None:
         try:
             wait_until(lambda: "replicas acknowledged the write" in caplog.text, timeout=60,
                        what="the worker to wait for a replica's acknowledgement of the start")
+            reaping_until = time.monotonic() + worker.lost_after + 2
+            while time.monotonic() < reaping_until:  # past the start's first expiry
+                for queue in app.queues:
+                    reaper.reap(queue)
+                time.sleep(0.3)
             before_a_replica_had_it.append(list(ran))
         finally:
             for replica in replicas:
@@ -332,8 +345,9 @@ def test_a_job_runs_only_once_a_replica_has_its_start(group, monkeypatch, caplog
         worker.work(burst=True, logging_level="INFO")  # RQ's loop needs the main thread (signals)
         watcher.join()
         assert before_a_replica_had_it == [[]], "the job ran while no replica had its start"
-        assert len(ran) == 1
+        assert ran == [job.id]
         assert app.test_client().get(created["status_url"]).json["state"] == "finished"
+        assert job.fetch(job.id, connection=app.redis).retries_left == app.config["JOB_RETRIES"], "a retry was used"
     finally:
         pool = app.redis.connection_pool
         for client in [app.redis, *pool.sentinel_manager.sentinels]:

@@ -58,7 +58,8 @@ class StoredJSON(Serializer):
 
     RQ's Result.restore calls `loads`: decoding ~9 KB of floats a symbol only for orjson to encode
     them again cost the web app a third of its time per symbol, and a 1000-symbol answer its last
-    tens of milliseconds. A result RQ's JSONSerializer once wrote with NaN or Infinity (not JSON) is decoded.
+    tens of milliseconds. A result RQ's JSONSerializer once wrote with NaN or Infinity (not JSON), or
+    anything that is not one JSON object at a glance, is decoded (what is not JSON then fails as before).
     """
 
     @staticmethod
@@ -69,7 +70,7 @@ class StoredJSON(Serializer):
     @staticmethod
     def loads(data: bytes) -> Any:
         """Give the stored JSON as a fragment an answer embeds as it is."""
-        if b"NaN" in data or b"Infinity" in data:
+        if data[:1] != b"{" or data[-1:] != b"}" or b"NaN" in data or b"Infinity" in data:
             return SERIALIZER.loads(data)
         return orjson.Fragment(data)
 
