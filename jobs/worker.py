@@ -31,7 +31,7 @@ from rq.worker import WorkerStatus
 from config import Config
 from jobs.fenced_worker import FencedWorker, Taken
 from jobs.governor import PAUSED_RECHECK, PutBack
-from jobs.job_class import SERIALIZER, RefusedJobError, TrendsJob
+from jobs.job_class import SERIALIZER, SERIALIZER_PATH, OrjsonSerializer, RefusedJobError, TrendsJob
 from jobs.records import JOB_STATS_KEY, VERSION
 from jobs.sources import PriceDataError, source_name
 from jobs.tasks import failure_message, outcome_of
@@ -54,10 +54,10 @@ def project_serializer(serializer: object) -> type:
         return SERIALIZER
     if isinstance(serializer, str) and serializer != "pickle":  # never_unpickle may have made 'pickle' JSON here
         serializer = resolve_serializer(serializer)  # RQ's aliases and dotted paths
-    if serializer in (JSONSerializer, SERIALIZER):
+    if serializer in (JSONSerializer, SERIALIZER, OrjsonSerializer):
         return SERIALIZER
-    raise ValueError(f"serializer {serializer!r} is not supported: jobs and results are JSON "
-                     f"({SERIALIZER.__module__}.{SERIALIZER.__name__}), never pickle")
+    raise ValueError(f"serializer {serializer!r} is not supported: jobs and results are JSON ({SERIALIZER_PATH}), "
+                     "never pickle")
 
 
 def _symbol_of(job: Job) -> str:

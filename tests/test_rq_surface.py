@@ -118,7 +118,7 @@ def test_rqs_documented_worker_options_work_or_are_refused_by_name(app):
     for job_class in (None, Job, DEFAULT_JOB_CLASS, "jobs.job_class.TrendsJob"):
         assert TrendsWorker(app.queues, connection=app.redis, job_class=job_class).job_class is TrendsJob
     for serializer in (None, DEFAULT_SERIALIZER_CLASS, "json", JSONSerializer, "rq.serializers.JSONSerializer",
-                       "jobs.job_class.OrjsonSerializer"):
+                       "jobs.job_class.OrjsonSerializer", "jobs.job_class.SERIALIZER"):
         assert TrendsWorker(app.queues, connection=app.redis, serializer=serializer).serializer is SERIALIZER
     with pytest.raises(ValueError, match="job class .* is not supported: this worker runs jobs.job_class.TrendsJob"):
         TrendsWorker(app.queues, connection=app.redis, job_class=type("Other", (Job,), {}))
