@@ -129,8 +129,3 @@ def confirmed(pipe: Pipeline, replicas: int) -> list:
 def replicas_behind(connection: Redis) -> int:
     """How many replicas a client's promised writes wait for: one behind a Sentinel group's primary, none on one server."""
     return 1 if isinstance(connection.connection_pool, SentinelConnectionPool) else 0
-
-
-def replicas_to_wait_for(url: str) -> int:
-    """How many replicas a promised write waits for: one in a Sentinel group, none on a single server."""
-    return 1 if is_sentinel_url(url) else 0

@@ -12,9 +12,8 @@ import time
 
 from redis import Redis
 from rq import Queue
-from rq.utils import utcparse
 
-from jobs.records import fair_key
+from jobs.records import fair_key, rq_time
 
 
 def staged_queues(redis: Redis, queue: Queue) -> list[Queue]:
@@ -38,7 +37,7 @@ def waiting(redis: Redis, queue: Queue) -> tuple[int, float]:
     heads = [head.decode() for head in replies[1::2] if head]
     for head in heads:
         pipe.hget(queue.job_class.key_for(head), "enqueued_at")
-    ages = [time.time() - utcparse(raw.decode()).timestamp() for raw in (pipe.execute() if heads else []) if raw]
+    ages = [time.time() - rq_time(raw) for raw in (pipe.execute() if heads else []) if raw]
     return sum(replies[0::2]), max(ages, default=0.0)
 
 

@@ -18,9 +18,9 @@ from rq.worker import DequeueStrategy
 
 from config import ROOT, Config
 from jobs.job_class import SERIALIZER, TrendsJob
+from jobs.records import rq_time
 from jobs.worker import TrendsWorker
 from tests.conftest import wait_until, waiting_job_ids, worker_of
-from webapp.shared_jobs import _timestamp
 
 # RQ's worker steps the project's worker replaces or wraps, with the parameters it relies on (docs/architecture.md).
 HOOKS = {
@@ -160,5 +160,5 @@ def test_result_ttl_zero_keeps_no_result_as_in_rq(app, run_jobs):
 
 def test_the_web_app_reads_rqs_times_as_rq_writes_them():
     moment = now()
-    assert _timestamp(utcformat(moment).encode()) == moment.timestamp() == utcparse(utcformat(moment)).timestamp(), (
-        "RQ's utcformat changed: webapp/shared_jobs.py _timestamp reads job end times as ISO 8601")
+    assert rq_time(utcformat(moment).encode()) == moment.timestamp() == utcparse(utcformat(moment)).timestamp(), (
+        "RQ's utcformat changed: jobs/records.py rq_time reads RQ's times in job hashes as ISO 8601")

@@ -25,7 +25,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from jobs.connection import confirmed, replicas_to_wait_for, replicated
+from jobs.connection import confirmed, replicas_behind, replicated
 from jobs.job_class import SERIALIZER
 from jobs.records import DEFAULT_LEVEL, OPEN_ANALYSES_KEY, record_key, trading_day
 from webapp.shared_jobs import (
@@ -60,7 +60,7 @@ def get_trends(redis: Redis, queue: Queue, client: str, request: TrendsRequest, 
                                                                      serializer=SERIALIZER)))
     for symbol, job_id in late:
         objects[job_id] = error_object(symbol, _late_reason(jobs[job_id], timeout), "late")
-    confirmed(redis.pipeline(transaction=False), replicas_to_wait_for(settings["REDIS_URL"]))  # in a group: on a replica
+    confirmed(redis.pipeline(transaction=False), replicas_behind(redis))  # in a group: on a replica
     return response_body([objects[job_id] for job_id in ids])
 
 
@@ -87,7 +87,7 @@ def start_analysis(redis: Redis, queue: Queue, client: str, request: TrendsReque
     pipe.hset(record_key(analysis_id), mapping=record)
     pipe.expire(record_key(analysis_id), settings["RESULT_TTL"])  # the keeper extends it while it is open
     pipe.zadd(OPEN_ANALYSES_KEY, {analysis_id: time.time()})
-    replicated(pipe, replicas_to_wait_for(settings["REDIS_URL"]))  # in a Sentinel group: no 202 a failover undoes
+    replicated(pipe, replicas_behind(redis))  # in a Sentinel group: no 202 a failover undoes
     return analysis_id
 
 
@@ -130,13 +130,12 @@ def write_cursor(positions: list[int]) -> str:
     return base64.urlsafe_b64encode(bitmap.to_bytes((bitmap.bit_length() + 7) // 8, "little")).decode().rstrip("=")
 
 
-def analysis_status(redis: Redis, analysis_id: str, since: str = "", replicas: int = 0,
-                    source: str = "") -> dict[str, Any] | None:
+def analysis_status(redis: Redis, analysis_id: str, since: str = "", source: str = "") -> dict[str, Any] | None:
     """Overall state, counts and per-symbol states and results, read from the jobs; None if unknown or expired.
 
     With the `since` cursor of an earlier answer, the results that answer carried are left out (their
     symbols keep their state): a poll carries only what is new. Raises CursorError for a cursor it did not give.
-    `replicas`: in a Sentinel group, new results are on a replica before they are told (no failover undoes them).
+    In a Sentinel group, new results are on a replica before they are told (no failover undoes them).
     `source`: the deployment's price source; an analysis made with another (`make demo`'s, on the same
     Redis) raises OtherSourceError, so no number from another source is shown as this one's.
     """
@@ -148,7 +147,7 @@ def analysis_status(redis: Redis, analysis_id: str, since: str = "", replicas: i
         raise OtherSourceError()
     symbols, ids = json.loads(record["symbols"]), json.loads(record["jobs"])
     known = read_cursor(since, len(symbols))
-    statuses, outcomes = snapshot(redis, ids, known, replicas)
+    statuses, outcomes = snapshot(redis, ids, known)
     if any(statuses[position] in LIVE for position in known):  # a symbol not answered yet cannot be known
         raise CursorError()
     objects = result_objects(redis, symbols, ids, outcomes)

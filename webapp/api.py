@@ -7,7 +7,6 @@ from flask_limiter.util import get_remote_address
 from rq import Queue
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound, RequestEntityTooLarge, UnsupportedMediaType
 
-from jobs.connection import replicas_to_wait_for
 from webapp import analyses
 from webapp.openapi import openapi_spec
 from webapp.security import admit
@@ -79,7 +78,7 @@ def get_analysis(analysis_id: str) -> Response:
     config = current_app.config
     try:
         status = analyses.analysis_status(current_app.redis, analysis_id, request.args.get("since", ""),
-                                          replicas_to_wait_for(config["REDIS_URL"]), config["PRICE_SOURCE"]) \
+                                          config["PRICE_SOURCE"]) \
             if ANALYSIS_ID.fullmatch(analysis_id) else None
     except analyses.CursorError as exc:
         raise BadRequest(str(exc)) from None

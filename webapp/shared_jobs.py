@@ -10,7 +10,6 @@ until it expires. Jobs know nothing of the requests waiting for them.
 """
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import time
 import uuid
@@ -25,10 +24,9 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.queue import EnqueueData
 from rq.results import Result
-from rq.serializers import Serializer
 
-from jobs.connection import confirmed, replicas_to_wait_for, run_script
-from jobs.job_class import ANALYZE_SYMBOL, SERIALIZER
+from jobs.connection import confirmed, replicas_behind, run_script
+from jobs.job_class import ANALYZE_SYMBOL, SERIALIZER, OrjsonSerializer
 from jobs.records import (
     APPLY_RECORDED,
     DEFAULT_LEVEL,
@@ -39,6 +37,7 @@ from jobs.records import (
     current_job_key,
     fair_key,
     recorded,
+    rq_time,
     staged_queue_name,
     turns_doorbell_key,
     work_id,
@@ -53,8 +52,8 @@ UNAVAILABLE_PAUSE = 0.5  # seconds a wait pauses when Redis is unavailable, befo
 READ_BATCH = 100  # result streams read at once while waiting: after the last result, at most this many are left to restore
 
 
-class StoredJSON(Serializer):
-    """Read a stored result as the JSON it already is (an orjson.Fragment), for answers that carry it unchanged.
+class StoredJSON(OrjsonSerializer):
+    """The project's serializer, reading a stored result as the JSON it already is (an orjson.Fragment) for answers.
 
     RQ's Result.restore calls `loads`: decoding ~9 KB of floats a symbol only for orjson to encode
     them again cost the web app a third of its time per symbol, and a 1000-symbol answer its last
@@ -63,19 +62,14 @@ class StoredJSON(Serializer):
     """
 
     @staticmethod
-    def dumps(obj: Any) -> bytes:
-        """Encode as the workers do (RQ's serializer protocol asks for both directions)."""
-        return SERIALIZER.dumps(obj)
-
-    @staticmethod
     def loads(data: bytes) -> Any:
         """Give the stored JSON as a fragment an answer embeds as it is."""
         if data[:1] != b"{" or data[-1:] != b"}" or b"NaN" in data or b"Infinity" in data:
-            return SERIALIZER.loads(data)
+            return OrjsonSerializer.loads(data)
         return orjson.Fragment(data)
 
 
-STORED_JSON = StoredJSON()  # an instance of a declared subclass: RQ's protocol check takes half a class's 10 µs
+STORED_JSON = StoredJSON()  # an instance, as jobs.job_class.SERIALIZER is (RQ's protocol check is quicker)
 
 
 POINTER_TTL = 2 * 24 * 3600  # a work pointer outlives its day and any job it names
@@ -200,7 +194,7 @@ def claim_jobs(redis: Redis, queue: Queue, request: TrendsRequest, works: list[s
         bulk = Queue(settings["BULK_QUEUE"], connection=redis).key
         run_script(redis.register_script(PROMOTE_SCRIPT), [],
                    [*turns, Job.redis_job_namespace_prefix, bulk, queue.name, *joined],
-                   replicas_to_wait_for(settings["REDIS_URL"]))
+                   replicas_behind(redis))
     return ids
 
 
@@ -227,7 +221,7 @@ def _claim_chunk(redis: Redis, claim: Script, queue: Queue, request: TrendsReque
                 [_job_data(request, i, new[i], settings)], pipeline=pipe))
             words += [read[i] or "", new[i], count, *commands]
         created = run_script(claim, [pointers[i] for i in to_create], words,  # in a Sentinel group: on a replica too
-                             replicas_to_wait_for(settings["REDIS_URL"]))
+                             replicas_behind(redis))
         found.update({i: new[i] for i, made in zip(to_create, created) if made})
         # Another request created the others first: read their pointers again, and join theirs.
     return [found[i] for i in positions]
@@ -255,12 +249,8 @@ def _states(redis: Redis, ids: list[str]) -> list[JobState]:
     pipe = redis.pipeline(transaction=False)
     for job_id in ids:
         pipe.hmget(Job.key_for(job_id), "status", "ended_at")
-    return [JobState(JobStatus(status.decode()) if status else None, _timestamp(ended)) for status, ended in pipe.execute()]
-
-
-def _timestamp(raw: bytes | None) -> float | None:
-    """Read a time RQ wrote (utcformat: ISO 8601, UTC): fromisoformat reads it 40 times faster than RQ's utcparse."""
-    return dt.datetime.fromisoformat(raw.decode()).timestamp() if raw else None
+    return [JobState(JobStatus(status.decode()) if status else None, rq_time(ended) if ended else None)
+            for status, ended in pipe.execute()]
 
 
 def _job_data(request: TrendsRequest, position: int, job_id: str, settings: Mapping[str, Any]) -> EnqueueData:
@@ -325,14 +315,14 @@ def wait_for_outcomes(redis: Redis, ids: list[str], timeout: float) -> dict[str,
     return outcomes
 
 
-def snapshot(redis: Redis, ids: list[str], known: frozenset[int] = frozenset(),
-             replicas: int = 0) -> tuple[list[JobStatus | None], dict[str, Result]]:
+def snapshot(redis: Redis, ids: list[str],
+             known: frozenset[int] = frozenset()) -> tuple[list[JobStatus | None], dict[str, Result]]:
     """Read each job's status and, for those that are answered, the final outcome, in one round trip.
 
     RQ's `get_status` and `latest_result`, batched; no MULTI, which a full Redis refuses even for reads.
     A job is never deleted or reused, so an answered job's result is there until it expires.
     The outcomes of the jobs at the `known` positions (the reader has them already) are not read.
-    `replicas`: in a Sentinel group, what is read is on a replica before it is given (`confirmed`).
+    In a Sentinel group, what is read is on a replica before it is given (`confirmed`).
     """
     wanted = [position for position in range(len(ids)) if position not in known]
     pipe = redis.pipeline(transaction=False)
@@ -340,7 +330,7 @@ def snapshot(redis: Redis, ids: list[str], known: frozenset[int] = frozenset(),
         pipe.hget(Job.key_for(job_id), "status")
     for position in wanted:
         pipe.xrevrange(Result.get_key(ids[position]), count=1)
-    replies = confirmed(pipe, replicas)
+    replies = confirmed(pipe, replicas_behind(redis))
     statuses = [JobStatus(raw.decode()) if raw else None for raw in replies[:len(ids)]]
     outcomes = {}
     for position, entries in zip(wanted, replies[len(ids):]):
